@@ -1,0 +1,17 @@
+//! Sans-IO CoAP (RFC 7252): the message codec, the option registry, URIs, link format and the
+//! message layer.
+//!
+//! Nothing in this crate opens a socket or reads a clock. The message layer takes datagrams and
+//! [`Instant`](std::time::Instant)s in and hands out datagrams to send, events and the time of its
+//! next timer, so that loss, duplication, reordering and time can be driven exactly in tests.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod code;
+pub mod message;
+pub mod option;
+pub mod wire;
+
+pub use code::{Code, MessageType};
+pub use message::{CoapOption, Message, Options, Token};
+pub use option::{ContentFormat, OptionNumber};
