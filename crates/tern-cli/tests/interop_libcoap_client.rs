@@ -1,0 +1,134 @@
+//! libcoap's `coap-client-notls` against `tern serve`.
+//!
+//! coap-client exits 0 even when a request failed, so it is judged by its
+//! output only: the payload goes to stdout, an error response is printed on
+//! stderr as `4.04 Not Found` (code, space, reason phrase).
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+use std::path::Path;
+
+fn coap_client(bin: &Path, extra: &[&str], uri: &str) -> RunOutput {
+    let mut args: Vec<&str> = vec!["-B", "5"];
+    args.extend_from_slice(extra);
+    args.push(uri);
+    run_with_timeout(bin, args, CLIENT_TIMEOUT)
+}
+
+fn uri(addr: SocketAddr, path: &str) -> String {
+    format!("coap://{addr}{path}")
+}
+
+/// The output format the tests below rely on, checked against libcoap's own
+/// server: a successful GET prints the payload on stdout; a 4.04 prints
+/// `4.04 Not Found` on stderr.
+#[test]
+fn libcoap_client_output_format_against_libcoap_server() {
+    let Some(client) = require_peer("coap-client-notls") else {
+        return;
+    };
+    let Some(server_bin) = require_peer("coap-server-notls") else {
+        return;
+    };
+    let (_server, addr) = start_libcoap_server(&server_bin);
+    let ok = coap_client(&client, &[], &uri(addr, "/async?1"));
+    assert_eq!(ok.stdout.trim(), "done", "\n{}", ok.describe());
+    assert!(!has_error_code_line(&ok.stderr), "\n{}", ok.describe());
+    let nf = coap_client(&client, &[], &uri(addr, "/does-not-exist"));
+    assert!(nf.stdout.trim().is_empty(), "\n{}", nf.describe());
+    assert!(
+        nf.stderr.lines().any(|l| l.trim() == "4.04 Not Found"),
+        "\n{}",
+        nf.describe()
+    );
+}
+
+#[test]
+fn libcoap_client_get_time_from_tern() {
+    let Some(client) = require_peer("coap-client-notls") else {
+        return;
+    };
+    let (server, addr) = start_tern_server();
+    let out = coap_client(&client, &[], &uri(addr, "/time"));
+    assert!(!out.timed_out(), "coap-client hung\n{}", out.describe());
+    assert!(
+        !has_error_code_line(&out.all_output()),
+        "error response\n{}\n{}",
+        out.describe(),
+        server.output()
+    );
+    assert!(
+        !out.stdout.trim().is_empty(),
+        "empty /time payload\n{}\n{}",
+        out.describe(),
+        server.output()
+    );
+}
+
+#[test]
+fn libcoap_client_put_then_get_store_on_tern() {
+    let Some(client) = require_peer("coap-client-notls") else {
+        return;
+    };
+    let (server, addr) = start_tern_server();
+    let text = random_text(24);
+    let put = coap_client(&client, &["-m", "put", "-e", &text], &uri(addr, "/store/x"));
+    assert!(
+        !has_error_code_line(&put.all_output()),
+        "PUT failed\n{}\n{}",
+        put.describe(),
+        server.output()
+    );
+    let get = coap_client(&client, &[], &uri(addr, "/store/x"));
+    assert_eq!(
+        get.stdout.trim_end_matches(['\r', '\n']),
+        text,
+        "round trip differs\n{}\n{}",
+        get.describe(),
+        server.output()
+    );
+    assert!(!has_error_code_line(&get.stderr), "\n{}", get.describe());
+}
+
+#[test]
+fn libcoap_client_get_missing_on_tern_is_4_04() {
+    let Some(client) = require_peer("coap-client-notls") else {
+        return;
+    };
+    let (server, addr) = start_tern_server();
+    let out = coap_client(&client, &[], &uri(addr, "/nope"));
+    assert!(!out.timed_out(), "coap-client hung\n{}", out.describe());
+    assert!(
+        out.all_output()
+            .lines()
+            .any(|l| l.trim_start().starts_with("4.04")),
+        "no 4.04 line\n{}\n{}",
+        out.describe(),
+        server.output()
+    );
+}
+
+#[test]
+fn libcoap_client_get_well_known_core_from_tern() {
+    let Some(client) = require_peer("coap-client-notls") else {
+        return;
+    };
+    let (server, addr) = start_tern_server();
+    let out = coap_client(&client, &[], &uri(addr, "/.well-known/core"));
+    assert!(
+        !has_error_code_line(&out.all_output()),
+        "error response\n{}\n{}",
+        out.describe(),
+        server.output()
+    );
+    for link in ["</time>", "</echo>"] {
+        assert!(
+            out.stdout.contains(link),
+            "/.well-known/core lacks {link}\n{}\n{}",
+            out.describe(),
+            server.output()
+        );
+    }
+}

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Install the interop peers Tern's tests run against (see shared/PEERS.md):
+#   - libcoap 4.3.1 command-line tools (Debian package libcoap3-bin)
+#   - pkg-config and libssl-dev (for the openssl crate)
+#   - aiocoap 0.4.17 in a Python venv at ${TERN_PEERS_DIR:-$HOME/.cache/tern-peers}/venv
+#
+# Idempotent: installs only what is missing; runs `apt-get update` at most once.
+# Works without stdin (CI) and under `set -euo pipefail`.
+set -euo pipefail
+
+PEERS_DIR="${TERN_PEERS_DIR:-${HOME:-/root}/.cache/tern-peers}"
+VENV="$PEERS_DIR/venv"
+AIOCOAP_SPEC='aiocoap[oscore]==0.4.17'
+AIOCOAP_VERSION='0.4.17'
+
+log() { printf 'install-peers: %s\n' "$*" >&2; }
+
+export DEBIAN_FRONTEND=noninteractive
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        SUDO=(sudo -n)
+    else
+        SUDO=(__not_root__)
+    fi
+fi
+
+APT_UPDATED=0
+apt_install() {
+    # apt_install PKG...: install the given Debian packages (apt-get update once).
+    if [ "${SUDO[*]:-}" = "__not_root__" ]; then
+        log "need root (or passwordless sudo) to install: $*"
+        return 1
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "apt-get not found; install these yourself: $*"
+        return 1
+    fi
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        log "apt-get update"
+        "${SUDO[@]}" apt-get update -q </dev/null
+        APT_UPDATED=1
+    fi
+    log "apt-get install -y $*"
+    "${SUDO[@]}" apt-get install -y -q --no-install-recommends "$@" </dev/null
+}
+
+pkg_installed() {
+    dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed'
+}
+
+# --- Debian packages -------------------------------------------------------
+missing=()
+if ! command -v coap-client-notls >/dev/null 2>&1 || ! command -v coap-server-notls >/dev/null 2>&1; then
+    missing+=(libcoap3-bin)
+fi
+if ! command -v pkg-config >/dev/null 2>&1; then
+    missing+=(pkg-config)
+fi
+if ! pkg_installed libssl-dev && ! pkg-config --exists openssl 2>/dev/null; then
+    missing+=(libssl-dev)
+fi
+if ! command -v python3 >/dev/null 2>&1; then
+    missing+=(python3 python3-venv)
+elif ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    missing+=(python3-venv)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt_install "${missing[@]}"
+else
+    log "Debian packages already present (libcoap3-bin, pkg-config, libssl-dev)"
+fi
+
+# --- aiocoap venv -------------------------------------------------------------
+venv_ok() {
+    [ -x "$VENV/bin/aiocoap-client" ] || return 1
+    local v
+    v="$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("aiocoap"))' 2>/dev/null)" || return 1
+    [ "$v" = "$AIOCOAP_VERSION" ] || return 1
+    # the [oscore] extra brings cryptography and cbor2
+    "$VENV/bin/python" -c 'import cryptography, cbor2' >/dev/null 2>&1
+}
+
+if venv_ok; then
+    log "aiocoap $AIOCOAP_VERSION already in $VENV"
+else
+    mkdir -p "$PEERS_DIR"
+    if [ ! -x "$VENV/bin/python" ]; then
+        log "creating venv $VENV"
+        rm -rf "$VENV"
+        python3 -m venv "$VENV"
+    fi
+    log "pip install $AIOCOAP_SPEC"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/pip" install -q "$AIOCOAP_SPEC" </dev/null
+    if ! venv_ok; then
+        log "aiocoap install in $VENV did not succeed"
+        exit 1
+    fi
+fi
+
+# --- report --------------------------------------------------------------------
+cat <<INFO
+tern peers:
+  coap-client-notls: $(command -v coap-client-notls)
+  coap-server-notls: $(command -v coap-server-notls)
+  pkg-config:        $(command -v pkg-config) (openssl $(pkg-config --modversion openssl 2>/dev/null || echo '?'))
+  aiocoap venv:      $VENV
+  aiocoap-client:    $VENV/bin/aiocoap-client
+  export TERN_AIOCOAP_CLIENT=$VENV/bin/aiocoap-client
+INFO
