@@ -20,10 +20,36 @@ if [ -n "${CARGO_TARGET_DIR:-}" ]; then
     echo "test-all: CARGO_TARGET_DIR=$CARGO_TARGET_DIR" >&2
 fi
 
-echo "test-all: cargo test --workspace --all-targets" >&2
-cargo test --workspace --all-targets "$@"
+RESULTS="$(mktemp "${TMPDIR:-/tmp}/tern-test-all.XXXXXX")"
+trap 'rm -f "$RESULTS"' EXIT
 
-echo "test-all: cargo test --workspace --doc" >&2
-cargo test --workspace --doc
+# Runs cargo, copying its stdout to $RESULTS for the summary; returns cargo's status.
+run_cargo() {
+    echo "test-all: cargo $*" >&2
+    local rc=0
+    cargo "$@" | tee -a "$RESULTS" || rc=$?
+    return "$rc"
+}
 
-echo "test-all: all tests passed" >&2
+summary() {
+    # Sum cargo's "test result: ok. N passed; N failed; N ignored; ..." lines.
+    awk '/^test result:/ {
+            for (i = 1; i <= NF; i++) {
+                if ($(i) ~ /^passed;?$/)  p += $(i-1)
+                if ($(i) ~ /^failed;?$/)  f += $(i-1)
+                if ($(i) ~ /^ignored;?$/) s += $(i-1)
+            }
+         }
+         END { printf "test-all: %d passed, %d failed, %d skipped\n", p, f, s }' "$RESULTS"
+}
+
+status=0
+run_cargo test --workspace --all-targets "$@" || status=$?
+doc_status=0
+run_cargo test --workspace --doc || doc_status=$?
+[ "$status" -ne 0 ] || status=$doc_status
+summary
+if [ "$status" -ne 0 ]; then
+    echo "test-all: FAILED (cargo exited $status)" >&2
+    exit "$status"
+fi
