@@ -8,10 +8,18 @@
 #![warn(missing_docs)]
 
 pub mod code;
+pub mod dedup;
+pub mod endpoint;
+pub mod link_format;
 pub mod message;
 pub mod option;
+pub mod reliability;
+pub mod sim;
+pub mod uri;
 pub mod wire;
 
 pub use code::{Code, MessageType};
+pub use endpoint::{Endpoint, EndpointConfig, Event, IncomingId, RequestId, Transmit};
 pub use message::{CoapOption, Message, Options, Token};
 pub use option::{ContentFormat, OptionNumber};
+pub use reliability::TransmissionParams;

@@ -53,7 +53,7 @@ pub enum FormatError {
     /// Code 0.00 with a token, options or payload (§4.1).
     #[error("empty message (0.00) carries a token, options or payload")]
     NonEmptyEmptyMessage,
-    /// A code of class 1, 6 or 7 in a datagram.
+    /// A code of the reserved classes 1, 3, 6 or 7 in a datagram (signaling is stream-only).
     #[error("reserved code class {0}")]
     ReservedClass(u8),
 }
@@ -110,7 +110,7 @@ impl<T: AsRef<[u8]>> Datagram<T> {
             return Err(FormatError::TruncatedToken);
         }
         let code = Code(bytes[field::CODE]);
-        if matches!(code.class(), 1 | 6 | 7) {
+        if matches!(code.class(), 1 | 3 | 6 | 7) {
             return Err(FormatError::ReservedClass(code.class()));
         }
         let payload_start = scan_options(&bytes[options_start..])? + options_start;
@@ -203,7 +203,10 @@ impl<'a> OptionIter<'a> {
         }
     }
 
-    fn fail(&mut self, error: FormatError) -> Option<Result<(OptionNumber, &'a [u8]), FormatError>> {
+    fn fail(
+        &mut self,
+        error: FormatError,
+    ) -> Option<Result<(OptionNumber, &'a [u8]), FormatError>> {
         self.failed = true;
         Some(Err(error))
     }
@@ -346,7 +349,13 @@ mod tests {
     #[test]
     fn builds_the_same_literal_bytes() {
         let mut out = Vec::new();
-        write_header(&mut out, MessageType::Con, Code::GET, 0x5d1f, &[0, 0, 0x39, 0x74]);
+        write_header(
+            &mut out,
+            MessageType::Con,
+            Code::GET,
+            0x5d1f,
+            &[0, 0, 0x39, 0x74],
+        );
         write_option(&mut out, 0, 3, b"localhost");
         write_option(&mut out, 3, 11, b"tv1");
         assert_eq!(out, GET_TV1);
@@ -354,17 +363,29 @@ mod tests {
 
     #[test]
     fn payload_and_marker() {
-        let bytes = [0x64, 0x45, 0x5d, 0x1f, 0x00, 0x00, 0x39, 0x74, 0xff, b'H', b'i'];
+        let bytes = [
+            0x64, 0x45, 0x5d, 0x1f, 0x00, 0x00, 0x39, 0x74, 0xff, b'H', b'i',
+        ];
         let d = Datagram::new_checked(&bytes[..]).unwrap();
         assert_eq!(d.payload(), b"Hi");
         assert_eq!(d.options().count(), 0);
         let bad = [0x60, 0x45, 0x00, 0x01, 0xff];
-        assert_eq!(Datagram::new_checked(&bad[..]).unwrap_err(), FormatError::EmptyPayload);
+        assert_eq!(
+            Datagram::new_checked(&bad[..]).unwrap_err(),
+            FormatError::EmptyPayload
+        );
     }
 
     #[test]
     fn extended_deltas_and_lengths() {
-        for (number, len) in [(12u16, 12usize), (13, 13), (268, 268), (269, 269), (2048, 1000), (65535, 70000 - 269)] {
+        for (number, len) in [
+            (12u16, 12usize),
+            (13, 13),
+            (268, 268),
+            (269, 269),
+            (2048, 1000),
+            (65535, 70000 - 269),
+        ] {
             let mut out = Vec::new();
             write_header(&mut out, MessageType::Non, Code::POST, 1, &[]);
             let value = vec![0xab; len.min(MAX_OPTION_VALUE_LEN)];
@@ -384,16 +405,32 @@ mod tests {
             (&[0x80, 0x01, 0x00, 0x00], FormatError::Version(2)),
             (&[0x49, 0x01, 0x00, 0x00], FormatError::TokenLength(9)),
             (&[0x42, 0x01, 0x00, 0x00, 0x01], FormatError::TruncatedToken),
-            (&[0x40, 0x01, 0x00, 0x00, 0xb5, b'a'], FormatError::TruncatedOption),
+            (
+                &[0x40, 0x01, 0x00, 0x00, 0xb5, b'a'],
+                FormatError::TruncatedOption,
+            ),
             (&[0x40, 0x01, 0x00, 0x00, 0xf0], FormatError::ReservedNibble),
             (&[0x40, 0x01, 0x00, 0x00, 0x1f], FormatError::ReservedNibble),
-            (&[0x40, 0x01, 0x00, 0x00, 0xd0], FormatError::TruncatedOption),
-            (&[0x40, 0x01, 0x00, 0x00, 0xe0, 0xff, 0xff, 0xe0, 0xff, 0xff], FormatError::OptionNumberOverflow),
-            (&[0x41, 0x00, 0x00, 0x00, 0x01], FormatError::NonEmptyEmptyMessage),
+            (
+                &[0x40, 0x01, 0x00, 0x00, 0xd0],
+                FormatError::TruncatedOption,
+            ),
+            (
+                &[0x40, 0x01, 0x00, 0x00, 0xe0, 0xff, 0xff, 0xe0, 0xff, 0xff],
+                FormatError::OptionNumberOverflow,
+            ),
+            (
+                &[0x41, 0x00, 0x00, 0x00, 0x01],
+                FormatError::NonEmptyEmptyMessage,
+            ),
             (&[0x40, 0x20, 0x00, 0x00], FormatError::ReservedClass(1)),
         ];
         for (bytes, want) in cases {
-            assert_eq!(Datagram::new_checked(*bytes).unwrap_err(), *want, "{bytes:02x?}");
+            assert_eq!(
+                Datagram::new_checked(*bytes).unwrap_err(),
+                *want,
+                "{bytes:02x?}"
+            );
         }
     }
 
@@ -402,6 +439,9 @@ mod tests {
         let p = peek_header(&[0x80, 0x01, 0x12, 0x34, 0xff]).unwrap();
         assert_eq!((p.ty, p.mid), (MessageType::Con, 0x1234));
         assert!(peek_header(&[0x40]).is_none());
-        assert_eq!(empty_message(MessageType::Rst, 0x1234), [0x70, 0, 0x12, 0x34]);
+        assert_eq!(
+            empty_message(MessageType::Rst, 0x1234),
+            [0x70, 0, 0x12, 0x34]
+        );
     }
 }

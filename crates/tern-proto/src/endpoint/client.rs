@@ -1,0 +1,388 @@
+//! The client role of the message layer: starting requests, NSTART queuing, token matching and
+//! piggybacked or separate responses (RFC 7252 §4.7, §5.2, §5.3).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand_core::RngCore;
+
+use super::{Endpoint, Event, Purpose, RequestId, Timer};
+use crate::code::MessageType;
+use crate::dedup::DedupState;
+use crate::message::{EncodeError, Message, Token};
+use crate::option::OptionNumber;
+use crate::wire::{Datagram, MAX_OPTION_VALUE_LEN};
+
+/// Why a request ended without a response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// A CON was sent `transmissions` times and never acknowledged.
+    #[error("no acknowledgement after {transmissions} transmissions")]
+    Unacknowledged {
+        /// How often it was sent.
+        transmissions: u32,
+    },
+    /// No response arrived before the request's deadline.
+    #[error("no response within the time-out")]
+    Timeout,
+    /// The peer answered with RST: it could not process the request.
+    #[error("the peer reset the request")]
+    Reset,
+    /// The message is not a request (code 0.01–0.31, type CON or NON).
+    #[error("not a request: {0}")]
+    NotARequest(String),
+    /// The token is already in use with this peer.
+    #[error("token {0} is already in use with this peer")]
+    TokenInUse(Token),
+    /// The per-peer limit on active and queued requests was reached.
+    #[error("too many requests to this peer ({0} active or queued)")]
+    TooManyRequests(usize),
+    /// The peer table is full of peers with outstanding work.
+    #[error("too many peers with outstanding exchanges")]
+    TooManyPeers,
+    /// The request cannot be encoded.
+    #[error("cannot encode the request: {0}")]
+    Encode(#[from] EncodeError),
+    /// The response carried a critical option this endpoint does not understand (§5.4.1).
+    #[error("the response carries an unrecognised critical option {0}")]
+    BadResponseOption(OptionNumber),
+}
+
+/// Per-request settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestParams {
+    /// How long to wait for a response in all; `None` waits as long as the protocol allows
+    /// (retransmissions, then EXCHANGE_LIFETIME after an empty ACK, or NON_LIFETIME).
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum State {
+    Queued,
+    AwaitingAck,
+    AwaitingResponse,
+}
+
+#[derive(Debug)]
+pub(super) struct ClientRequest {
+    pub(super) peer: SocketAddr,
+    pub(super) token: Token,
+    /// Held while queued; taken when the request is first sent.
+    pub(super) message: Option<Message>,
+    pub(super) mid: Option<u16>,
+    pub(super) state: State,
+    /// Whether this request holds one of the peer's NSTART slots.
+    pub(super) counted: bool,
+    pub(super) deadline: Option<Instant>,
+}
+
+impl Endpoint {
+    /// Starts a request to `peer`. The message's code must be a method and its type CON or NON;
+    /// its message ID is assigned here, and an empty token is replaced by a random one.
+    /// The outcome arrives as [`Event::Response`] or [`Event::RequestFailed`].
+    pub fn request(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        mut message: Message,
+        params: RequestParams,
+    ) -> Result<RequestId, RequestError> {
+        if !message.code.is_request() || !matches!(message.ty, MessageType::Con | MessageType::Non)
+        {
+            return Err(RequestError::NotARequest(format!(
+                "{} {}",
+                message.ty, message.code
+            )));
+        }
+        if let Some(o) = message
+            .options
+            .iter()
+            .find(|o| o.value.len() > MAX_OPTION_VALUE_LEN)
+        {
+            return Err(EncodeError::OptionTooLong(o.number).into());
+        }
+        let token_len = self.config.token_len.min(8);
+        let max_requests = self.config.max_requests_per_peer;
+        if message.token.is_empty() && token_len > 0 {
+            loop {
+                let mut bytes = [0u8; 8];
+                self.rng.fill_bytes(&mut bytes);
+                let token = Token::new(&bytes[..token_len]).unwrap_or_default();
+                if !self
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|p| p.tokens.contains_key(&token))
+                {
+                    message.token = token;
+                    break;
+                }
+            }
+        }
+        let id = RequestId(self.next_id());
+        let token = message.token;
+        let p = self.peer_mut(now, peer).ok_or(RequestError::TooManyPeers)?;
+        if p.tokens.len() >= max_requests {
+            return Err(RequestError::TooManyRequests(p.tokens.len()));
+        }
+        if p.tokens.contains_key(&token) {
+            return Err(RequestError::TokenInUse(token));
+        }
+        p.tokens.insert(token, id);
+        let start_now = p.outstanding < p.params.nstart;
+        if !start_now {
+            p.queue.push_back(id);
+        }
+        let deadline = params.timeout.map(|t| now + t);
+        if let Some(at) = deadline {
+            self.set_timer(at, Timer::RequestDeadline(id));
+        }
+        self.requests.insert(
+            id,
+            ClientRequest {
+                peer,
+                token,
+                message: Some(message),
+                mid: None,
+                state: State::Queued,
+                counted: false,
+                deadline,
+            },
+        );
+        if start_now {
+            self.start_request(now, id);
+        }
+        Ok(id)
+    }
+
+    /// Abandons a request: no more retransmissions and no event. Returns false if it had
+    /// already ended.
+    pub fn cancel(&mut self, now: Instant, id: RequestId) -> bool {
+        self.end_request(now, id).is_some()
+    }
+
+    /// Sends a queued request for the first time.
+    fn start_request(&mut self, now: Instant, id: RequestId) {
+        let Some(peer) = self.requests.get(&id).map(|r| r.peer) else {
+            return;
+        };
+        let Some(mid) = self.allocate_mid(now, peer) else {
+            return;
+        };
+        let Some(req) = self.requests.get_mut(&id) else {
+            return;
+        };
+        let Some(mut message) = req.message.take() else {
+            return;
+        };
+        message.mid = mid;
+        let confirmable = message.ty == MessageType::Con;
+        let bytes = match Self::encode(&message) {
+            Ok(b) => b,
+            Err(e) => {
+                self.finish_request(now, id, Err(e.into()));
+                return;
+            }
+        };
+        req.mid = Some(mid);
+        req.counted = true;
+        req.state = if confirmable {
+            State::AwaitingAck
+        } else {
+            State::AwaitingResponse
+        };
+        let no_deadline = req.deadline.is_none();
+        let params = match self.peers.get_mut(&peer) {
+            Some(p) => {
+                p.outstanding += 1;
+                p.params
+            }
+            None => return,
+        };
+        if !confirmable && no_deadline {
+            self.set_deadline(id, now + params.non_lifetime());
+        }
+        self.send_tracked(now, peer, mid, bytes, Purpose::Request(id), confirmable);
+    }
+
+    fn set_deadline(&mut self, id: RequestId, at: Instant) {
+        if let Some(r) = self.requests.get_mut(&id) {
+            r.deadline = Some(at);
+            self.set_timer(at, Timer::RequestDeadline(id));
+        }
+    }
+
+    pub(super) fn on_request_deadline(&mut self, now: Instant, id: RequestId) {
+        let due = self.requests.get(&id).and_then(|r| r.deadline);
+        if due.is_some_and(|at| at <= now) {
+            self.stats.timeouts += 1;
+            self.finish_request(now, id, Err(RequestError::Timeout));
+        }
+    }
+
+    /// Removes a request and everything that refers to it; frees its NSTART slot.
+    fn end_request(&mut self, now: Instant, id: RequestId) -> Option<ClientRequest> {
+        let req = self.requests.remove(&id)?;
+        if let Some(p) = self.peers.get_mut(&req.peer) {
+            p.tokens.remove(&req.token);
+            if let Some(mid) = req.mid {
+                if p.outgoing
+                    .get(&mid)
+                    .is_some_and(|o| o.purpose == Purpose::Request(id))
+                {
+                    p.outgoing.remove(&mid);
+                }
+            }
+            if req.counted {
+                p.outstanding = p.outstanding.saturating_sub(1);
+            }
+            if req.state == State::Queued {
+                p.queue.retain(|q| *q != id);
+            }
+        }
+        self.pump_queue(now, req.peer);
+        Some(req)
+    }
+
+    pub(super) fn finish_request(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        result: Result<Message, RequestError>,
+    ) {
+        if self.end_request(now, id).is_none() {
+            return;
+        }
+        self.events.push_back(match result {
+            Ok(response) => Event::Response { id, response },
+            Err(error) => Event::RequestFailed { id, error },
+        });
+    }
+
+    /// Starts queued requests while NSTART allows.
+    fn pump_queue(&mut self, now: Instant, peer: SocketAddr) {
+        loop {
+            let next = match self.peers.get_mut(&peer) {
+                Some(p) if p.outstanding < p.params.nstart => p.queue.pop_front(),
+                _ => None,
+            };
+            match next {
+                Some(id) => self.start_request(now, id),
+                None => break,
+            }
+        }
+    }
+
+    /// An ACK: ends retransmission of the CON it acknowledges; may carry a response.
+    pub(super) fn handle_ack<T: AsRef<[u8]>>(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        d: &Datagram<T>,
+    ) {
+        let Some(out) = self
+            .peers
+            .get_mut(&peer)
+            .and_then(|p| p.outgoing.remove(&d.mid()))
+        else {
+            return; // a late or duplicate ACK
+        };
+        let Purpose::Request(id) = out.purpose else {
+            return; // our separate response was acknowledged
+        };
+        let token_matches = self
+            .requests
+            .get(&id)
+            .is_some_and(|r| r.token.as_bytes() == d.token());
+        if d.code().is_empty() || !token_matches {
+            self.request_acknowledged(now, id);
+            return;
+        }
+        let result = match self.unrecognized_critical(d) {
+            Some(number) => Err(RequestError::BadResponseOption(number)),
+            None => Ok(Message::from_datagram(d)),
+        };
+        self.finish_request(now, id, result);
+    }
+
+    /// An empty ACK: the response will come separately (§5.2.2).
+    fn request_acknowledged(&mut self, now: Instant, id: RequestId) {
+        let Some(req) = self.requests.get_mut(&id) else {
+            return;
+        };
+        req.state = State::AwaitingResponse;
+        let peer = req.peer;
+        let counted = std::mem::replace(&mut req.counted, false);
+        let needs_deadline = req.deadline.is_none();
+        let mut lifetime = None;
+        if let Some(p) = self.peers.get_mut(&peer) {
+            if counted {
+                p.outstanding = p.outstanding.saturating_sub(1);
+            }
+            lifetime = Some(p.params.exchange_lifetime());
+        }
+        if let (true, Some(lifetime)) = (needs_deadline, lifetime) {
+            self.set_deadline(id, now + lifetime);
+        }
+        self.pump_queue(now, peer);
+    }
+
+    /// A RST: the peer rejected one of our messages.
+    pub(super) fn handle_reset(&mut self, now: Instant, peer: SocketAddr, mid: u16) {
+        let Some(out) = self
+            .peers
+            .get_mut(&peer)
+            .and_then(|p| p.outgoing.remove(&mid))
+        else {
+            return;
+        };
+        if let Purpose::Request(id) = out.purpose {
+            self.finish_request(now, id, Err(RequestError::Reset));
+        }
+    }
+
+    /// A response in its own CON or NON message (separate response, or a NON request's answer).
+    pub(super) fn handle_separate_response<T: AsRef<[u8]>>(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        d: &Datagram<T>,
+        ty: MessageType,
+    ) {
+        let mid = d.mid();
+        if let Some(state) = self.dedup.get_mut(peer, mid, now) {
+            self.stats.duplicates += 1;
+            if let (DedupState::Answered(bytes), MessageType::Con) = (&*state, ty) {
+                let bytes = bytes.clone();
+                self.queue_transmit(peer, bytes);
+            }
+            return;
+        }
+        let token = Token::new(d.token()).unwrap_or_default();
+        let id = self
+            .peers
+            .get(&peer)
+            .and_then(|p| p.tokens.get(&token))
+            .copied()
+            .filter(|id| {
+                self.requests
+                    .get(id)
+                    .is_some_and(|r| r.state != State::Queued)
+            });
+        let bad_option = self.unrecognized_critical(d);
+        let Some(id) = id.filter(|_| bad_option.is_none()) else {
+            // No request matches (§5.3.2), or a critical option we cannot understand (§5.4.1).
+            let rst = Self::empty(MessageType::Rst, mid);
+            self.remember(now, peer, mid, ty, DedupState::Answered(rst));
+            self.send_reset(peer, mid);
+            return;
+        };
+        if ty == MessageType::Con {
+            let ack = Self::empty(MessageType::Ack, mid);
+            self.remember(now, peer, mid, ty, DedupState::Answered(ack.clone()));
+            self.queue_transmit(peer, ack);
+        } else {
+            self.remember(now, peer, mid, ty, DedupState::Done);
+        }
+        self.finish_request(now, id, Ok(Message::from_datagram(d)));
+    }
+}

@@ -1,0 +1,570 @@
+//! The RFC 7252 message layer for datagram transports, sans-IO (RFC 7252 §4, §5.2, §5.3, §5.4).
+//!
+//! An [`Endpoint`] serves one local socket: it takes datagrams with [`Endpoint::handle`] and the
+//! passing of time with [`Endpoint::handle_timeout`], and hands out datagrams to send
+//! ([`Endpoint::poll_transmit`]), events ([`Endpoint::poll_event`]) and the instant of its next
+//! timer ([`Endpoint::poll_timeout`]). It plays both roles: requests are started with
+//! [`Endpoint::request`], incoming requests surface as [`Event::Request`] and are answered with
+//! [`Endpoint::respond`].
+//!
+//! What it does: confirmable retransmission with exponential back-off, NSTART with queuing,
+//! deduplication with cached responses, message IDs per peer, random tokens and token matching,
+//! piggybacked and separate responses, RST handling, format errors (RST for CON, silence for NON)
+//! and 4.02 for unrecognised critical options. Every table it keeps is capped (see
+//! [`EndpointConfig`]).
+
+mod client;
+mod server;
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha12Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use crate::code::MessageType;
+use crate::dedup::{DedupCache, DedupState};
+use crate::message::{EncodeError, Message, Token};
+use crate::reliability::TransmissionParams;
+use crate::wire::{self, Datagram};
+
+pub use client::{RequestError, RequestParams};
+pub use server::RespondError;
+
+/// Limits and behaviour of an endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Transmission parameters for peers without their own.
+    pub params: TransmissionParams,
+    /// How long a handler may take before a CON request gets an empty ACK and the response
+    /// follows as a separate CON (default 1 s, below the peer's shortest ACK_TIMEOUT).
+    pub separate_response_delay: Duration,
+    /// Token length for requests whose token is left empty (default 8, RFC 7252 §5.3.1).
+    pub token_len: usize,
+    /// Deduplication entries kept per peer (default 1024).
+    pub dedup_per_peer: usize,
+    /// Deduplication entries kept in all (default 65,536).
+    pub dedup_total: usize,
+    /// Peers tracked at once (default 10,000); a peer with nothing outstanding is dropped first.
+    pub max_peers: usize,
+    /// Incoming requests handed to the application and not yet answered (default 10,000);
+    /// past this, requests are answered 5.03 Service Unavailable.
+    pub max_pending_incoming: usize,
+    /// Outgoing requests, active or queued, per peer (default 1,024).
+    pub max_requests_per_peer: usize,
+    /// Option numbers the application understands beyond the registry; an unknown critical
+    /// option in a request is answered 4.02 Bad Option.
+    pub extra_known_options: Vec<u16>,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            params: TransmissionParams::default(),
+            separate_response_delay: Duration::from_secs(1),
+            token_len: 8,
+            dedup_per_peer: 1024,
+            dedup_total: 65_536,
+            max_peers: 10_000,
+            max_pending_incoming: 10_000,
+            max_requests_per_peer: 1024,
+            extra_known_options: Vec::new(),
+        }
+    }
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub destination: SocketAddr,
+    /// The datagram.
+    pub contents: Vec<u8>,
+}
+
+/// Identifies a request this endpoint sent (client role).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// Identifies a request this endpoint received and has not yet answered (server role).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IncomingId(pub u64);
+
+/// What the endpoint reports to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A new request to answer with [`Endpoint::respond`].
+    Request {
+        /// The handle to respond with.
+        id: IncomingId,
+        /// Who sent it.
+        peer: SocketAddr,
+        /// The request (type, message ID and token as received).
+        request: Message,
+    },
+    /// The response to a request.
+    Response {
+        /// The request it answers.
+        id: RequestId,
+        /// The response as received.
+        response: Message,
+    },
+    /// A request that ended without a response.
+    RequestFailed {
+        /// The request.
+        id: RequestId,
+        /// Why.
+        error: RequestError,
+    },
+}
+
+/// Counters of what the endpoint has done, for benchmarks and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handled.
+    pub datagrams_in: u64,
+    /// Datagrams queued for sending.
+    pub datagrams_out: u64,
+    /// CON retransmissions sent.
+    pub retransmissions: u64,
+    /// Requests that failed by time-out (no ACK, or no response in time).
+    pub timeouts: u64,
+    /// Duplicates detected.
+    pub duplicates: u64,
+    /// Malformed datagrams.
+    pub format_errors: u64,
+    /// RSTs sent.
+    pub resets_sent: u64,
+    /// Requests answered 4.02 Bad Option by the message layer.
+    pub bad_options: u64,
+    /// Requests refused 5.03 because too many were pending.
+    pub overloaded: u64,
+    /// Datagrams dropped because the peer table was full.
+    pub peers_refused: u64,
+}
+
+/// Why a CON is being retransmitted, and what to do when it is acknowledged or gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Request(RequestId),
+    SeparateResponse,
+}
+
+/// A CON or NON we sent and may hear back about by message ID (ACK or RST).
+#[derive(Debug)]
+struct Outgoing {
+    purpose: Purpose,
+    bytes: Vec<u8>,
+    /// Retransmission state: `None` for NON messages.
+    retransmit: Option<Retransmit>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Retransmit {
+    count: u32,
+    timeout: Duration,
+    due: Instant,
+}
+
+/// What the endpoint knows about one peer.
+#[derive(Debug)]
+struct Peer {
+    next_mid: u16,
+    params: TransmissionParams,
+    /// Outstanding interactions for NSTART (§4.7).
+    outstanding: usize,
+    /// Requests waiting for an NSTART slot.
+    queue: VecDeque<RequestId>,
+    /// CON and NON messages sent, by message ID, until acknowledged, reset or given up.
+    outgoing: HashMap<u16, Outgoing>,
+    /// Active and queued requests by token.
+    tokens: HashMap<Token, RequestId>,
+    /// Incoming requests handed to the application and not yet answered.
+    pending_incoming: usize,
+    last_activity: Instant,
+}
+
+impl Peer {
+    fn is_idle(&self) -> bool {
+        self.outgoing.is_empty()
+            && self.tokens.is_empty()
+            && self.queue.is_empty()
+            && self.pending_incoming == 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Retransmit(SocketAddr, u16),
+    RequestDeadline(RequestId),
+    SeparateAck(IncomingId),
+    Sweep,
+}
+
+/// How often idle peers and expired deduplication entries are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The sans-IO message layer of one datagram socket. See the module documentation.
+pub struct Endpoint {
+    config: EndpointConfig,
+    peers: HashMap<SocketAddr, Peer>,
+    dedup: DedupCache<SocketAddr>,
+    requests: HashMap<RequestId, client::ClientRequest>,
+    incoming: HashMap<IncomingId, server::PendingIncoming>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    sweep_scheduled: bool,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    rng: ChaCha12Rng,
+    next_id: u64,
+    stats: Stats,
+}
+
+impl Endpoint {
+    /// An endpoint whose tokens, message IDs and retransmission jitter come from `seed`.
+    /// The runtime seeds from the operating system; tests seed for replayable runs.
+    pub fn new(config: EndpointConfig, seed: [u8; 32]) -> Self {
+        let dedup = DedupCache::new(config.dedup_per_peer, config.dedup_total);
+        Endpoint {
+            config,
+            peers: HashMap::new(),
+            dedup,
+            requests: HashMap::new(),
+            incoming: HashMap::new(),
+            timers: BinaryHeap::new(),
+            sweep_scheduled: false,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            rng: ChaCha12Rng::from_seed(seed),
+            next_id: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EndpointConfig {
+        &self.config
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Peers currently tracked.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Deduplication entries currently held.
+    pub fn dedup_len(&self) -> usize {
+        self.dedup.len()
+    }
+
+    /// Incoming requests not yet answered.
+    pub fn pending_incoming(&self) -> usize {
+        self.incoming.len()
+    }
+
+    /// Outgoing requests active or queued.
+    pub fn active_requests(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Sets the transmission parameters used with one peer from now on.
+    pub fn set_peer_params(&mut self, now: Instant, peer: SocketAddr, params: TransmissionParams) {
+        if let Some(p) = self.peer_mut(now, peer) {
+            p.params = params;
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Handles one received datagram.
+    pub fn handle(&mut self, now: Instant, peer: SocketAddr, datagram: &[u8]) {
+        self.stats.datagrams_in += 1;
+        let message = match Datagram::new_checked(datagram) {
+            Ok(d) => d,
+            Err(error) => {
+                self.stats.format_errors += 1;
+                // §4.2/§4.3: a CON with a format error is rejected with RST; anything else is
+                // silently ignored. Only a version-1 header is trusted for the type and ID.
+                if let Some(h) = wire::peek_header(datagram) {
+                    let version_ok = datagram.first().is_some_and(|b| b >> 6 == 1);
+                    if version_ok && h.ty == MessageType::Con {
+                        tracing::debug!(%peer, %error, "malformed CON, sending RST");
+                        self.send_reset(peer, h.mid);
+                    }
+                }
+                return;
+            }
+        };
+        if !self.peers.contains_key(&peer) && !self.make_room_for_peer(now) {
+            self.stats.peers_refused += 1;
+            return;
+        }
+        let code = message.code();
+        match message.ty() {
+            MessageType::Ack => self.handle_ack(now, peer, &message),
+            MessageType::Rst => self.handle_reset(now, peer, message.mid()),
+            _ if code.is_request() => self.handle_request(now, peer, &message),
+            ty if code.is_response() => self.handle_separate_response(now, peer, &message, ty),
+            MessageType::Con => {
+                // An empty CON is a ping (§4.3): answered with RST.
+                self.send_reset(peer, message.mid());
+            }
+            _ => {}
+        }
+        self.schedule_sweep(now);
+    }
+
+    /// Handles every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Retransmit(peer, mid) => self.on_retransmit_timer(now, peer, mid),
+                Timer::RequestDeadline(id) => self.on_request_deadline(now, id),
+                Timer::SeparateAck(id) => self.on_separate_ack_timer(now, id),
+                Timer::Sweep => {
+                    self.sweep_scheduled = false;
+                    self.sweep(now);
+                }
+            }
+        }
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn set_timer(&mut self, at: Instant, timer: Timer) {
+        self.timers.push(Reverse((at, timer)));
+    }
+
+    fn queue_transmit(&mut self, destination: SocketAddr, contents: Vec<u8>) {
+        self.stats.datagrams_out += 1;
+        self.transmits.push_back(Transmit {
+            destination,
+            contents,
+        });
+    }
+
+    fn send_reset(&mut self, peer: SocketAddr, mid: u16) {
+        self.stats.resets_sent += 1;
+        self.queue_transmit(peer, wire::empty_message(MessageType::Rst, mid).to_vec());
+    }
+
+    /// A uniform random number in `[0, 1)`.
+    fn unit_random(&mut self) -> f64 {
+        (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn peer_mut(&mut self, now: Instant, addr: SocketAddr) -> Option<&mut Peer> {
+        if !self.peers.contains_key(&addr) {
+            if !self.make_room_for_peer(now) {
+                return None;
+            }
+            let next_mid = self.rng.next_u32() as u16;
+            self.peers.insert(
+                addr,
+                Peer {
+                    next_mid,
+                    params: self.config.params,
+                    outstanding: 0,
+                    queue: VecDeque::new(),
+                    outgoing: HashMap::new(),
+                    tokens: HashMap::new(),
+                    pending_incoming: 0,
+                    last_activity: now,
+                },
+            );
+            self.schedule_sweep(now);
+        }
+        let peer = self.peers.get_mut(&addr)?;
+        peer.last_activity = now;
+        Some(peer)
+    }
+
+    /// At the peer cap, drops the least recently active tenth of idle peers. False when no
+    /// room can be made (every peer has something outstanding).
+    fn make_room_for_peer(&mut self, _now: Instant) -> bool {
+        if self.peers.len() < self.config.max_peers {
+            return true;
+        }
+        let mut idle: Vec<(Instant, SocketAddr)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.is_idle())
+            .map(|(a, p)| (p.last_activity, *a))
+            .collect();
+        if idle.is_empty() {
+            return false;
+        }
+        let evict = (self.config.max_peers / 10).clamp(1, idle.len());
+        idle.select_nth_unstable(evict - 1);
+        for (_, addr) in &idle[..evict] {
+            self.peers.remove(addr);
+        }
+        true
+    }
+
+    fn schedule_sweep(&mut self, now: Instant) {
+        if !self.sweep_scheduled {
+            self.sweep_scheduled = true;
+            self.set_timer(now + SWEEP_INTERVAL, Timer::Sweep);
+        }
+    }
+
+    /// Expires deduplication entries and forgets idle peers whose message IDs can no longer
+    /// collide (nothing remembered from them and nothing of ours outstanding).
+    fn sweep(&mut self, now: Instant) {
+        self.dedup.expire(now);
+        let dedup = &self.dedup;
+        self.peers.retain(|addr, p| {
+            !(p.is_idle()
+                && dedup.peer_len(*addr) == 0
+                && now.saturating_duration_since(p.last_activity) >= p.params.exchange_lifetime())
+        });
+        if !self.peers.is_empty() || !self.dedup.is_empty() {
+            self.schedule_sweep(now);
+        }
+    }
+
+    fn allocate_mid(&mut self, now: Instant, peer: SocketAddr) -> Option<u16> {
+        let p = self.peer_mut(now, peer)?;
+        let mid = p.next_mid;
+        p.next_mid = p.next_mid.wrapping_add(1);
+        Some(mid)
+    }
+
+    /// Sends a message we may need to match by message ID later; CONs are retransmitted.
+    fn send_tracked(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        mid: u16,
+        bytes: Vec<u8>,
+        purpose: Purpose,
+        confirmable: bool,
+    ) {
+        let retransmit = if confirmable {
+            let params = self
+                .peers
+                .get(&peer)
+                .map_or(self.config.params, |p| p.params);
+            let timeout = params.initial_timeout(self.unit_random());
+            self.set_timer(now + timeout, Timer::Retransmit(peer, mid));
+            Some(Retransmit {
+                count: 0,
+                timeout,
+                due: now + timeout,
+            })
+        } else {
+            None
+        };
+        self.queue_transmit(peer, bytes.clone());
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.outgoing.insert(
+                mid,
+                Outgoing {
+                    purpose,
+                    bytes,
+                    retransmit,
+                },
+            );
+        }
+    }
+
+    fn on_retransmit_timer(&mut self, now: Instant, peer: SocketAddr, mid: u16) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let max_retransmit = p.params.max_retransmit;
+        let Some(out) = p.outgoing.get_mut(&mid) else {
+            return;
+        };
+        let Some(rt) = out.retransmit.as_mut() else {
+            return;
+        };
+        if rt.due != now && rt.due > now {
+            return; // a stale timer for a rescheduled transmission
+        }
+        if rt.count < max_retransmit {
+            rt.count += 1;
+            rt.timeout *= 2;
+            rt.due = now + rt.timeout;
+            let (due, bytes) = (rt.due, out.bytes.clone());
+            self.stats.retransmissions += 1;
+            self.queue_transmit(peer, bytes);
+            self.set_timer(due, Timer::Retransmit(peer, mid));
+            return;
+        }
+        // Give up: MAX_RETRANSMIT reached and the last timeout ran out.
+        let Some(out) = p.outgoing.remove(&mid) else {
+            return;
+        };
+        match out.purpose {
+            Purpose::Request(id) => {
+                let transmissions = max_retransmit + 1;
+                self.stats.timeouts += 1;
+                self.finish_request(now, id, Err(RequestError::Unacknowledged { transmissions }));
+            }
+            Purpose::SeparateResponse => {
+                tracing::debug!(%peer, mid, "separate response never acknowledged");
+            }
+        }
+    }
+
+    /// Remembers a received message ID for deduplication.
+    fn remember(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        mid: u16,
+        ty: MessageType,
+        state: DedupState,
+    ) {
+        let params = self
+            .peers
+            .get(&peer)
+            .map_or(self.config.params, |p| p.params);
+        let lifetime = if ty == MessageType::Con {
+            params.exchange_lifetime()
+        } else {
+            params.non_lifetime()
+        };
+        self.dedup.insert(peer, mid, now + lifetime, state);
+    }
+
+    /// Encodes a message we build ourselves; our messages always fit the encoding unless an
+    /// application passed an oversized option, which is reported to it.
+    fn encode(message: &Message) -> Result<Vec<u8>, EncodeError> {
+        message.to_bytes()
+    }
+
+    fn empty(ty: MessageType, mid: u16) -> Vec<u8> {
+        wire::empty_message(ty, mid).to_vec()
+    }
+}
