@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Writes the seed corpora for the fuzz targets: a few small valid inputs each.
+# Run from anywhere; files go to fuzz/corpus/<target>/.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+hex() { # hex <file> <hex digits, in any number of words>
+    local file=$1 digits out=""
+    shift
+    digits=$(printf '%s' "$@")
+    for ((i = 0; i < ${#digits}; i += 2)); do out+="\\x${digits:i:2}"; done
+    printf '%b' "$out" >"$file"
+}
+
+d=corpus/datagram
+mkdir -p "$d"
+# RFC 8613 C.4: CON GET, token 0x3974, Uri-Host "localhost", Uri-Path "tv1".
+hex "$d/rfc8613-c4-get" 44015d1f00003974396c6f63616c686f737483747631
+# Empty CON (ping), empty ACK, RST.
+hex "$d/ping" 40000001
+hex "$d/empty-ack" 60001234
+hex "$d/rst" 70001234
+# ACK 2.05 with token, Content-Format 0 and payload "Hi".
+hex "$d/ack-content" 6445123400003974c0ff4869
+# NON POST with Uri-Path "a", Uri-Query "x=1", Size2 (delta 13: a 1-byte extension), then
+# option 2320 (delta 2292: a 2-byte extension) twice, the second with a 13-byte value.
+hex "$d/extended" 5002beef b161 43 783d31 d100ff e007e7 0d00 6162636465666768696a6b6c6d
+# CON GET with an 8-byte token, Observe 0, Uri-Path "time" and Block2 (NUM 0, SZX 2).
+hex "$d/observe-block2" 48010001 0102030405060708 60 5474696d65 c102
+
+u=corpus/uri
+mkdir -p "$u"
+printf '%s' 'coap://example.com/.well-known/core?rt=temp*' >"$u/well-known"
+printf '%s' 'coaps://[2001:db8::1]:61616/a//b/?x=1&y' >"$u/ipv6"
+printf '%s' 'coap+tcp://192.0.2.1/%7Esensors/temp%20c' >"$u/tcp-percent"
+printf '%s' 'COAPS+TCP://Example.COM:5684/./a/../b' >"$u/dots"
+printf '%s' 'coap://h/%2E?%26' >"$u/encoded-dot"
+
+l=corpus/link_format
+mkdir -p "$l"
+printf '%s' '</sensors/temp>;rt="temperature-c";if="sensor";obs,</sensors/light>;rt="light-lux";ct=0' >"$l/rfc6690"
+printf '%s' '</time>;rt="clock";obs,</echo>;ct=0;sz=128;title="say \"hi\""' >"$l/escapes"
+printf '%s' ' <a> ; rt = "x, y;z" ; ct="0 41" ;obs , , </b>;title*=UTF-8'"'"'de'"'"'n%c3%a4chstes,' >"$l/tolerant"
+printf '%s' '<http://www.example.com/sensors/t123>;anchor="/sensors/temp";rel="describedby"' >"$l/anchor"
