@@ -1,0 +1,196 @@
+//! `tern bench`: closed-loop load against one resource — `concurrency` clients, each with its
+//! own socket (as many devices would), each sending its next request as soon as the previous
+//! one is answered. Reports requests/s, latency percentiles, retransmissions and time-outs.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use tern::{Code, Context, Error};
+
+/// Arguments of `tern bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// The resource to load, e.g. coap://127.0.0.1/.
+    uri: String,
+    /// Concurrent clients, each with its own socket.
+    #[arg(short = 'c', long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds to run.
+    #[arg(short = 'd', long, default_value_t = 10.0)]
+    duration: f64,
+    /// Send NON requests instead of CON.
+    #[arg(long)]
+    non: bool,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 0)]
+    payload: usize,
+    /// Method.
+    #[arg(long, value_enum, default_value_t = Method::Get)]
+    method: Method,
+    /// Per-request time-out in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Methods the benchmark can send.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Method {
+    /// GET.
+    Get,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+}
+
+#[derive(Default)]
+struct WorkerResult {
+    latencies_us: Vec<u32>,
+    timeouts: u64,
+    errors: u64,
+}
+
+async fn worker(context: Context, args: &BenchArgs, method: Code, until: Instant) -> WorkerResult {
+    let mut result = WorkerResult::default();
+    let payload = vec![b'x'; args.payload];
+    let timeout = Duration::from_secs_f64(args.timeout);
+    while Instant::now() < until {
+        let mut request = context
+            .request(method, &args.uri)
+            .payload(payload.clone())
+            .timeout(timeout);
+        if args.non {
+            request = request.non();
+        }
+        let start = Instant::now();
+        match request.send().await {
+            Ok(response) if !response.code().is_error() => {
+                let us = start.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                result.latencies_us.push(us);
+            }
+            Ok(_) => result.errors += 1,
+            Err(Error::Request(_)) => result.timeouts += 1,
+            Err(_) => result.errors += 1,
+        }
+    }
+    result
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Runs the benchmark.
+pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
+    if args.concurrency == 0 || args.concurrency > 10_000 {
+        return Err(format!(
+            "concurrency must be between 1 and 10000, not {}",
+            args.concurrency
+        ));
+    }
+    if !(args.duration.is_finite() && args.duration > 0.0 && args.duration <= 86_400.0) {
+        return Err(format!(
+            "duration must be between 0 and 86400 seconds, not {}",
+            args.duration
+        ));
+    }
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        return Err(format!(
+            "timeout must be a positive number of seconds, not {}",
+            args.timeout
+        ));
+    }
+    let method = match args.method {
+        Method::Get => Code::GET,
+        Method::Post => Code::POST,
+        Method::Put => Code::PUT,
+    };
+    // Validate the URI once, so a typo is one clear message rather than N failures.
+    Context::client()
+        .request(method, &args.uri)
+        .build_message()
+        .map_err(|e| e.to_string())?;
+    let contexts: Vec<Context> = (0..args.concurrency).map(|_| Context::client()).collect();
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(args.duration);
+    let args = std::sync::Arc::new(args);
+    let mut tasks = Vec::new();
+    for context in &contexts {
+        let (context, args) = (context.clone(), args.clone());
+        tasks.push(tokio::spawn(async move {
+            worker(context, &args, method, until).await
+        }));
+    }
+    let mut latencies = Vec::new();
+    let (mut timeouts, mut errors) = (0, 0);
+    for task in tasks {
+        let r = task.await.map_err(|e| format!("a worker failed: {e}"))?;
+        latencies.extend(r.latencies_us);
+        timeouts += r.timeouts;
+        errors += r.errors;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut retransmissions = 0;
+    for context in &contexts {
+        retransmissions += context.stats().await.retransmissions;
+        context.shutdown().await;
+    }
+    latencies.sort_unstable();
+    let requests = latencies.len();
+    let rps = requests as f64 / elapsed;
+    let (p50, p90, p99, p999) = (
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 90.0),
+        percentile(&latencies, 99.0),
+        percentile(&latencies, 99.9),
+    );
+    if args.json {
+        println!(
+            "{{\"requests\":{requests},\"rps\":{rps:.1},\"p50_us\":{p50},\"p90_us\":{p90},\"p99_us\":{p99},\"p999_us\":{p999},\"retransmissions\":{retransmissions},\"timeouts\":{timeouts},\"errors\":{errors},\"concurrency\":{},\"duration_s\":{elapsed:.2}}}",
+            args.concurrency
+        );
+    } else {
+        println!(
+            "{} for {elapsed:.1} s, {} clients, {}",
+            args.uri,
+            args.concurrency,
+            if args.non { "NON" } else { "CON" }
+        );
+        println!("  requests        {requests}");
+        println!("  requests/s      {rps:.0}");
+        println!("  latency p50     {p50} µs");
+        println!("  latency p90     {p90} µs");
+        println!("  latency p99     {p99} µs");
+        println!("  latency p99.9   {p999} µs");
+        println!("  retransmissions {retransmissions}");
+        println!("  timeouts        {timeouts}");
+        println!("  errors          {errors}");
+    }
+    Ok(if requests == 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let v: Vec<u32> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50.0), 50);
+        assert_eq!(percentile(&v, 99.0), 99);
+        assert_eq!(percentile(&v, 99.9), 100);
+        assert_eq!(percentile(&[], 50.0), 0);
+    }
+}

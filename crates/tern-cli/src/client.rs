@@ -1,0 +1,204 @@
+//! `tern get|post|put|delete|fetch|patch|ipatch`: one request, the payload on stdout.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use tern::proto::option::{encode_uint, ValueFormat};
+use tern::{Code, ContentFormat, Context, Error, OptionNumber};
+
+use crate::display;
+
+/// Arguments of a request command.
+#[derive(Args, Debug)]
+pub struct RequestArgs {
+    /// The resource, e.g. coap://127.0.0.1/time.
+    uri: String,
+    /// Payload text.
+    #[arg(short = 'e', long = "payload", conflicts_with = "file")]
+    text: Option<String>,
+    /// Payload from a file (`-` for stdin).
+    #[arg(short = 'f', long = "file")]
+    file: Option<String>,
+    /// Content-Format of the payload, by name (text, json, cbor, link, ...) or number.
+    #[arg(short = 't', long = "content-format", value_parser = parse_content_format)]
+    content_format: Option<ContentFormat>,
+    /// Accept, by name or number.
+    #[arg(short = 'A', long = "accept", value_parser = parse_content_format)]
+    accept: Option<ContentFormat>,
+    /// Send as non-confirmable (NON).
+    #[arg(long)]
+    non: bool,
+    /// Extra option NUM,VALUE (NUM a number or name; VALUE text, a decimal for integer
+    /// options, or 0x-prefixed hex). Repeatable.
+    #[arg(short = 'O', long = "option", value_parser = parse_extra_option)]
+    options: Vec<(OptionNumber, Vec<u8>)>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 90.0, value_parser = parse_timeout)]
+    timeout: f64,
+    /// Write the payload to a file instead of stdout.
+    #[arg(short = 'o', long = "output")]
+    output: Option<String>,
+    /// Show the response code, options and decoded payload on stderr.
+    #[arg(short = 'v', long)]
+    verbose: bool,
+}
+
+fn parse_content_format(text: &str) -> Result<ContentFormat, String> {
+    ContentFormat::parse(text).ok_or_else(|| format!("unknown content format {text:?} (use a number or a name such as text, json, cbor, link)"))
+}
+
+fn parse_timeout(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!(
+            "timeout {text:?} must be a number of seconds between 0 and 86400"
+        )),
+    }
+}
+
+/// Parses `NUM,VALUE` for `-O`.
+pub fn parse_extra_option(text: &str) -> Result<(OptionNumber, Vec<u8>), String> {
+    let (name, value) = text.split_once(',').unwrap_or((text, ""));
+    let number = match name.parse::<u16>() {
+        Ok(n) => OptionNumber(n),
+        Err(_) => OptionNumber::from_name(name)
+            .ok_or_else(|| format!("unknown option {name:?} in -O {text:?}"))?,
+    };
+    let bytes = if let Some(hex) = value.strip_prefix("0x") {
+        decode_hex(hex).ok_or_else(|| format!("invalid hex value in -O {text:?}"))?
+    } else if number.def().is_some_and(|d| d.format == ValueFormat::Uint) {
+        let v: u32 = value
+            .parse()
+            .map_err(|_| format!("option {number} takes an unsigned integer, not {value:?}"))?;
+        encode_uint(v).as_ref().to_vec()
+    } else {
+        value.as_bytes().to_vec()
+    };
+    if let Some(def) = number.def() {
+        def.check(&bytes).map_err(|e| format!("-O {text:?}: {e}"))?;
+    }
+    Ok((number, bytes))
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
+        .collect()
+}
+
+fn read_payload(args: &RequestArgs) -> Result<Vec<u8>, String> {
+    if let Some(text) = &args.text {
+        return Ok(text.clone().into_bytes());
+    }
+    match args.file.as_deref() {
+        None => Ok(Vec::new()),
+        Some("-") => {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                .map_err(|e| format!("cannot read stdin: {e}"))?;
+            Ok(buf)
+        }
+        Some(path) => std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}")),
+    }
+}
+
+/// Runs one request; exit status 0 on 2.xx, 1 otherwise.
+pub async fn run(method: Code, args: RequestArgs) -> Result<ExitCode, String> {
+    let payload = read_payload(&args)?;
+    let context = Context::client();
+    let mut request = context
+        .request(method, &args.uri)
+        .payload(payload)
+        .timeout(Duration::from_secs_f64(args.timeout));
+    if let Some(cf) = args.content_format {
+        request = request.content_format(cf);
+    }
+    if let Some(cf) = args.accept {
+        request = request.accept(cf);
+    }
+    for (number, value) in &args.options {
+        request = request.option(*number, value.clone());
+    }
+    if args.non {
+        request = request.non();
+    }
+    let response = request.send().await.map_err(|e| match e {
+        Error::Request(inner) => format!("no response from {}: {inner}", args.uri),
+        other => other.to_string(),
+    })?;
+    if args.verbose {
+        eprint!("{}", display::describe(&response));
+    }
+    let code = response.code();
+    if !code.is_success() {
+        let diagnostic = String::from_utf8_lossy(response.payload());
+        let name = code.name().map(|n| format!(" {n}")).unwrap_or_default();
+        return Err(if diagnostic.is_empty() {
+            format!("{code}{name}")
+        } else {
+            format!("{code}{name}: {diagnostic}")
+        });
+    }
+    match &args.output {
+        Some(path) => std::fs::write(path, response.payload())
+            .map_err(|e| format!("cannot write {path}: {e}"))?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(response.payload())
+                .map_err(|e| format!("cannot write stdout: {e}"))?;
+            if !response.payload().ends_with(b"\n") && !response.payload().is_empty() {
+                let _ = out.write_all(b"\n");
+            }
+        }
+    }
+    context.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_options() {
+        assert_eq!(
+            parse_extra_option("15,a=1").unwrap(),
+            (OptionNumber::URI_QUERY, b"a=1".to_vec())
+        );
+        assert_eq!(
+            parse_extra_option("Max-Age,60").unwrap(),
+            (OptionNumber::MAX_AGE, vec![60])
+        );
+        assert_eq!(
+            parse_extra_option("2049,0xdead").unwrap(),
+            (OptionNumber(2049), vec![0xde, 0xad])
+        );
+        assert!(parse_extra_option("Max-Age,x")
+            .unwrap_err()
+            .contains("unsigned integer"));
+        assert!(parse_extra_option("Nope,1")
+            .unwrap_err()
+            .contains("unknown option"));
+        assert!(parse_extra_option("2049,0xabc").is_err());
+        assert!(
+            parse_extra_option("Uri-Host,").is_err(),
+            "Uri-Host must not be empty"
+        );
+    }
+
+    #[test]
+    fn timeouts() {
+        assert!(parse_timeout("0").is_err());
+        assert!(parse_timeout("nan").is_err());
+        assert_eq!(parse_timeout("1.5"), Ok(1.5));
+    }
+}

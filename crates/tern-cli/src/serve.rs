@@ -1,0 +1,199 @@
+//! `tern serve`: the demo server — `/`, `/.well-known/core`, `/time`, `/echo` and an in-memory
+//! store under `/store/…`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use tern::{Code, ContentFormat, Context, Request, Resource, Response, Router};
+
+/// Arguments of `tern serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// UDP address to listen on (repeatable). Default: 0.0.0.0:5683 and [::]:5683.
+    #[arg(long = "bind", short = 'b')]
+    bind: Vec<SocketAddr>,
+    /// Largest value accepted by PUT under /store/ (bytes).
+    #[arg(long, default_value_t = 64 * 1024)]
+    store_max_value: usize,
+    /// Most entries held under /store/.
+    #[arg(long, default_value_t = 1024)]
+    store_max_entries: usize,
+}
+
+/// The in-memory store behind `/store/…`: bounded in entries and in value size.
+struct Store {
+    entries: Mutex<HashMap<String, (Vec<u8>, Option<ContentFormat>)>>,
+    max_value: usize,
+    max_entries: usize,
+}
+
+impl Store {
+    fn put(&self, key: &str, value: &[u8], cf: Option<ContentFormat>) -> Response {
+        if key.is_empty() {
+            return Response::error(Code::BAD_REQUEST, "a key is needed: /store/KEY");
+        }
+        if value.len() > self.max_value {
+            return Response::error(
+                Code::REQUEST_ENTITY_TOO_LARGE,
+                format!("at most {} bytes", self.max_value),
+            )
+            .with_option(
+                tern::OptionNumber::SIZE1,
+                tern::proto::option::encode_uint(self.max_value as u32).as_ref(),
+            );
+        }
+        let Ok(mut entries) = self.entries.lock() else {
+            return Response::new(Code::INTERNAL_SERVER_ERROR);
+        };
+        if !entries.contains_key(key) && entries.len() >= self.max_entries {
+            return Response::error(Code::SERVICE_UNAVAILABLE, "the store is full");
+        }
+        match entries.insert(key.to_string(), (value.to_vec(), cf)) {
+            Some(_) => Response::new(Code::CHANGED),
+            None => Response::new(Code::CREATED),
+        }
+    }
+
+    fn get(&self, key: &str) -> Response {
+        let Ok(entries) = self.entries.lock() else {
+            return Response::new(Code::INTERNAL_SERVER_ERROR);
+        };
+        match entries.get(key) {
+            Some((value, Some(cf))) => Response::content(value.clone()).with_content_format(*cf),
+            Some((value, None)) => Response::content(value.clone()),
+            None => Response::new(Code::NOT_FOUND),
+        }
+    }
+
+    fn delete(&self, key: &str) -> Response {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(key);
+        }
+        Response::new(Code::DELETED)
+    }
+}
+
+/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian calendar).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The demo server's routes.
+pub fn demo_router(store_max_value: usize, store_max_entries: usize) -> Router {
+    let store = Arc::new(Store {
+        entries: Mutex::new(HashMap::new()),
+        max_value: store_max_value,
+        max_entries: store_max_entries,
+    });
+    let (put, get, delete) = (store.clone(), store.clone(), store);
+    Router::new()
+        .resource(
+            "/",
+            Resource::new().get(|_| async { Response::text("Tern CoAP demo server") }).hidden(),
+        )
+        .resource(
+            "/time",
+            Resource::new()
+                .get(|_| async { Response::text(utc_now()) })
+                .rt("clock")
+                .title("Current UTC time")
+                .ct(ContentFormat::TEXT_PLAIN),
+        )
+        .resource(
+            "/echo",
+            Resource::new()
+                .post(|r: Request| async move {
+                    let mut response = Response::new(Code::CHANGED).with_payload(r.payload().to_vec());
+                    if let Some(cf) = r.content_format() {
+                        response = response.with_content_format(cf);
+                    }
+                    response
+                })
+                .title("Returns what is POSTed"),
+        )
+        .resource(
+            "/store/*",
+            Resource::new()
+                .put(move |r: Request| {
+                    let store = put.clone();
+                    async move { store.put(r.rest().unwrap_or(""), r.payload(), r.content_format()) }
+                })
+                .get(move |r: Request| {
+                    let store = get.clone();
+                    async move { store.get(r.rest().unwrap_or("")) }
+                })
+                .delete(move |r: Request| {
+                    let store = delete.clone();
+                    async move { store.delete(r.rest().unwrap_or("")) }
+                }),
+        )
+        .resource("/store", Resource::new().title("In-memory store: PUT, GET, DELETE /store/KEY").get(|_| async {
+            Response::text("PUT, GET and DELETE /store/KEY")
+        }))
+}
+
+/// Runs the server until Ctrl-C.
+pub async fn run(args: ServeArgs) -> Result<ExitCode, String> {
+    let binds = if args.bind.is_empty() {
+        vec![
+            SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 5683)),
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 5683)),
+        ]
+    } else {
+        args.bind
+    };
+    let mut builder =
+        Context::builder().router(demo_router(args.store_max_value, args.store_max_entries));
+    for addr in &binds {
+        builder = builder.bind(*addr);
+    }
+    let context = builder
+        .build()
+        .await
+        .map_err(|e| format!("cannot listen on {binds:?}: {e}"))?;
+    for addr in context.local_addrs() {
+        eprintln!("listening on {addr}");
+    }
+    tokio::signal::ctrl_c()
+        .await
+        .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+    eprintln!("shutting down");
+    context.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_format() {
+        let t = utc_now();
+        assert_eq!(t.len(), 20);
+        assert!(t.starts_with("20"));
+        assert!(t.ends_with('Z'));
+    }
+}

@@ -1,0 +1,429 @@
+//! The [`Context`]: owns the endpoints (one UDP socket and driver task each), the router, and
+//! the client API.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tern_proto::endpoint::{RequestParams, Stats};
+use tern_proto::uri::{CoapUri, Host, Scheme};
+use tern_proto::{
+    Code, ContentFormat, Endpoint, EndpointConfig, Message, MessageType, OptionNumber,
+    TransmissionParams,
+};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::driver::{Command, Driver};
+use crate::error::Error;
+use crate::message::{RequestOptions, Response};
+use crate::router::Router;
+
+struct EndpointHandle {
+    local: SocketAddr,
+    commands: mpsc::UnboundedSender<Command>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+struct Inner {
+    config: EndpointConfig,
+    router: Option<Arc<Router>>,
+    bound: Vec<Arc<EndpointHandle>>,
+    /// Ephemeral client endpoints, made on first use per address family.
+    ephemeral: Mutex<Vec<Arc<EndpointHandle>>>,
+}
+
+/// Builds a [`Context`].
+#[derive(Default)]
+pub struct ContextBuilder {
+    binds: Vec<SocketAddr>,
+    router: Option<Router>,
+    config: EndpointConfig,
+}
+
+impl ContextBuilder {
+    /// Listens on a UDP address (repeatable; port 0 for an ephemeral port).
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.binds.push(addr);
+        self
+    }
+
+    /// Serves requests with a router.
+    pub fn router(mut self, router: Router) -> Self {
+        self.router = Some(router);
+        self
+    }
+
+    /// Sets the message-layer configuration (limits, separate-response delay, ...).
+    pub fn endpoint_config(mut self, config: EndpointConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the default transmission parameters (ACK_TIMEOUT, MAX_RETRANSMIT, NSTART, ...).
+    pub fn transmission_params(mut self, params: TransmissionParams) -> Self {
+        self.config.params = params;
+        self
+    }
+
+    /// Binds the sockets and starts their drivers. Needs a Tokio runtime.
+    pub async fn build(self) -> Result<Context, Error> {
+        self.config
+            .params
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let router = self.router.map(Arc::new);
+        let mut bound = Vec::new();
+        for addr in &self.binds {
+            let socket = bind_socket(*addr)?;
+            bound.push(spawn_driver(socket, &self.config, router.clone())?);
+        }
+        Ok(Context {
+            inner: Arc::new(Inner {
+                config: self.config,
+                router,
+                bound,
+                ephemeral: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+}
+
+fn bind_socket(addr: SocketAddr) -> Result<UdpSocket, Error> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Dual-stack sockets would make [::]:5683 collide with 0.0.0.0:5683.
+        socket.set_only_v6(true)?;
+    }
+    // A larger receive buffer absorbs bursts between two batches.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    let _ = socket.set_send_buffer_size(4 << 20);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(UdpSocket::from_std(socket.into())?)
+}
+
+fn spawn_driver(
+    socket: UdpSocket,
+    config: &EndpointConfig,
+    router: Option<Arc<Router>>,
+) -> Result<Arc<EndpointHandle>, Error> {
+    let local = socket.local_addr()?;
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+    let endpoint = Endpoint::new(config.clone(), seed);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let driver = Driver::new(socket, endpoint, rx, tx.clone(), router);
+    let task = tokio::spawn(driver.run());
+    tracing::debug!(%local, "endpoint started");
+    Ok(Arc::new(EndpointHandle {
+        local,
+        commands: tx,
+        task: Mutex::new(Some(task)),
+    }))
+}
+
+/// A CoAP context: endpoints, their router, and the client API.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), tern::Error> {
+/// use tern::{Context, Response, Router};
+/// let server = Context::builder()
+///     .bind("127.0.0.1:5683".parse().unwrap())
+///     .router(Router::new().get("/hello", |_| async { Response::text("hi") }))
+///     .build()
+///     .await?;
+/// let client = Context::client();
+/// let response = client.get("coap://127.0.0.1/hello").send().await?;
+/// assert_eq!(response.payload(), b"hi");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<Inner>,
+}
+
+impl Context {
+    /// Starts building a context.
+    pub fn builder() -> ContextBuilder {
+        ContextBuilder::default()
+    }
+
+    /// A client-only context; sockets are bound on first use.
+    pub fn client() -> Context {
+        Context {
+            inner: Arc::new(Inner {
+                config: EndpointConfig::default(),
+                router: None,
+                bound: Vec::new(),
+                ephemeral: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The addresses this context listens on.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.bound.iter().map(|e| e.local).collect()
+    }
+
+    /// A GET request builder.
+    pub fn get(&self, uri: &str) -> RequestBuilder {
+        self.request(Code::GET, uri)
+    }
+
+    /// A POST request builder.
+    pub fn post(&self, uri: &str) -> RequestBuilder {
+        self.request(Code::POST, uri)
+    }
+
+    /// A PUT request builder.
+    pub fn put(&self, uri: &str) -> RequestBuilder {
+        self.request(Code::PUT, uri)
+    }
+
+    /// A DELETE request builder.
+    pub fn delete(&self, uri: &str) -> RequestBuilder {
+        self.request(Code::DELETE, uri)
+    }
+
+    /// A FETCH request builder.
+    pub fn fetch(&self, uri: &str) -> RequestBuilder {
+        self.request(Code::FETCH, uri)
+    }
+
+    /// A PATCH request builder.
+    pub fn patch(&self, uri: &str) -> RequestBuilder {
+        self.request(Code::PATCH, uri)
+    }
+
+    /// An iPATCH request builder.
+    pub fn ipatch(&self, uri: &str) -> RequestBuilder {
+        self.request(Code::IPATCH, uri)
+    }
+
+    /// A request builder for any method.
+    pub fn request(&self, method: Code, uri: &str) -> RequestBuilder {
+        RequestBuilder {
+            context: self.clone(),
+            method,
+            uri: CoapUri::parse(uri).map_err(Error::from),
+            payload: Vec::new(),
+            options: Vec::new(),
+            request_options: RequestOptions::default(),
+        }
+    }
+
+    /// Sends a prepared message (code, options, payload; type CON or NON) to a peer and waits
+    /// for the response.
+    pub async fn send(
+        &self,
+        peer: SocketAddr,
+        message: Message,
+        params: RequestParams,
+    ) -> Result<Response, Error> {
+        let endpoint = self.endpoint_for(peer)?;
+        let (reply, response) = oneshot::channel();
+        endpoint
+            .commands
+            .send(Command::Request {
+                peer,
+                message,
+                params,
+                reply,
+            })
+            .map_err(|_| Error::Closed)?;
+        let message = response.await.map_err(|_| Error::Closed)??;
+        Ok(Response::from_message(message))
+    }
+
+    /// Message-layer counters summed over every endpoint.
+    pub async fn stats(&self) -> Stats {
+        let mut total = Stats::default();
+        for endpoint in self.all_endpoints() {
+            let (tx, rx) = oneshot::channel();
+            if endpoint.commands.send(Command::Stats(tx)).is_ok() {
+                if let Ok(s) = rx.await {
+                    total.datagrams_in += s.datagrams_in;
+                    total.datagrams_out += s.datagrams_out;
+                    total.retransmissions += s.retransmissions;
+                    total.timeouts += s.timeouts;
+                    total.duplicates += s.duplicates;
+                    total.format_errors += s.format_errors;
+                    total.resets_sent += s.resets_sent;
+                    total.bad_options += s.bad_options;
+                    total.overloaded += s.overloaded;
+                    total.peers_refused += s.peers_refused;
+                }
+            }
+        }
+        total
+    }
+
+    /// Stops every endpoint after sending what is queued; waiting requests fail with
+    /// [`Error::Closed`].
+    pub async fn shutdown(&self) {
+        for endpoint in self.all_endpoints() {
+            let _ = endpoint.commands.send(Command::Shutdown);
+            let task = endpoint.task.lock().ok().and_then(|mut t| t.take());
+            if let Some(task) = task {
+                let _ = task.await;
+            }
+        }
+    }
+
+    fn all_endpoints(&self) -> Vec<Arc<EndpointHandle>> {
+        let mut all = self.inner.bound.clone();
+        if let Ok(e) = self.inner.ephemeral.lock() {
+            all.extend(e.iter().cloned());
+        }
+        all
+    }
+
+    /// A bound endpoint of the peer's address family, else an ephemeral one made on demand.
+    fn endpoint_for(&self, peer: SocketAddr) -> Result<Arc<EndpointHandle>, Error> {
+        let same_family = |e: &&Arc<EndpointHandle>| {
+            e.local.is_ipv4() == peer.is_ipv4() && !e.commands.is_closed()
+        };
+        if let Some(e) = self.inner.bound.iter().find(same_family) {
+            return Ok(e.clone());
+        }
+        let mut ephemeral = self.inner.ephemeral.lock().map_err(|_| Error::Closed)?;
+        if let Some(e) = ephemeral.iter().find(same_family) {
+            return Ok(e.clone());
+        }
+        let any: SocketAddr = if peer.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = bind_socket(any)?;
+        let handle = spawn_driver(socket, &self.inner.config, self.inner.router.clone())?;
+        ephemeral.push(handle.clone());
+        Ok(handle)
+    }
+}
+
+/// Resolves the destination of a URI. Names that resolve to both families use IPv4 first,
+/// which is where most servers on a name like `localhost` listen.
+pub async fn resolve(uri: &CoapUri) -> Result<SocketAddr, Error> {
+    let port = uri.effective_port();
+    match &uri.host {
+        Host::Ipv4(ip) => Ok(SocketAddr::new(IpAddr::V4(*ip), port)),
+        Host::Ipv6(ip) => Ok(SocketAddr::new(IpAddr::V6(*ip), port)),
+        Host::Name(name) => {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), port))
+                .await
+                .map_err(|source| Error::Resolve {
+                    host: name.clone(),
+                    source,
+                })?
+                .collect();
+            addrs
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or(addrs.first())
+                .copied()
+                .ok_or_else(|| Error::NoAddress(name.clone()))
+        }
+    }
+}
+
+/// A client request being prepared; [`send`](Self::send) sends it.
+pub struct RequestBuilder {
+    context: Context,
+    method: Code,
+    uri: Result<CoapUri, Error>,
+    payload: Vec<u8>,
+    options: Vec<(OptionNumber, Vec<u8>)>,
+    request_options: RequestOptions,
+}
+
+impl RequestBuilder {
+    /// Sets the payload.
+    pub fn payload(mut self, payload: impl Into<Vec<u8>>) -> Self {
+        self.payload = payload.into();
+        self
+    }
+
+    /// Sets the Content-Format of the payload.
+    pub fn content_format(self, cf: ContentFormat) -> Self {
+        self.option(
+            OptionNumber::CONTENT_FORMAT,
+            tern_proto::option::encode_uint(u32::from(cf.0)).as_ref(),
+        )
+    }
+
+    /// Sets Accept.
+    pub fn accept(self, cf: ContentFormat) -> Self {
+        self.option(
+            OptionNumber::ACCEPT,
+            tern_proto::option::encode_uint(u32::from(cf.0)).as_ref(),
+        )
+    }
+
+    /// Adds an option (after the URI's own options of the same number).
+    pub fn option(mut self, number: OptionNumber, value: impl Into<Vec<u8>>) -> Self {
+        self.options.push((number, value.into()));
+        self
+    }
+
+    /// Sends as NON instead of CON.
+    pub fn non(mut self) -> Self {
+        self.request_options.non_confirmable = true;
+        self
+    }
+
+    /// Gives up after `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.request_options.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets every per-request setting at once.
+    pub fn options(mut self, options: RequestOptions) -> Self {
+        self.request_options = options;
+        self
+    }
+
+    /// The message this builder would send (message ID and token are assigned on sending).
+    pub fn build_message(&self) -> Result<Message, Error> {
+        let uri = self.uri.as_ref().map_err(clone_uri_error)?;
+        if uri.scheme != Scheme::Coap {
+            return Err(Error::UnsupportedScheme(uri.scheme));
+        }
+        let ty = if self.request_options.non_confirmable {
+            MessageType::Non
+        } else {
+            MessageType::Con
+        };
+        let mut message = Message::new(ty, self.method);
+        for (number, value) in uri.request_options() {
+            message.options.push(number, value);
+        }
+        for (number, value) in &self.options {
+            message.options.push(*number, value.clone());
+        }
+        message.payload = self.payload.clone();
+        Ok(message)
+    }
+
+    /// Sends the request and waits for its response (of any code).
+    pub async fn send(self) -> Result<Response, Error> {
+        let message = self.build_message()?;
+        let uri = self.uri?;
+        let peer = resolve(&uri).await?;
+        let params = RequestParams {
+            timeout: self.request_options.timeout,
+        };
+        self.context.send(peer, message, params).await
+    }
+}
+
+fn clone_uri_error(e: &Error) -> Error {
+    match e {
+        Error::Uri(u) => Error::Uri(u.clone()),
+        other => Error::Config(other.to_string()),
+    }
+}

@@ -1,0 +1,273 @@
+//! The task that drives one sans-IO [`Endpoint`] over one UDP socket: datagrams in batches from
+//! the socket, commands from the application, timers from the endpoint; datagrams out in
+//! batches, events to handlers and waiting callers.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Instant;
+
+use tern_proto::endpoint::{RequestError, RequestParams, Stats};
+use tern_proto::{Code, Endpoint, Event, IncomingId, Message, RequestId};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::message::{Request, Response};
+use crate::router::Router;
+use crate::udp::{self, RecvBatch};
+
+/// What the application asks of a driver.
+pub(crate) enum Command {
+    Request {
+        peer: SocketAddr,
+        message: Message,
+        params: RequestParams,
+        reply: oneshot::Sender<Result<Message, RequestError>>,
+    },
+    Respond {
+        id: IncomingId,
+        response: Message,
+    },
+    Stats(oneshot::Sender<Stats>),
+    Shutdown,
+}
+
+/// Receive batches handled before the driver looks at commands and timers again, so that a
+/// flood of datagrams cannot starve them.
+const MAX_BATCHES_PER_WAKE: usize = 8;
+
+pub(crate) struct Driver {
+    socket: UdpSocket,
+    endpoint: Endpoint,
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// Handed to slow handlers to send their response back.
+    command_tx: mpsc::UnboundedSender<Command>,
+    router: Option<Arc<Router>>,
+    waiting: HashMap<RequestId, oneshot::Sender<Result<Message, RequestError>>>,
+    outbox: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        socket: UdpSocket,
+        endpoint: Endpoint,
+        commands: mpsc::UnboundedReceiver<Command>,
+        command_tx: mpsc::UnboundedSender<Command>,
+        router: Option<Arc<Router>>,
+    ) -> Self {
+        Driver {
+            socket,
+            endpoint,
+            commands,
+            command_tx,
+            router,
+            waiting: HashMap::new(),
+            outbox: Vec::with_capacity(udp::BATCH),
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut batch = RecvBatch::default();
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
+        loop {
+            self.process_events();
+            self.flush().await;
+            let next = self.endpoint.poll_timeout();
+            if next != armed {
+                if let Some(at) = next {
+                    sleep.as_mut().reset(at.into());
+                }
+                armed = next;
+            }
+            tokio::select! {
+                biased;
+                command = self.commands.recv() => {
+                    let Some(command) = command else { break };
+                    if !self.command(command) {
+                        break;
+                    }
+                    while let Ok(command) = self.commands.try_recv() {
+                        if !self.command(command) {
+                            return self.finish().await;
+                        }
+                    }
+                }
+                ready = self.socket.readable() => {
+                    if let Err(e) = ready {
+                        tracing::warn!(error = %e, "socket failed");
+                        break;
+                    }
+                    self.receive(&mut batch);
+                }
+                () = &mut sleep, if armed.is_some() => {
+                    self.endpoint.handle_timeout(Instant::now());
+                    armed = None;
+                }
+            }
+        }
+        self.finish().await;
+    }
+
+    async fn finish(mut self) {
+        self.process_events();
+        self.flush().await;
+        for (_, reply) in self.waiting.drain() {
+            drop(reply); // callers see the context as closed
+        }
+    }
+
+    fn receive(&mut self, batch: &mut RecvBatch) {
+        for _ in 0..MAX_BATCHES_PER_WAKE {
+            match udp::try_recv_batch(&self.socket, batch) {
+                Ok(0) => break,
+                Ok(_) => {
+                    let now = Instant::now();
+                    for (peer, datagram) in batch.iter() {
+                        self.endpoint.handle(now, peer, datagram);
+                    }
+                    // Answer what can be answered at once before taking more from the socket.
+                    self.process_events();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // ICMP errors surface here on some systems; they concern one peer only.
+                    tracing::debug!(error = %e, "receive error");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Returns false on shutdown.
+    fn command(&mut self, command: Command) -> bool {
+        let now = Instant::now();
+        match command {
+            Command::Request {
+                peer,
+                message,
+                params,
+                reply,
+            } => match self.endpoint.request(now, peer, message, params) {
+                Ok(id) => {
+                    self.waiting.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::Respond { id, response } => {
+                if let Err(e) = self.endpoint.respond(now, id, response) {
+                    tracing::warn!(error = %e, "response not sent");
+                }
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.endpoint.stats());
+            }
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    fn process_events(&mut self) {
+        while let Some(event) = self.endpoint.poll_event() {
+            match event {
+                Event::Request { id, peer, request } => self.dispatch(id, peer, request),
+                Event::Response { id, response } => {
+                    if let Some(reply) = self.waiting.remove(&id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+                Event::RequestFailed { id, error } => {
+                    if let Some(reply) = self.waiting.remove(&id) {
+                        let _ = reply.send(Err(error));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the handler. Most handlers finish without waiting: they are polled once in place
+    /// and answered piggybacked without a task. The others run as tasks and answer through the
+    /// command channel; the message layer sends the empty ACK if they are slow.
+    fn dispatch(&mut self, id: IncomingId, peer: SocketAddr, message: Message) {
+        let Some(router) = self.router.clone() else {
+            let _ = self.endpoint.respond(
+                Instant::now(),
+                id,
+                Message::new(message.ty, Code::NOT_FOUND),
+            );
+            return;
+        };
+        let request = Request {
+            peer,
+            message,
+            params: Vec::new(),
+            rest: None,
+        };
+        let mut future = router.dispatch(request);
+        let mut cx = TaskContext::from_waker(Waker::noop());
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));
+        let response = match polled {
+            Ok(Poll::Ready(response)) => response,
+            Ok(Poll::Pending) => {
+                let tx = self.command_tx.clone();
+                tokio::spawn(async move {
+                    let response = match tokio::spawn(future).await {
+                        Ok(response) => response,
+                        Err(_) => Response::error(Code::INTERNAL_SERVER_ERROR, "handler failed"),
+                    };
+                    let _ = tx.send(Command::Respond {
+                        id,
+                        response: response.into_message(),
+                    });
+                });
+                return;
+            }
+            Err(_) => {
+                tracing::error!(%peer, "handler panicked");
+                Response::error(Code::INTERNAL_SERVER_ERROR, "handler failed")
+            }
+        };
+        if let Err(e) = self
+            .endpoint
+            .respond(Instant::now(), id, response.into_message())
+        {
+            tracing::warn!(error = %e, "response not sent");
+        }
+    }
+
+    async fn flush(&mut self) {
+        while let Some(t) = self.endpoint.poll_transmit() {
+            self.outbox.push((t.destination, t.contents));
+            if self.outbox.len() >= udp::BATCH {
+                self.send_outbox().await;
+            }
+        }
+        self.send_outbox().await;
+    }
+
+    async fn send_outbox(&mut self) {
+        let mut sent = 0;
+        while sent < self.outbox.len() {
+            match udp::try_send_batch(&self.socket, &self.outbox[sent..]) {
+                Ok(n) => sent += n.max(1),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.socket.writable().await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    // One unreachable or invalid destination must not block the others.
+                    tracing::debug!(error = %e, peer = %self.outbox[sent].0, "send failed");
+                    sent += 1;
+                }
+            }
+        }
+        self.outbox.clear();
+    }
+}

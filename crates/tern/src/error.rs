@@ -1,0 +1,51 @@
+//! Errors of the runtime and the client API.
+
+use std::io;
+
+use tern_proto::endpoint::RequestError;
+use tern_proto::uri::{Scheme, UriError};
+use tern_proto::Code;
+
+/// What went wrong with a context or a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The URI is not a valid CoAP URI.
+    #[error("invalid URI: {0}")]
+    Uri(#[from] UriError),
+    /// The host name did not resolve.
+    #[error("cannot resolve host {host:?}: {source}")]
+    Resolve {
+        /// The host name.
+        host: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The host resolved to no usable address.
+    #[error("host {0:?} has no address this context can reach")]
+    NoAddress(String),
+    /// A scheme this build does not serve yet.
+    #[error("the {0} scheme is not supported yet (only coap:// is)")]
+    UnsupportedScheme(Scheme),
+    /// The request failed at the message layer (time-out, reset, ...).
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// A socket error.
+    #[error("socket error: {0}")]
+    Io(#[from] io::Error),
+    /// The context was shut down.
+    #[error("the context has shut down")]
+    Closed,
+    /// A value given to a builder is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// A response that is not 2.xx, for callers who want `?` on error codes.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code:?}{}", if diagnostic.is_empty() { String::new() } else { format!(": {diagnostic}") })]
+pub struct ErrorResponse {
+    /// The response code.
+    pub code: Code,
+    /// The diagnostic payload, if it was text.
+    pub diagnostic: String,
+}

@@ -1,0 +1,39 @@
+//! Tern: a secure CoAP stack. This crate is the runtime and the public API on top of the
+//! sans-IO protocol core in [`tern_proto`].
+//!
+//! A [`Context`] owns UDP endpoints, each driven by one task around a sans-IO
+//! [`Endpoint`](tern_proto::Endpoint); a [`Router`] maps paths to async handlers.
+//!
+//! ```no_run
+//! use tern::{Context, Request, Response, Router};
+//!
+//! # async fn demo() -> Result<(), tern::Error> {
+//! let router = Router::new()
+//!     .get("/hello", |_| async { Response::text("hello") })
+//!     .post("/echo", |r: Request| async move { Response::content(r.payload().to_vec()) });
+//! let server = Context::builder()
+//!     .bind("127.0.0.1:5683".parse().unwrap())
+//!     .router(router)
+//!     .build()
+//!     .await?;
+//!
+//! let client = Context::client();
+//! let response = client.get("coap://127.0.0.1/hello").send().await?;
+//! println!("{:?} {}", response.code(), String::from_utf8_lossy(response.payload()));
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod context;
+mod driver;
+mod error;
+mod message;
+mod router;
+mod udp;
+
+pub use context::{resolve, Context, ContextBuilder, RequestBuilder};
+pub use error::{Error, ErrorResponse};
+pub use message::{Request, RequestOptions, Response};
+pub use router::{BoxFuture, Handler, Resource, Router};
+pub use tern_proto::{self as proto, Code, ContentFormat, OptionNumber};

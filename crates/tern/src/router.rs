@@ -1,0 +1,410 @@
+//! The server side: a router of path patterns to async handlers, with 4.04 and 4.05 answered
+//! by default and `/.well-known/core` (RFC 6690) generated from the registered resources.
+//!
+//! Patterns are `/`-separated: a literal segment matches itself, `{name}` matches any one
+//! segment (read with [`Request::param`]), and a final `*` matches the rest of the path,
+//! including nothing (read with [`Request::rest`]). The first registered pattern that matches
+//! wins.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tern_proto::link_format::{self, Link};
+use tern_proto::{Code, ContentFormat};
+
+use crate::message::{Request, Response};
+
+/// A boxed handler future.
+pub type BoxFuture = Pin<Box<dyn Future<Output = Response> + Send + 'static>>;
+
+/// Something that answers requests. Implemented for every `Fn(Request) -> impl Future<Output =
+/// Response>`.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one request.
+    fn call(&self, request: Request) -> BoxFuture;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response> + Send + 'static,
+{
+    fn call(&self, request: Request) -> BoxFuture {
+        Box::pin(self(request))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+    Rest,
+}
+
+fn parse_pattern(pattern: &str) -> Vec<Segment> {
+    let segments: Vec<&str> = pattern
+        .trim_start_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let last = segments.len().saturating_sub(1);
+    segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if *s == "*" && i == last {
+                Segment::Rest
+            } else if let Some(name) = s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Segment::Param(name.to_string())
+            } else {
+                Segment::Literal((*s).to_string())
+            }
+        })
+        .collect()
+}
+
+/// What a pattern captured from a path.
+type Captures = (Vec<(String, String)>, Option<String>);
+
+fn match_pattern(pattern: &[Segment], path: &[&str]) -> Option<Captures> {
+    let mut params = Vec::new();
+    for (i, seg) in pattern.iter().enumerate() {
+        match seg {
+            Segment::Rest => return Some((params, Some(path.get(i..).unwrap_or(&[]).join("/")))),
+            Segment::Literal(lit) => {
+                if path.get(i) != Some(&lit.as_str()) {
+                    return None;
+                }
+            }
+            Segment::Param(name) => params.push((name.clone(), (*path.get(i)?).to_string())),
+        }
+    }
+    (path.len() == pattern.len()).then_some((params, None))
+}
+
+/// One resource: the handlers for its methods and its link-format description.
+#[derive(Clone, Default)]
+pub struct Resource {
+    handlers: Vec<(Code, Arc<dyn Handler>)>,
+    attrs: Vec<(String, Option<String>)>,
+    hidden: bool,
+}
+
+macro_rules! method_fns {
+    ($($(#[$doc:meta])* $fn:ident => $code:ident;)*) => {
+        impl Resource {
+            $($(#[$doc])* pub fn $fn(self, handler: impl Handler) -> Self {
+                self.method(Code::$code, handler)
+            })*
+        }
+        impl Router {
+            $($(#[$doc])* pub fn $fn(self, pattern: &str, handler: impl Handler) -> Self {
+                self.method(pattern, Code::$code, handler)
+            })*
+        }
+    };
+}
+
+method_fns! {
+    /// Handles GET.
+    get => GET;
+    /// Handles POST.
+    post => POST;
+    /// Handles PUT.
+    put => PUT;
+    /// Handles DELETE.
+    delete => DELETE;
+    /// Handles FETCH.
+    fetch => FETCH;
+    /// Handles PATCH.
+    patch => PATCH;
+    /// Handles iPATCH.
+    ipatch => IPATCH;
+}
+
+impl Resource {
+    /// A resource with no handlers.
+    pub fn new() -> Self {
+        Resource::default()
+    }
+
+    /// Handles a method.
+    pub fn method(mut self, code: Code, handler: impl Handler) -> Self {
+        self.handlers.retain(|(c, _)| *c != code);
+        self.handlers.push((code, Arc::new(handler)));
+        self
+    }
+
+    /// Adds a link attribute for `/.well-known/core`.
+    pub fn attr(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.attrs.push((name.to_string(), Some(value.into())));
+        self
+    }
+
+    /// Resource type (`rt`).
+    pub fn rt(self, rt: &str) -> Self {
+        self.attr("rt", rt)
+    }
+
+    /// Interface description (`if`).
+    pub fn interface(self, interface: &str) -> Self {
+        self.attr("if", interface)
+    }
+
+    /// Content-Format hint (`ct`).
+    pub fn ct(self, ct: ContentFormat) -> Self {
+        self.attr("ct", ct.0.to_string())
+    }
+
+    /// Human-readable title.
+    pub fn title(self, title: &str) -> Self {
+        self.attr("title", title)
+    }
+
+    /// Marks the resource observable (`obs`).
+    pub fn obs(mut self) -> Self {
+        self.attrs.push(("obs".to_string(), None));
+        self
+    }
+
+    /// Maximum size estimate (`sz`).
+    pub fn sz(self, size: u64) -> Self {
+        self.attr("sz", size.to_string())
+    }
+
+    /// Leaves the resource out of `/.well-known/core`.
+    pub fn hidden(mut self) -> Self {
+        self.hidden = true;
+        self
+    }
+
+    fn allowed(&self) -> String {
+        let names: Vec<&str> = self.handlers.iter().filter_map(|(c, _)| c.name()).collect();
+        names.join(", ")
+    }
+}
+
+struct Route {
+    pattern: Vec<Segment>,
+    text: String,
+    resource: Resource,
+}
+
+/// Routes requests to handlers by path and method.
+#[derive(Clone, Default)]
+pub struct Router {
+    routes: Arc<Vec<Route>>,
+}
+
+impl Router {
+    /// An empty router (answers 4.04 to everything but `/.well-known/core`).
+    pub fn new() -> Self {
+        Router::default()
+    }
+
+    fn routes_mut(&mut self) -> &mut Vec<Route> {
+        Arc::get_mut(&mut self.routes).expect("routers are built before they are shared")
+    }
+
+    /// Registers a resource under a pattern, replacing one with the same pattern.
+    pub fn resource(mut self, pattern: &str, resource: Resource) -> Self {
+        let parsed = parse_pattern(pattern);
+        let routes = self.routes_mut();
+        match routes.iter_mut().find(|r| r.pattern == parsed) {
+            Some(route) => route.resource = resource,
+            None => routes.push(Route {
+                pattern: parsed,
+                text: pattern.to_string(),
+                resource,
+            }),
+        }
+        self
+    }
+
+    /// Adds a handler for one method under a pattern, creating the resource if needed.
+    pub fn method(mut self, pattern: &str, code: Code, handler: impl Handler) -> Self {
+        let parsed = parse_pattern(pattern);
+        let routes = self.routes_mut();
+        match routes.iter_mut().find(|r| r.pattern == parsed) {
+            Some(route) => {
+                route.resource = std::mem::take(&mut route.resource).method(code, handler)
+            }
+            None => routes.push(Route {
+                pattern: parsed,
+                text: pattern.to_string(),
+                resource: Resource::new().method(code, handler),
+            }),
+        }
+        self
+    }
+
+    /// The links of every listed resource, as `/.well-known/core` shows them.
+    pub fn links(&self) -> Vec<Link> {
+        self.routes
+            .iter()
+            .filter(|r| {
+                !r.resource.hidden && r.pattern.iter().all(|s| matches!(s, Segment::Literal(_)))
+            })
+            .map(|r| {
+                let mut target = String::new();
+                for seg in &r.pattern {
+                    if let Segment::Literal(lit) = seg {
+                        target.push('/');
+                        target.push_str(lit);
+                    }
+                }
+                if target.is_empty() {
+                    target.push('/');
+                }
+                Link {
+                    target,
+                    attrs: r.resource.attrs.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Routes a request to its handler; 4.04, 4.05 and `/.well-known/core` are answered here.
+    pub fn dispatch(&self, mut request: Request) -> BoxFuture {
+        let path = request.message.path();
+        let segments: Vec<&str> = if path.is_empty() {
+            Vec::new()
+        } else {
+            path.split('/').collect()
+        };
+        let mut path_matched: Option<&Resource> = None;
+        for route in self.routes.iter() {
+            let Some((params, rest)) = match_pattern(&route.pattern, &segments) else {
+                continue;
+            };
+            match route
+                .resource
+                .handlers
+                .iter()
+                .find(|(c, _)| *c == request.method())
+            {
+                Some((_, handler)) => {
+                    request.params = params;
+                    request.rest = rest;
+                    tracing::trace!(route = %route.text, "dispatch");
+                    return handler.call(request);
+                }
+                None => {
+                    path_matched.get_or_insert(&route.resource);
+                }
+            }
+        }
+        let response = if path == ".well-known/core" {
+            if request.method() == Code::GET {
+                let query: Vec<String> = request.queries().map(str::to_string).collect();
+                let links = link_format::filter(&self.links(), &query);
+                Response::content(link_format::serialize(&links).into_bytes())
+                    .with_content_format(ContentFormat::LINK_FORMAT)
+            } else {
+                Response::error(Code::METHOD_NOT_ALLOWED, "Allowed: GET")
+            }
+        } else {
+            match path_matched {
+                Some(resource) => Response::error(
+                    Code::METHOD_NOT_ALLOWED,
+                    format!("Allowed: {}", resource.allowed()),
+                ),
+                None => Response::new(Code::NOT_FOUND),
+            }
+        };
+        Box::pin(std::future::ready(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use tern_proto::{Message, MessageType};
+
+    fn request(code: Code, path: &str) -> Request {
+        let mut message = Message::new(MessageType::Con, code);
+        if let Some((p, q)) = path.split_once('?') {
+            message.set_path(p);
+            for item in q.split('&') {
+                message
+                    .options
+                    .push(tern_proto::OptionNumber::URI_QUERY, item.as_bytes());
+            }
+        } else {
+            message.set_path(path);
+        }
+        Request {
+            peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+            message,
+            params: Vec::new(),
+            rest: None,
+        }
+    }
+
+    fn run(router: &Router, code: Code, path: &str) -> Response {
+        let fut = router.dispatch(request(code, path));
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(fut)
+    }
+
+    fn router() -> Router {
+        Router::new()
+            .resource(
+                "/time",
+                Resource::new()
+                    .get(|_| async { Response::text("now") })
+                    .rt("clock")
+                    .obs(),
+            )
+            .get("/users/{id}", |r: Request| async move {
+                Response::text(r.param("id").unwrap_or(""))
+            })
+            .put("/store/*", |r: Request| async move {
+                Response::text(r.rest().unwrap_or(""))
+            })
+            .resource(
+                "/hidden",
+                Resource::new()
+                    .get(|_| async { Response::text("h") })
+                    .hidden(),
+            )
+    }
+
+    #[test]
+    fn routes_by_pattern_and_method() {
+        let r = router();
+        assert_eq!(run(&r, Code::GET, "/time").payload(), b"now");
+        assert_eq!(run(&r, Code::GET, "/users/42").payload(), b"42");
+        assert_eq!(run(&r, Code::PUT, "/store/a/b").payload(), b"a/b");
+        assert_eq!(run(&r, Code::PUT, "/store").payload(), b"");
+        assert_eq!(run(&r, Code::GET, "/users/42/x").code(), Code::NOT_FOUND);
+        assert_eq!(run(&r, Code::GET, "/nope").code(), Code::NOT_FOUND);
+        let r405 = run(&r, Code::DELETE, "/time");
+        assert_eq!(r405.code(), Code::METHOD_NOT_ALLOWED);
+        assert_eq!(r405.payload(), b"Allowed: GET");
+    }
+
+    #[test]
+    fn well_known_core_lists_and_filters() {
+        let r = router();
+        let all = run(&r, Code::GET, "/.well-known/core");
+        assert_eq!(all.content_format(), Some(ContentFormat::LINK_FORMAT));
+        let text = String::from_utf8(all.payload().to_vec()).unwrap();
+        assert!(text.contains("</time>"), "{text}");
+        assert!(text.contains("obs"), "{text}");
+        assert!(!text.contains("hidden"), "{text}");
+        assert!(!text.contains("users"), "{text}");
+        let filtered = run(&r, Code::GET, "/.well-known/core?rt=clock");
+        assert!(String::from_utf8_lossy(filtered.payload()).contains("</time>"));
+        let none = run(&r, Code::GET, "/.well-known/core?rt=nothing");
+        assert!(none.payload().is_empty());
+        assert_eq!(
+            run(&r, Code::POST, "/.well-known/core").code(),
+            Code::METHOD_NOT_ALLOWED
+        );
+    }
+}
