@@ -24,9 +24,12 @@ pub struct ServeArgs {
     store_max_entries: usize,
 }
 
+/// A stored value and its Content-Format.
+type Entry = (Vec<u8>, Option<ContentFormat>);
+
 /// The in-memory store behind `/store/…`: bounded in entries and in value size.
 struct Store {
-    entries: Mutex<HashMap<String, (Vec<u8>, Option<ContentFormat>)>>,
+    entries: Mutex<HashMap<String, Entry>>,
     max_value: usize,
     max_entries: usize,
 }

@@ -352,7 +352,11 @@ impl Message {
     /// Sets Uri-Path from a `/`-separated string (a leading slash is ignored).
     pub fn set_path(&mut self, path: &str) {
         self.options.remove(OptionNumber::URI_PATH);
-        for seg in path.trim_start_matches('/').split('/').filter(|s| !s.is_empty()) {
+        for seg in path
+            .trim_start_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+        {
             self.options.push(OptionNumber::URI_PATH, seg.as_bytes());
         }
     }

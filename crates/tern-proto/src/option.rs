@@ -337,7 +337,10 @@ mod tests {
     fn registry_is_sorted_and_unique() {
         assert!(REGISTRY.windows(2).all(|w| w[0].number < w[1].number));
         assert_eq!(OptionNumber::BLOCK2.def().unwrap().name, "Block2");
-        assert_eq!(OptionNumber::from_name("uri-path"), Some(OptionNumber::URI_PATH));
+        assert_eq!(
+            OptionNumber::from_name("uri-path"),
+            Some(OptionNumber::URI_PATH)
+        );
         assert!(OptionNumber(2048).def().is_none());
     }
 
@@ -386,15 +389,25 @@ mod tests {
         assert!(def.check(b"").is_err());
         assert!(def.check(b"example").is_ok());
         assert!(def.check(&[0xff, 0xfe]).is_err());
-        assert!(OptionNumber::IF_NONE_MATCH.def().unwrap().check(b"x").is_err());
+        assert!(OptionNumber::IF_NONE_MATCH
+            .def()
+            .unwrap()
+            .check(b"x")
+            .is_err());
     }
 
     #[test]
     fn content_formats() {
         assert_eq!(ContentFormat::parse("json"), Some(ContentFormat::JSON));
-        assert_eq!(ContentFormat::parse("application/cbor"), Some(ContentFormat::CBOR));
+        assert_eq!(
+            ContentFormat::parse("application/cbor"),
+            Some(ContentFormat::CBOR)
+        );
         assert_eq!(ContentFormat::parse("60"), Some(ContentFormat::CBOR));
         assert_eq!(ContentFormat::parse("nope"), None);
-        assert_eq!(ContentFormat::LINK_FORMAT.to_string(), "application/link-format");
+        assert_eq!(
+            ContentFormat::LINK_FORMAT.to_string(),
+            "application/link-format"
+        );
     }
 }
