@@ -3,6 +3,7 @@
 #   bash scripts/test-all.sh
 # Interop tests fail (instead of skipping) when a peer is missing: TERN_REQUIRE_PEERS=1.
 # Honours CARGO_TARGET_DIR; extra arguments are passed to `cargo test --all-targets`.
+# Every test target runs (--no-fail-fast); the last line is "test-all: N passed, N failed, N skipped".
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -44,9 +45,9 @@ summary() {
 }
 
 status=0
-run_cargo test --workspace --all-targets "$@" || status=$?
+run_cargo test --workspace --all-targets --no-fail-fast "$@" || status=$?
 doc_status=0
-run_cargo test --workspace --doc || doc_status=$?
+run_cargo test --workspace --doc --no-fail-fast || doc_status=$?
 [ "$status" -ne 0 ] || status=$doc_status
 summary
 if [ "$status" -ne 0 ]; then
