@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
+use tern::proto::EndpointConfig;
 use tern::{Code, ContentFormat, Context, Request, Resource, Response, Router};
 
 /// Arguments of `tern serve`.
@@ -22,6 +23,21 @@ pub struct ServeArgs {
     /// Most entries held under /store/.
     #[arg(long, default_value_t = 1024)]
     store_max_entries: usize,
+    /// Deduplication entries kept per client.
+    #[arg(long, default_value_t = EndpointConfig::default().dedup_per_peer)]
+    dedup_per_peer: usize,
+    /// Deduplication entries kept in all.
+    #[arg(long, default_value_t = EndpointConfig::default().dedup_total)]
+    dedup_total: usize,
+    /// Clients tracked at once.
+    #[arg(long, default_value_t = EndpointConfig::default().max_peers)]
+    max_peers: usize,
+    /// Requests being handled at once; more are answered 5.03.
+    #[arg(long, default_value_t = EndpointConfig::default().max_pending_incoming)]
+    max_pending: usize,
+    /// Milliseconds a handler may take before a CON request gets an empty ACK.
+    #[arg(long, default_value_t = 1000)]
+    separate_delay_ms: u64,
 }
 
 /// A stored value and its Content-Format.

@@ -138,6 +138,11 @@ impl<P: Copy + Eq + Hash> DedupCache<P> {
         self.per_peer.get(&peer).map_or(0, VecDeque::len)
     }
 
+    /// Positions in the global order (live and stale), for tests of the compaction.
+    pub fn order_len(&self) -> usize {
+        self.order.len()
+    }
+
     /// Entries dropped by the caps so far.
     pub fn evicted(&self) -> u64 {
         self.evicted

@@ -306,10 +306,17 @@ pub fn start_libcoap_server(bin: &Path) -> (ChildGuard, SocketAddr) {
 /// `tern serve --bind 127.0.0.1:PORT`, ready to answer.
 #[track_caller]
 pub fn start_tern_server() -> (ChildGuard, SocketAddr) {
+    start_tern_server_with(&[])
+}
+
+/// Starts `tern serve` with extra arguments (limits, for instance).
+#[allow(dead_code)]
+pub fn start_tern_server_with(extra: &[&str]) -> (ChildGuard, SocketAddr) {
     let port = free_port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut cmd = Command::new(tern_bin());
     cmd.args(["serve", "--bind", &addr.to_string()]);
+    cmd.args(extra);
     let mut server = ChildGuard::spawn("tern serve", cmd);
     wait_ready(&mut server, addr, Some("listening on"));
     (server, addr)

@@ -201,7 +201,6 @@ impl Peer {
 enum Timer {
     Retransmit(SocketAddr, u16),
     RequestDeadline(RequestId),
-    SeparateAck(IncomingId),
     Sweep,
 }
 
@@ -216,6 +215,10 @@ pub struct Endpoint {
     requests: HashMap<RequestId, client::ClientRequest>,
     incoming: HashMap<IncomingId, server::PendingIncoming>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    /// When each CON request still being handled gets its empty ACK. Every request waits the
+    /// same delay, so arrival order is deadline order: a FIFO instead of a heap entry per
+    /// request, trimmed from the front as requests are answered (assumes `now` never goes back).
+    separate_acks: VecDeque<(Instant, IncomingId)>,
     sweep_scheduled: bool,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -236,6 +239,7 @@ impl Endpoint {
             requests: HashMap::new(),
             incoming: HashMap::new(),
             timers: BinaryHeap::new(),
+            separate_acks: VecDeque::new(),
             sweep_scheduled: false,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -294,7 +298,12 @@ impl Endpoint {
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        let timer = self.timers.peek().map(|Reverse((at, _))| *at);
+        let ack = self.separate_acks.front().map(|(at, _)| *at);
+        match (timer, ack) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Handles one received datagram.
@@ -337,6 +346,13 @@ impl Endpoint {
 
     /// Handles every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, id)) = self.separate_acks.front() {
+            if at > now {
+                break;
+            }
+            self.separate_acks.pop_front();
+            self.on_separate_ack_timer(now, id);
+        }
         while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
             if at > now {
                 break;
@@ -345,7 +361,6 @@ impl Endpoint {
             match timer {
                 Timer::Retransmit(peer, mid) => self.on_retransmit_timer(now, peer, mid),
                 Timer::RequestDeadline(id) => self.on_request_deadline(now, id),
-                Timer::SeparateAck(id) => self.on_separate_ack_timer(now, id),
                 Timer::Sweep => {
                     self.sweep_scheduled = false;
                     self.sweep(now);

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{Endpoint, Event, IncomingId, Purpose, Timer};
+use super::{Endpoint, Event, IncomingId, Purpose};
 use crate::code::{Code, MessageType};
 use crate::dedup::DedupState;
 use crate::message::{CoapOption, EncodeError, Message, Options, Token};
@@ -156,7 +156,14 @@ impl Endpoint {
         self.remember(now, peer, mid, ty, DedupState::Processing { acked: false });
         if confirmable {
             let delay = self.config.separate_response_delay;
-            self.set_timer(now + delay, Timer::SeparateAck(id));
+            self.separate_acks.push_back((now + delay, id));
+            // Answered requests behind a slow one stay queued until it is answered; compact
+            // so the queue never holds more than twice the pending requests.
+            if self.separate_acks.len() > 2 * self.incoming.len() + 64 {
+                let incoming = &self.incoming;
+                self.separate_acks
+                    .retain(|(_, id)| incoming.contains_key(id));
+            }
         }
         let request = Message {
             ty,
@@ -216,6 +223,13 @@ impl Endpoint {
             .incoming
             .remove(&id)
             .ok_or(RespondError::UnknownRequest)?;
+        while self
+            .separate_acks
+            .front()
+            .is_some_and(|(_, id)| !self.incoming.contains_key(id))
+        {
+            self.separate_acks.pop_front();
+        }
         let peer = pending.peer;
         if let Some(p) = self.peers.get_mut(&peer) {
             p.pending_incoming = p.pending_incoming.saturating_sub(1);

@@ -565,6 +565,8 @@ fn memory_stays_bounded_under_a_flood() {
         assert!(server.dedup_len() <= 2000);
         assert!(server.peer_count() <= 500);
         assert!(server.pending_incoming() <= 100);
+        assert!(server.separate_acks.len() <= 2 * 100 + 64);
+        assert!(server.timers.len() <= 2, "no timer per request");
     }
     assert!(answered > 0);
     assert!(

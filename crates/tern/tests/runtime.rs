@@ -1,0 +1,218 @@
+//! The runtime end to end on loopback: a server context and a client context talking over real
+//! UDP sockets, covering piggybacked, separate and NON responses, errors and shutdown.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tern::proto::endpoint::RequestError;
+use tern::proto::EndpointConfig;
+use tern::{Code, ContentFormat, Context, Error, Request, Resource, Response, Router};
+
+async fn server(config: EndpointConfig) -> (Context, SocketAddr) {
+    let router = Router::new()
+        .resource(
+            "/hello",
+            Resource::new()
+                .get(|_| async { Response::text("hello") })
+                .rt("greeting"),
+        )
+        .post("/echo", |r: Request| async move {
+            Response::new(Code::CHANGED).with_payload(r.payload().to_vec())
+        })
+        .get("/slow", |_| async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            Response::text("finally")
+        })
+        .get("/peer", |r: Request| async move {
+            Response::text(r.peer().to_string())
+        })
+        .get("/panic", |_| async { panic!("handler bug") });
+    let ctx = Context::builder()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .endpoint_config(config)
+        .router(router)
+        .build()
+        .await
+        .unwrap();
+    let addr = ctx.local_addrs()[0];
+    (ctx, addr)
+}
+
+#[tokio::test]
+async fn get_post_and_well_known_core() {
+    let (srv, addr) = server(EndpointConfig::default()).await;
+    let client = Context::client();
+    let r = client
+        .get(&format!("coap://{addr}/hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((r.code(), r.payload()), (Code::CONTENT, &b"hello"[..]));
+    assert_eq!(r.content_format(), Some(ContentFormat::TEXT_PLAIN));
+    let r = client
+        .post(&format!("coap://{addr}/echo"))
+        .payload("ping")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((r.code(), r.payload()), (Code::CHANGED, &b"ping"[..]));
+    let r = client
+        .get(&format!("coap://{addr}/.well-known/core?rt=greeting"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(r.payload()),
+        "</hello>;rt=\"greeting\""
+    );
+    let r = client
+        .get(&format!("coap://{addr}/missing"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::NOT_FOUND);
+    assert!(r.clone().error_for_code().is_err());
+    let r = client
+        .delete(&format!("coap://{addr}/hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::METHOD_NOT_ALLOWED);
+    srv.shutdown().await;
+    client.shutdown().await;
+}
+
+#[tokio::test]
+async fn non_requests_get_non_responses() {
+    let (srv, addr) = server(EndpointConfig::default()).await;
+    let client = Context::client();
+    let r = client
+        .get(&format!("coap://{addr}/hello"))
+        .non()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.message().ty, tern::proto::MessageType::Non);
+    assert_eq!(r.payload(), b"hello");
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_handler_answers_separately() {
+    let config = EndpointConfig {
+        separate_response_delay: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let (srv, addr) = server(config).await;
+    let client = Context::client();
+    let start = Instant::now();
+    let r = client
+        .get(&format!("coap://{addr}/slow"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.payload(), b"finally");
+    assert!(start.elapsed() >= Duration::from_millis(400));
+    // A separate response arrives in its own CON message, not in the ACK.
+    assert_eq!(r.message().ty, tern::proto::MessageType::Con);
+    let stats = client.stats().await;
+    assert_eq!(
+        stats.retransmissions, 0,
+        "the empty ACK stopped retransmission"
+    );
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn handler_panic_becomes_5_00_and_the_server_keeps_serving() {
+    let (srv, addr) = server(EndpointConfig::default()).await;
+    let client = Context::client();
+    let r = client
+        .get(&format!("coap://{addr}/panic"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::INTERNAL_SERVER_ERROR);
+    let r = client
+        .get(&format!("coap://{addr}/hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::CONTENT);
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn handlers_see_the_peer_address() {
+    let (srv, addr) = server(EndpointConfig::default()).await;
+    let client = Context::client();
+    let r = client
+        .get(&format!("coap://{addr}/peer"))
+        .send()
+        .await
+        .unwrap();
+    let peer: SocketAddr = String::from_utf8_lossy(r.payload()).parse().unwrap();
+    assert_eq!(peer.ip(), addr.ip());
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn timeouts_and_bad_uris_are_clear_errors() {
+    // A bound socket that never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let client = Context::client();
+    let e = client
+        .get(&format!("coap://{addr}/x"))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Request(RequestError::Timeout)), "{e}");
+    let e = client.get("coap://[::1/x").send().await.unwrap_err();
+    assert!(matches!(e, Error::Uri(_)), "{e}");
+    assert!(e.to_string().starts_with("invalid URI"), "{e}");
+    let e = client.get("coaps://127.0.0.1/x").send().await.unwrap_err();
+    assert!(matches!(e, Error::UnsupportedScheme(_)), "{e}");
+}
+
+#[tokio::test]
+async fn ipv6_loopback() {
+    let Ok(probe) = std::net::UdpSocket::bind("[::1]:0") else {
+        eprintln!("skipping: no IPv6 loopback on this machine");
+        return;
+    };
+    drop(probe);
+    let ctx = Context::builder()
+        .bind("[::1]:0".parse().unwrap())
+        .router(Router::new().get("/v6", |_| async { Response::text("six") }))
+        .build()
+        .await
+        .unwrap();
+    let addr = ctx.local_addrs()[0];
+    let r = Context::client()
+        .get(&format!("coap://{addr}/v6"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.payload(), b"six");
+    ctx.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_fails_waiting_requests_with_closed() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let client = Context::client();
+    let pending = {
+        let client = client.clone();
+        tokio::spawn(async move { client.get(&format!("coap://{addr}/x")).send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.shutdown().await;
+    let result = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(result, Err(Error::Closed)), "{result:?}");
+}
