@@ -1,11 +1,17 @@
-//! `tern bench`: closed-loop load against one resource — `concurrency` clients, each with its
-//! own socket (as many devices would), each sending its next request as soon as the previous
-//! one is answered. Reports requests/s, latency percentiles, retransmissions and time-outs.
+//! `tern bench`: closed-loop load against one resource — `concurrency` requests in flight,
+//! each worker sending its next request as soon as the previous one is answered, spread over
+//! `sockets` client sockets (each with NSTART raised to its share of the workers, so that one
+//! driver wake-up sends and receives many datagrams). Reports requests/s, latency percentiles,
+//! retransmissions and time-outs.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
+use std::net::SocketAddr;
+
+use tern::proto::endpoint::RequestParams;
+use tern::proto::{Message, TransmissionParams};
 use tern::{Code, Context, Error};
 
 /// Arguments of `tern bench`.
@@ -13,9 +19,12 @@ use tern::{Code, Context, Error};
 pub struct BenchArgs {
     /// The resource to load, e.g. coap://127.0.0.1/.
     uri: String,
-    /// Concurrent clients, each with its own socket.
+    /// Requests in flight.
     #[arg(short = 'c', long, default_value_t = 32)]
     concurrency: usize,
+    /// Client sockets the requests are spread over (default: one per 8 requests in flight).
+    #[arg(long)]
+    sockets: Option<usize>,
     /// Seconds to run.
     #[arg(short = 'd', long, default_value_t = 10.0)]
     duration: f64,
@@ -54,20 +63,20 @@ struct WorkerResult {
     errors: u64,
 }
 
-async fn worker(context: Context, args: &BenchArgs, method: Code, until: Instant) -> WorkerResult {
+async fn worker(
+    context: Context,
+    peer: SocketAddr,
+    message: Message,
+    timeout: Duration,
+    until: Instant,
+) -> WorkerResult {
     let mut result = WorkerResult::default();
-    let payload = vec![b'x'; args.payload];
-    let timeout = Duration::from_secs_f64(args.timeout);
+    let params = RequestParams {
+        timeout: Some(timeout),
+    };
     while Instant::now() < until {
-        let mut request = context
-            .request(method, &args.uri)
-            .payload(payload.clone())
-            .timeout(timeout);
-        if args.non {
-            request = request.non();
-        }
         let start = Instant::now();
-        match request.send().await {
+        match context.send(peer, message.clone(), params).await {
             Ok(response) if !response.code().is_error() => {
                 let us = start.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
                 result.latencies_us.push(us);
@@ -113,20 +122,55 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
         Method::Post => Code::POST,
         Method::Put => Code::PUT,
     };
-    // Validate the URI once, so a typo is one clear message rather than N failures.
-    Context::client()
+    // The URI is parsed and resolved once, so a typo is one clear message rather than N
+    // failures, and the load measures the server rather than the URI parser.
+    let probe = Context::client();
+    let mut builder = probe
         .request(method, &args.uri)
-        .build_message()
-        .map_err(|e| e.to_string())?;
-    let contexts: Vec<Context> = (0..args.concurrency).map(|_| Context::client()).collect();
+        .payload(vec![b'x'; args.payload]);
+    if args.non {
+        builder = builder.non();
+    }
+    let message = builder.build_message().map_err(|e| e.to_string())?;
+    let uri =
+        tern::proto::uri::CoapUri::parse(&args.uri).map_err(|e| format!("invalid URI: {e}"))?;
+    let peer = tern::resolve(&uri).await.map_err(|e| e.to_string())?;
+    let sockets = args
+        .sockets
+        .unwrap_or(args.concurrency.div_ceil(8))
+        .clamp(1, args.concurrency);
+    let per_socket = args.concurrency.div_ceil(sockets);
+    let mut contexts = Vec::new();
+    for _ in 0..sockets {
+        let params = TransmissionParams {
+            nstart: per_socket,
+            ..Default::default()
+        };
+        let context = Context::builder()
+            .bind(
+                if peer.is_ipv4() {
+                    "0.0.0.0:0"
+                } else {
+                    "[::]:0"
+                }
+                .parse()
+                .map_err(|e| format!("{e}"))?,
+            )
+            .transmission_params(params)
+            .build()
+            .await
+            .map_err(|e| e.to_string())?;
+        contexts.push(context);
+    }
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(args.duration);
-    let args = std::sync::Arc::new(args);
+    let timeout = Duration::from_secs_f64(args.timeout);
     let mut tasks = Vec::new();
-    for context in &contexts {
-        let (context, args) = (context.clone(), args.clone());
+    for i in 0..args.concurrency {
+        let context = contexts[i % sockets].clone();
+        let message = message.clone();
         tasks.push(tokio::spawn(async move {
-            worker(context, &args, method, until).await
+            worker(context, peer, message, timeout, until).await
         }));
     }
     let mut latencies = Vec::new();
@@ -154,7 +198,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     );
     if args.json {
         println!(
-            "{{\"requests\":{requests},\"rps\":{rps:.1},\"p50_us\":{p50},\"p90_us\":{p90},\"p99_us\":{p99},\"p999_us\":{p999},\"retransmissions\":{retransmissions},\"timeouts\":{timeouts},\"errors\":{errors},\"concurrency\":{},\"duration_s\":{elapsed:.2}}}",
+            "{{\"requests\":{requests},\"rps\":{rps:.1},\"p50_us\":{p50},\"p90_us\":{p90},\"p99_us\":{p99},\"p999_us\":{p999},\"retransmissions\":{retransmissions},\"timeouts\":{timeouts},\"errors\":{errors},\"concurrency\":{},\"sockets\":{sockets},\"duration_s\":{elapsed:.2}}}",
             args.concurrency
         );
     } else {

@@ -216,6 +216,9 @@ pub enum EncodeError {
     /// An empty message (0.00) with a token, options or payload.
     #[error("an empty message (0.00) cannot carry a token, options or payload")]
     NonEmptyEmptyMessage,
+    /// A code of a class that datagrams cannot carry (1, 3, 6, or 7: signaling is stream-only).
+    #[error("code {0} cannot be sent in a datagram")]
+    ReservedClass(Code),
 }
 
 /// An owned CoAP message.
@@ -307,6 +310,9 @@ impl Message {
             .find(|o| o.value.len() > wire::MAX_OPTION_VALUE_LEN)
         {
             return Err(EncodeError::OptionTooLong(o.number));
+        }
+        if matches!(self.code.class(), 1 | 3 | 6 | 7) {
+            return Err(EncodeError::ReservedClass(self.code));
         }
         if self.code.is_empty()
             && (!self.token.is_empty() || !self.options.is_empty() || !self.payload.is_empty())
@@ -422,5 +428,7 @@ mod tests {
         assert_eq!(m.to_bytes().unwrap().len(), 4);
         m.token = Token::new(&[1]).unwrap();
         assert_eq!(m.to_bytes(), Err(EncodeError::NonEmptyEmptyMessage));
+        let csm = Message::new(MessageType::Con, Code::CSM);
+        assert_eq!(csm.to_bytes(), Err(EncodeError::ReservedClass(Code::CSM)));
     }
 }

@@ -32,6 +32,8 @@ struct Inner {
     bound: Vec<Arc<EndpointHandle>>,
     /// Ephemeral client endpoints, made on first use per address family.
     ephemeral: Mutex<Vec<Arc<EndpointHandle>>>,
+    /// Per-peer transmission parameters, applied to endpoints made later too.
+    peer_params: Mutex<Vec<(SocketAddr, TransmissionParams)>>,
 }
 
 /// Builds a [`Context`].
@@ -85,6 +87,7 @@ impl ContextBuilder {
                 router,
                 bound,
                 ephemeral: Mutex::new(Vec::new()),
+                peer_params: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -159,6 +162,7 @@ impl Context {
                 router: None,
                 bound: Vec::new(),
                 ephemeral: Mutex::new(Vec::new()),
+                peer_params: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -238,6 +242,22 @@ impl Context {
         Ok(Response::from_message(message))
     }
 
+    /// Uses other transmission parameters (ACK_TIMEOUT, MAX_RETRANSMIT, NSTART, ...) with one
+    /// peer from now on, on every endpoint of this context; the context's own stay the default.
+    pub fn set_peer_params(
+        &self,
+        peer: SocketAddr,
+        params: TransmissionParams,
+    ) -> Result<(), Error> {
+        params
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        for endpoint in self.all_endpoints() {
+            let _ = endpoint.commands.send(Command::PeerParams(peer, params));
+        }
+        Ok(())
+    }
+
     /// Message-layer counters summed over every endpoint.
     pub async fn stats(&self) -> Stats {
         let mut total = Stats::default();
@@ -300,6 +320,11 @@ impl Context {
         };
         let socket = bind_socket(any)?;
         let handle = spawn_driver(socket, &self.inner.config, self.inner.router.clone())?;
+        if let Ok(all) = self.inner.peer_params.lock() {
+            for (peer, params) in all.iter() {
+                let _ = handle.commands.send(Command::PeerParams(*peer, *params));
+            }
+        }
         ephemeral.push(handle.clone());
         Ok(handle)
     }

@@ -11,7 +11,7 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Instant;
 
 use tern_proto::endpoint::{RequestError, RequestParams, Stats};
-use tern_proto::{Code, Endpoint, Event, IncomingId, Message, RequestId};
+use tern_proto::{Code, Endpoint, Event, IncomingId, Message, RequestId, TransmissionParams};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
@@ -32,6 +32,7 @@ pub(crate) enum Command {
         response: Message,
     },
     Stats(oneshot::Sender<Stats>),
+    PeerParams(SocketAddr, TransmissionParams),
     Shutdown,
 }
 
@@ -168,6 +169,7 @@ impl Driver {
             Command::Stats(reply) => {
                 let _ = reply.send(self.endpoint.stats());
             }
+            Command::PeerParams(peer, params) => self.endpoint.set_peer_params(now, peer, params),
             Command::Shutdown => return false,
         }
         true

@@ -177,6 +177,47 @@ async fn timeouts_and_bad_uris_are_clear_errors() {
 }
 
 #[tokio::test]
+async fn per_peer_transmission_parameters() {
+    // A peer that never answers, given a short ACK_TIMEOUT and one retransmission: the request
+    // fails after two transmissions in well under the default 93 s.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let client = Context::builder()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .build()
+        .await
+        .unwrap();
+    let fast = tern::proto::TransmissionParams {
+        ack_timeout: Duration::from_millis(50),
+        max_retransmit: 1,
+        ..Default::default()
+    };
+    client.set_peer_params(addr, fast).unwrap();
+    let start = Instant::now();
+    let e = client
+        .get(&format!("coap://{addr}/x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Request(RequestError::Unacknowledged { transmissions: 2 })
+        ),
+        "{e}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(2));
+    let bad = tern::proto::TransmissionParams {
+        nstart: 0,
+        ..Default::default()
+    };
+    assert!(matches!(
+        client.set_peer_params(addr, bad),
+        Err(Error::Config(_))
+    ));
+}
+
+#[tokio::test]
 async fn ipv6_loopback() {
     let Ok(probe) = std::net::UdpSocket::bind("[::1]:0") else {
         eprintln!("skipping: no IPv6 loopback on this machine");
