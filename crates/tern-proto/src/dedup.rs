@@ -6,9 +6,11 @@
 //! one address can neither exhaust memory nor push out every other peer's entries. A dropped entry
 //! only means that a very late duplicate of that message is processed again.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::Hash;
 use std::time::Instant;
+
+use crate::hash::{HashMap, Hasher};
 
 /// What is remembered of a received message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,11 +44,12 @@ pub struct DedupCache<P> {
 }
 
 impl<P: Copy + Eq + Hash> DedupCache<P> {
-    /// A cache holding at most `per_peer_cap` entries for one peer and `total_cap` in all.
-    pub fn new(per_peer_cap: usize, total_cap: usize) -> Self {
+    /// A cache holding at most `per_peer_cap` entries for one peer and `total_cap` in all,
+    /// hashing with `hasher` (keyed: peers choose the keys).
+    pub fn new(per_peer_cap: usize, total_cap: usize, hasher: Hasher) -> Self {
         DedupCache {
-            entries: HashMap::new(),
-            per_peer: HashMap::new(),
+            entries: HashMap::with_hasher(hasher.clone()),
+            per_peer: HashMap::with_hasher(hasher),
             order: VecDeque::new(),
             per_peer_cap: per_peer_cap.max(1),
             total_cap: total_cap.max(1),
@@ -185,10 +188,14 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn cache<P: Copy + Eq + Hash>(per_peer: usize, total: usize) -> DedupCache<P> {
+        DedupCache::new(per_peer, total, Hasher::with_seeds(1, 2, 3, 4))
+    }
+
     #[test]
     fn remembers_until_expiry() {
         let t0 = Instant::now();
-        let mut c = DedupCache::new(10, 100);
+        let mut c = cache(10, 100);
         c.insert(1u8, 7, t0 + Duration::from_secs(5), DedupState::Done);
         assert!(c.get_mut(1, 7, t0).is_some());
         assert!(c.get_mut(2, 7, t0).is_none());
@@ -202,7 +209,7 @@ mod tests {
     fn per_peer_cap_drops_that_peers_oldest() {
         let t0 = Instant::now();
         let far = t0 + Duration::from_secs(100);
-        let mut c = DedupCache::new(3, 100);
+        let mut c = cache(3, 100);
         c.insert(9u8, 0, far, DedupState::Done);
         for mid in 0..10 {
             c.insert(1u8, mid, far, DedupState::Done);
@@ -221,7 +228,7 @@ mod tests {
     fn total_cap_holds_under_a_flood_of_peers() {
         let t0 = Instant::now();
         let far = t0 + Duration::from_secs(100);
-        let mut c = DedupCache::new(8, 1000);
+        let mut c = cache(8, 1000);
         for peer in 0..100_000u32 {
             c.insert(
                 peer,
@@ -240,7 +247,7 @@ mod tests {
     fn reinsert_replaces() {
         let t0 = Instant::now();
         let far = t0 + Duration::from_secs(100);
-        let mut c = DedupCache::new(4, 100);
+        let mut c = cache(4, 100);
         c.insert(1u8, 5, far, DedupState::Processing { acked: false });
         c.insert(1u8, 5, far, DedupState::Done);
         assert_eq!(c.peer_len(1), 1);

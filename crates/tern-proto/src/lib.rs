@@ -10,6 +10,7 @@
 pub mod code;
 pub mod dedup;
 pub mod endpoint;
+pub mod hash;
 pub mod link_format;
 pub mod message;
 pub mod option;

@@ -104,6 +104,12 @@ impl Options {
         Options(Vec::new())
     }
 
+    /// Takes options already in wire order (non-decreasing numbers), as a parser yields them.
+    pub(crate) fn from_sorted(options: Vec<CoapOption>) -> Self {
+        debug_assert!(options.windows(2).all(|w| w[0].number <= w[1].number));
+        Options(options)
+    }
+
     /// Appends an instance after any others of the same number.
     pub fn push(&mut self, number: OptionNumber, value: impl Into<Vec<u8>>) {
         let at = self.0.partition_point(|o| o.number <= number);

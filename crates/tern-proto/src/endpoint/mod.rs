@@ -19,7 +19,7 @@ mod server;
 mod tests;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,7 @@ use rand_core::{RngCore, SeedableRng};
 
 use crate::code::MessageType;
 use crate::dedup::{DedupCache, DedupState};
+use crate::hash::{FromRng, HashMap, Hasher};
 use crate::message::{EncodeError, Message, Token};
 use crate::reliability::TransmissionParams;
 use crate::wire::{self, Datagram};
@@ -223,6 +224,9 @@ pub struct Endpoint {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     rng: ChaCha12Rng,
+    /// Keyed from the seed: attackers choose addresses, message IDs and tokens, so the maps use
+    /// a keyed hash, and tests stay deterministic.
+    hasher: Hasher,
     next_id: u64,
     stats: Stats,
 }
@@ -231,19 +235,22 @@ impl Endpoint {
     /// An endpoint whose tokens, message IDs and retransmission jitter come from `seed`.
     /// The runtime seeds from the operating system; tests seed for replayable runs.
     pub fn new(config: EndpointConfig, seed: [u8; 32]) -> Self {
-        let dedup = DedupCache::new(config.dedup_per_peer, config.dedup_total);
+        let mut rng = ChaCha12Rng::from_seed(seed);
+        let hasher = Hasher::from_rng(&mut rng);
+        let dedup = DedupCache::new(config.dedup_per_peer, config.dedup_total, hasher.clone());
         Endpoint {
             config,
-            peers: HashMap::new(),
+            peers: HashMap::with_hasher(hasher.clone()),
             dedup,
-            requests: HashMap::new(),
-            incoming: HashMap::new(),
+            requests: HashMap::with_hasher(hasher.clone()),
+            incoming: HashMap::with_hasher(hasher.clone()),
+            hasher,
             timers: BinaryHeap::new(),
             separate_acks: VecDeque::new(),
             sweep_scheduled: false,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            rng: ChaCha12Rng::from_seed(seed),
+            rng,
             next_id: 0,
             stats: Stats::default(),
         }
@@ -409,8 +416,8 @@ impl Endpoint {
                     params: self.config.params,
                     outstanding: 0,
                     queue: VecDeque::new(),
-                    outgoing: HashMap::new(),
-                    tokens: HashMap::new(),
+                    outgoing: HashMap::with_hasher(self.hasher.clone()),
+                    tokens: HashMap::with_hasher(self.hasher.clone()),
                     pending_incoming: 0,
                     last_activity: now,
                 },

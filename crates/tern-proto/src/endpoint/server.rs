@@ -69,11 +69,8 @@ impl Endpoint {
                 return OptionCheck::BadCritical(number);
             }
         }
-        let mut options = Options::new();
-        for o in kept {
-            options.push(o.number, o.value);
-        }
-        OptionCheck::Usable(options)
+        // The wire order is sorted and dropping options keeps it so.
+        OptionCheck::Usable(Options::from_sorted(kept))
     }
 
     /// The first unrecognised critical option of a received response, if any.
