@@ -111,9 +111,9 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
             args.duration
         ));
     }
-    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+    if !(args.timeout.is_finite() && args.timeout > 0.0 && args.timeout <= 3600.0) {
         return Err(format!(
-            "timeout must be a positive number of seconds, not {}",
+            "timeout must be between 0 and 3600 seconds, not {}",
             args.timeout
         ));
     }

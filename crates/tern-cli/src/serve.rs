@@ -184,8 +184,17 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, String> {
     } else {
         args.bind
     };
-    let mut builder =
-        Context::builder().router(demo_router(args.store_max_value, args.store_max_entries));
+    let config = EndpointConfig {
+        dedup_per_peer: args.dedup_per_peer,
+        dedup_total: args.dedup_total,
+        max_peers: args.max_peers,
+        max_pending_incoming: args.max_pending,
+        separate_response_delay: std::time::Duration::from_millis(args.separate_delay_ms),
+        ..Default::default()
+    };
+    let mut builder = Context::builder()
+        .endpoint_config(config)
+        .router(demo_router(args.store_max_value, args.store_max_entries));
     for addr in &binds {
         builder = builder.bind(*addr);
     }

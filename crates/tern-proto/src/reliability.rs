@@ -45,7 +45,13 @@ pub enum ParamsError {
     /// NSTART of zero.
     #[error("NSTART must be at least 1")]
     ZeroNstart,
+    /// A duration or factor so large that the derived lifetimes would be meaningless.
+    #[error("{0} is out of range (ACK_TIMEOUT and MAX_LATENCY at most 1 h, ACK_RANDOM_FACTOR at most 10)")]
+    OutOfRange(&'static str),
 }
+
+/// The largest ACK_TIMEOUT or MAX_LATENCY accepted: keeps every derived time far from overflow.
+pub const MAX_PARAM_DURATION: Duration = Duration::from_secs(3600);
 
 impl TransmissionParams {
     /// Checks that the parameters are usable.
@@ -61,6 +67,15 @@ impl TransmissionParams {
         }
         if self.nstart == 0 {
             return Err(ParamsError::ZeroNstart);
+        }
+        if self.ack_timeout > MAX_PARAM_DURATION {
+            return Err(ParamsError::OutOfRange("ACK_TIMEOUT"));
+        }
+        if self.max_latency > MAX_PARAM_DURATION {
+            return Err(ParamsError::OutOfRange("MAX_LATENCY"));
+        }
+        if self.ack_random_factor > 10.0 {
+            return Err(ParamsError::OutOfRange("ACK_RANDOM_FACTOR"));
         }
         Ok(())
     }
@@ -127,5 +142,32 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(p.validate(), Err(ParamsError::ZeroNstart));
+        let defaults = TransmissionParams::default;
+        for bad in [
+            TransmissionParams {
+                ack_timeout: Duration::MAX,
+                ..defaults()
+            },
+            TransmissionParams {
+                max_latency: Duration::from_secs(1 << 40),
+                ..defaults()
+            },
+            TransmissionParams {
+                ack_random_factor: 1e300,
+                ..defaults()
+            },
+        ] {
+            assert!(matches!(bad.validate(), Err(ParamsError::OutOfRange(_))));
+        }
+        // The largest accepted values still derive lifetimes without overflow.
+        let max = TransmissionParams {
+            ack_timeout: MAX_PARAM_DURATION,
+            max_latency: MAX_PARAM_DURATION,
+            ack_random_factor: 10.0,
+            max_retransmit: 20,
+            nstart: 1,
+        };
+        assert!(max.validate().is_ok());
+        assert!(max.exchange_lifetime() > max.non_lifetime());
     }
 }

@@ -72,7 +72,6 @@ impl ContextBuilder {
     /// Binds the sockets and starts their drivers. Needs a Tokio runtime.
     pub async fn build(self) -> Result<Context, Error> {
         self.config
-            .params
             .validate()
             .map_err(|e| Error::Config(e.to_string()))?;
         let router = self.router.map(Arc::new);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rand_core::RngCore;
 
-use super::{Endpoint, Event, Purpose, RequestId, Timer};
+use super::{later, Endpoint, Event, Purpose, RequestId, Timer};
 use crate::code::MessageType;
 use crate::dedup::DedupState;
 use crate::message::{EncodeError, Message, Token};
@@ -34,6 +34,9 @@ pub enum RequestError {
     /// The token is already in use with this peer.
     #[error("token {0} is already in use with this peer")]
     TokenInUse(Token),
+    /// No unused token of the configured length could be found for this peer.
+    #[error("no free token: too many requests in flight for the configured token length")]
+    TokensExhausted,
     /// The per-peer limit on active and queued requests was reached.
     #[error("too many requests to this peer ({0} active or queued)")]
     TooManyRequests(usize),
@@ -103,8 +106,13 @@ impl Endpoint {
         }
         let token_len = self.config.token_len.min(8);
         let max_requests = self.config.max_requests_per_peer;
+        let in_use = self.peers.get(&peer).map_or(0, |p| p.tokens.len());
+        if in_use >= max_requests {
+            return Err(RequestError::TooManyRequests(in_use));
+        }
         if message.token.is_empty() && token_len > 0 {
-            loop {
+            // A few tries suffice unless short tokens are nearly all in use with this peer.
+            for _ in 0..16 {
                 let mut bytes = [0u8; 8];
                 self.rng.fill_bytes(&mut bytes);
                 let token = Token::new(&bytes[..token_len]).unwrap_or_default();
@@ -116,6 +124,9 @@ impl Endpoint {
                     message.token = token;
                     break;
                 }
+            }
+            if message.token.is_empty() {
+                return Err(RequestError::TokensExhausted);
             }
         }
         let id = RequestId(self.next_id());
@@ -132,7 +143,7 @@ impl Endpoint {
         if !start_now {
             p.queue.push_back(id);
         }
-        let deadline = params.timeout.map(|t| now + t);
+        let deadline = params.timeout.map(|t| later(now, t));
         if let Some(at) = deadline {
             self.set_timer(at, Timer::RequestDeadline(id));
         }
@@ -199,7 +210,7 @@ impl Endpoint {
             None => return,
         };
         if !confirmable && no_deadline {
-            self.set_deadline(id, now + params.non_lifetime());
+            self.set_deadline(id, later(now, params.non_lifetime()));
         }
         self.send_tracked(now, peer, mid, bytes, Purpose::Request(id), confirmable);
     }
@@ -279,21 +290,35 @@ impl Endpoint {
         peer: SocketAddr,
         d: &Datagram<T>,
     ) {
-        let Some(out) = self
-            .peers
-            .get_mut(&peer)
-            .and_then(|p| p.outgoing.remove(&d.mid()))
+        let mid = d.mid();
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        // Only a CON is acknowledged (§4.3): an ACK matching a NON we sent is ignored.
+        let Some(purpose) = p
+            .outgoing
+            .get(&mid)
+            .filter(|o| o.retransmit.is_some())
+            .map(|o| o.purpose)
         else {
             return; // a late or duplicate ACK
         };
-        let Purpose::Request(id) = out.purpose else {
+        if let Purpose::Request(id) = purpose {
+            let token_matches = self
+                .requests
+                .get(&id)
+                .is_some_and(|r| r.token.as_bytes() == d.token());
+            if !d.code().is_empty() && !token_matches {
+                // A piggybacked response for another token answers nothing of ours (§5.3.2):
+                // the ACK is rejected, i.e. ignored, and retransmission goes on.
+                return;
+            }
+        }
+        p.outgoing.remove(&mid);
+        let Purpose::Request(id) = purpose else {
             return; // our separate response was acknowledged
         };
-        let token_matches = self
-            .requests
-            .get(&id)
-            .is_some_and(|r| r.token.as_bytes() == d.token());
-        if d.code().is_empty() || !token_matches {
+        if d.code().is_empty() {
             self.request_acknowledged(now, id);
             return;
         }
@@ -321,7 +346,7 @@ impl Endpoint {
             lifetime = Some(p.params.exchange_lifetime());
         }
         if let (true, Some(lifetime)) = (needs_deadline, lifetime) {
-            self.set_deadline(id, now + lifetime);
+            self.set_deadline(id, later(now, lifetime));
         }
         self.pump_queue(now, peer);
     }

@@ -62,6 +62,50 @@ pub struct EndpointConfig {
     pub extra_known_options: Vec<u16>,
 }
 
+/// Why an endpoint configuration cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// Bad transmission parameters.
+    #[error(transparent)]
+    Params(#[from] crate::reliability::ParamsError),
+    /// The separate-response delay is zero or over an hour.
+    #[error("the separate-response delay must be between 1 ms and 1 h")]
+    SeparateResponseDelay,
+    /// Token length over 8.
+    #[error("the token length must be at most 8 bytes, not {0}")]
+    TokenLength(usize),
+    /// A capacity of zero.
+    #[error("{0} must be at least 1")]
+    ZeroCapacity(&'static str),
+}
+
+impl EndpointConfig {
+    /// Checks every field: what [`Endpoint::new`] is given should have passed this.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.params.validate()?;
+        if self.separate_response_delay < Duration::from_millis(1)
+            || self.separate_response_delay > Duration::from_secs(3600)
+        {
+            return Err(ConfigError::SeparateResponseDelay);
+        }
+        if self.token_len > 8 {
+            return Err(ConfigError::TokenLength(self.token_len));
+        }
+        for (name, value) in [
+            ("dedup_per_peer", self.dedup_per_peer),
+            ("dedup_total", self.dedup_total),
+            ("max_peers", self.max_peers),
+            ("max_pending_incoming", self.max_pending_incoming),
+            ("max_requests_per_peer", self.max_requests_per_peer),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::ZeroCapacity(name));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for EndpointConfig {
     fn default() -> Self {
         EndpointConfig {
@@ -205,6 +249,13 @@ enum Timer {
     Sweep,
 }
 
+/// `now + d`, saturating: a deadline too far to represent becomes "in about a century", which
+/// never fires in practice, instead of a panic.
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+    now.checked_add(d.min(CENTURY)).unwrap_or(now)
+}
+
 /// How often idle peers and expired deduplication entries are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -338,8 +389,13 @@ impl Endpoint {
         }
         let code = message.code();
         match message.ty() {
-            MessageType::Ack => self.handle_ack(now, peer, &message),
-            MessageType::Rst => self.handle_reset(now, peer, message.mid()),
+            // §4.2: an ACK carries nothing or a response; a RST is always empty. Anything else
+            // is a format error, and ACK and RST are never answered.
+            MessageType::Ack if code.is_empty() || code.is_response() => {
+                self.handle_ack(now, peer, &message)
+            }
+            MessageType::Rst if code.is_empty() => self.handle_reset(now, peer, message.mid()),
+            MessageType::Ack | MessageType::Rst => self.stats.format_errors += 1,
             _ if code.is_request() => self.handle_request(now, peer, &message),
             ty if code.is_response() => self.handle_separate_response(now, peer, &message, ty),
             MessageType::Con => {
@@ -455,7 +511,7 @@ impl Endpoint {
     fn schedule_sweep(&mut self, now: Instant) {
         if !self.sweep_scheduled {
             self.sweep_scheduled = true;
-            self.set_timer(now + SWEEP_INTERVAL, Timer::Sweep);
+            self.set_timer(later(now, SWEEP_INTERVAL), Timer::Sweep);
         }
     }
 
@@ -497,11 +553,11 @@ impl Endpoint {
                 .get(&peer)
                 .map_or(self.config.params, |p| p.params);
             let timeout = params.initial_timeout(self.unit_random());
-            self.set_timer(now + timeout, Timer::Retransmit(peer, mid));
+            self.set_timer(later(now, timeout), Timer::Retransmit(peer, mid));
             Some(Retransmit {
                 count: 0,
                 timeout,
-                due: now + timeout,
+                due: later(now, timeout),
             })
         } else {
             None
@@ -535,8 +591,8 @@ impl Endpoint {
         }
         if rt.count < max_retransmit {
             rt.count += 1;
-            rt.timeout *= 2;
-            rt.due = now + rt.timeout;
+            rt.timeout = rt.timeout.saturating_mul(2);
+            rt.due = later(now, rt.timeout);
             let (due, bytes) = (rt.due, out.bytes.clone());
             self.stats.retransmissions += 1;
             self.queue_transmit(peer, bytes);
@@ -577,7 +633,7 @@ impl Endpoint {
         } else {
             params.non_lifetime()
         };
-        self.dedup.insert(peer, mid, now + lifetime, state);
+        self.dedup.insert(peer, mid, later(now, lifetime), state);
     }
 
     /// Encodes a message we build ourselves; our messages always fit the encoding unless an

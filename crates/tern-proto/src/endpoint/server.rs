@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{Endpoint, Event, IncomingId, Purpose};
+use super::{later, Endpoint, Event, IncomingId, Purpose};
 use crate::code::{Code, MessageType};
 use crate::dedup::DedupState;
 use crate::message::{CoapOption, EncodeError, Message, Options, Token};
@@ -111,8 +111,15 @@ impl Endpoint {
             OptionCheck::Usable(options) => options,
             OptionCheck::BadCritical(number) => {
                 self.stats.bad_options += 1;
-                let diagnostic = format!("Unrecognized critical option {}", number.0);
-                self.answer_now(now, peer, ty, mid, token, Code::BAD_OPTION, diagnostic);
+                if ty == MessageType::Con {
+                    // §5.4.1: a CON request with an unrecognised critical option gets 4.02.
+                    let diagnostic = format!("Unrecognized critical option {}", number.0);
+                    self.answer_now(now, peer, ty, mid, token, Code::BAD_OPTION, diagnostic);
+                } else {
+                    // A NON is rejected (§4.3): a matching RST, and duplicates ignored.
+                    self.remember(now, peer, mid, ty, DedupState::Done);
+                    self.send_reset(peer, mid);
+                }
                 return;
             }
         };
@@ -153,7 +160,7 @@ impl Endpoint {
         self.remember(now, peer, mid, ty, DedupState::Processing { acked: false });
         if confirmable {
             let delay = self.config.separate_response_delay;
-            self.separate_acks.push_back((now + delay, id));
+            self.separate_acks.push_back((later(now, delay), id));
             // Answered requests behind a slow one stay queued until it is answered; compact
             // so the queue never holds more than twice the pending requests.
             if self.separate_acks.len() > 2 * self.incoming.len() + 64 {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::ConfigError;
 use super::*;
 use crate::code::Code;
 use crate::option::OptionNumber;
@@ -377,12 +378,15 @@ fn unrecognized_critical_option_gets_4_02_and_elective_is_ignored() {
         "Unrecognized critical option 2049"
     );
     assert!(events(&mut server).is_empty());
-    // NON request: NON 4.02.
+    // NON request: rejected with a RST (§5.4.1, §4.3), not answered.
     let mut non = request_with(&[(2049, b"x")], MessageType::Non);
     non[2] = 0x10;
     server.handle(t0, addr(1), &non);
-    let resp = Message::decode(&transmits(&mut server)[0].contents).unwrap();
-    assert_eq!((resp.ty, resp.code), (MessageType::Non, Code::BAD_OPTION));
+    assert_eq!(
+        transmits(&mut server)[0].contents,
+        wire::empty_message(MessageType::Rst, 0x1011).to_vec()
+    );
+    assert!(events(&mut server).is_empty());
     // Unknown elective option: dropped, request delivered.
     let mut other = request_with(&[(2048, b"x")], MessageType::Con);
     other[3] = 0x12;
@@ -725,4 +729,130 @@ fn corrupted_datagrams_never_break_the_endpoint() {
         ended >= 50
     });
     assert_eq!(ended, 50);
+}
+
+#[test]
+fn huge_timeouts_and_parameters_never_panic() {
+    let t0 = Instant::now();
+    let mut client = endpoint(30);
+    let params = RequestParams {
+        timeout: Some(Duration::MAX),
+    };
+    client
+        .request(t0, addr(2), get("/x", MessageType::Non), params)
+        .unwrap();
+    client.handle_timeout(t0 + Duration::from_secs(1));
+    assert!(client.poll_timeout().is_some());
+    let bad = EndpointConfig {
+        separate_response_delay: Duration::MAX,
+        ..Default::default()
+    };
+    assert_eq!(bad.validate(), Err(ConfigError::SeparateResponseDelay));
+    assert!(EndpointConfig::default().validate().is_ok());
+}
+
+#[test]
+fn token_exhaustion_is_an_error_not_a_hang() {
+    let t0 = Instant::now();
+    let config = EndpointConfig {
+        token_len: 1,
+        ..Default::default()
+    };
+    let mut client = Endpoint::new(config, [31; 32]);
+    let mut exhausted = false;
+    for _ in 0..300 {
+        match client.request(
+            t0,
+            addr(2),
+            get("/x", MessageType::Con),
+            RequestParams::default(),
+        ) {
+            Ok(_) => {}
+            Err(RequestError::TokensExhausted) => {
+                exhausted = true;
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(exhausted, "256 one-byte tokens cannot serve 300 requests");
+}
+
+#[test]
+fn piggybacked_response_with_the_wrong_token_is_ignored() {
+    let t0 = Instant::now();
+    let mut client = endpoint(32);
+    let id = client
+        .request(
+            t0,
+            addr(2),
+            get("/x", MessageType::Con),
+            RequestParams::default(),
+        )
+        .unwrap();
+    let sent = Message::decode(&transmits(&mut client)[0].contents).unwrap();
+    let mut wrong = Message::new(MessageType::Ack, Code::CONTENT);
+    wrong.mid = sent.mid;
+    wrong.token = Token::new(b"other").unwrap();
+    client.handle(t0, addr(2), &wrong.to_bytes().unwrap());
+    assert!(events(&mut client).is_empty());
+    // Retransmission goes on, and the right answer still completes the request.
+    client.handle_timeout(t0 + Duration::from_secs(3));
+    assert_eq!(transmits(&mut client).len(), 1);
+    let mut right = wrong.clone();
+    right.token = sent.token;
+    client.handle(
+        t0 + Duration::from_secs(3),
+        addr(2),
+        &right.to_bytes().unwrap(),
+    );
+    assert!(matches!(events(&mut client).as_slice(), [Event::Response { id: r, .. }] if *r == id));
+}
+
+#[test]
+fn malformed_acks_and_resets_are_ignored() {
+    let t0 = Instant::now();
+    let mut client = endpoint(33);
+    let id = client
+        .request(
+            t0,
+            addr(2),
+            get("/x", MessageType::Con),
+            RequestParams::default(),
+        )
+        .unwrap();
+    let sent = Message::decode(&transmits(&mut client)[0].contents).unwrap();
+    // A RST with a code and token is a format error (§4.2), not a rejection.
+    let mut bad_rst = Message::new(MessageType::Rst, Code::CONTENT);
+    bad_rst.mid = sent.mid;
+    bad_rst.token = sent.token;
+    client.handle(t0, addr(2), &bad_rst.to_bytes().unwrap());
+    // An ACK with a request code is a format error too.
+    let mut bad_ack = Message::new(MessageType::Ack, Code::GET);
+    bad_ack.mid = sent.mid;
+    bad_ack.token = sent.token;
+    client.handle(t0, addr(2), &bad_ack.to_bytes().unwrap());
+    assert!(events(&mut client).is_empty());
+    assert!(
+        transmits(&mut client).is_empty(),
+        "ACK and RST are never answered"
+    );
+    assert_eq!(client.stats().format_errors, 2);
+    // An ACK to a NON request does not count (§4.3).
+    let non = client
+        .request(
+            t0,
+            addr(3),
+            get("/n", MessageType::Non),
+            RequestParams::default(),
+        )
+        .unwrap();
+    let sent_non = Message::decode(&transmits(&mut client)[0].contents).unwrap();
+    let mut ack = Message::new(MessageType::Ack, Code::CONTENT);
+    ack.mid = sent_non.mid;
+    ack.token = sent_non.token;
+    client.handle(t0, addr(3), &ack.to_bytes().unwrap());
+    assert!(events(&mut client).is_empty());
+    assert!(client.cancel(t0, non));
+    assert!(client.cancel(t0, id));
 }
