@@ -28,6 +28,8 @@ struct EndpointHandle {
 
 struct Inner {
     config: EndpointConfig,
+    handler_timeout: Duration,
+    next_ticket: std::sync::atomic::AtomicU64,
     router: Option<Arc<Router>>,
     bound: Vec<Arc<EndpointHandle>>,
     /// Ephemeral client endpoints, made on first use per address family.
@@ -36,12 +38,26 @@ struct Inner {
     peer_params: Mutex<Vec<(SocketAddr, TransmissionParams)>>,
 }
 
+/// How long a handler may run before its request is answered 5.03 (default).
+pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Builds a [`Context`].
-#[derive(Default)]
 pub struct ContextBuilder {
     binds: Vec<SocketAddr>,
     router: Option<Router>,
     config: EndpointConfig,
+    handler_timeout: Duration,
+}
+
+impl Default for ContextBuilder {
+    fn default() -> Self {
+        ContextBuilder {
+            binds: Vec::new(),
+            router: None,
+            config: EndpointConfig::default(),
+            handler_timeout: DEFAULT_HANDLER_TIMEOUT,
+        }
+    }
 }
 
 impl ContextBuilder {
@@ -63,6 +79,12 @@ impl ContextBuilder {
         self
     }
 
+    /// How long a handler may run before its request is answered 5.03 Service Unavailable.
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.handler_timeout = timeout;
+        self
+    }
+
     /// Sets the default transmission parameters (ACK_TIMEOUT, MAX_RETRANSMIT, NSTART, ...).
     pub fn transmission_params(mut self, params: TransmissionParams) -> Self {
         self.config.params = params;
@@ -78,10 +100,17 @@ impl ContextBuilder {
         let mut bound = Vec::new();
         for addr in &self.binds {
             let socket = bind_socket(*addr)?;
-            bound.push(spawn_driver(socket, &self.config, router.clone())?);
+            bound.push(spawn_driver(
+                socket,
+                &self.config,
+                router.clone(),
+                self.handler_timeout,
+            )?);
         }
         Ok(Context {
             inner: Arc::new(Inner {
+                next_ticket: Default::default(),
+                handler_timeout: self.handler_timeout,
                 config: self.config,
                 router,
                 bound,
@@ -111,13 +140,14 @@ fn spawn_driver(
     socket: UdpSocket,
     config: &EndpointConfig,
     router: Option<Arc<Router>>,
+    handler_timeout: Duration,
 ) -> Result<Arc<EndpointHandle>, Error> {
     let local = socket.local_addr()?;
     let mut seed = [0u8; 32];
     getrandom::getrandom(&mut seed).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
     let endpoint = Endpoint::new(config.clone(), seed);
     let (tx, rx) = mpsc::unbounded_channel();
-    let driver = Driver::new(socket, endpoint, rx, tx.clone(), router);
+    let driver = Driver::new(socket, endpoint, rx, tx.clone(), router, handler_timeout);
     let task = tokio::spawn(driver.run());
     tracing::debug!(%local, "endpoint started");
     Ok(Arc::new(EndpointHandle {
@@ -157,6 +187,8 @@ impl Context {
     pub fn client() -> Context {
         Context {
             inner: Arc::new(Inner {
+                next_ticket: Default::default(),
+                handler_timeout: DEFAULT_HANDLER_TIMEOUT,
                 config: EndpointConfig::default(),
                 router: None,
                 bound: Vec::new(),
@@ -228,16 +260,30 @@ impl Context {
     ) -> Result<Response, Error> {
         let endpoint = self.endpoint_for(peer)?;
         let (reply, response) = oneshot::channel();
+        let ticket = self
+            .inner
+            .next_ticket
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         endpoint
             .commands
             .send(Command::Request {
+                ticket,
                 peer,
                 message,
                 params,
                 reply,
             })
             .map_err(|_| Error::Closed)?;
-        let message = response.await.map_err(|_| Error::Closed)??;
+        // If this future is dropped before the answer, the request is cancelled: no more
+        // retransmissions for a caller who is gone.
+        let mut guard = CancelOnDrop {
+            commands: &endpoint.commands,
+            ticket,
+            armed: true,
+        };
+        let result = response.await;
+        guard.armed = false;
+        let message = result.map_err(|_| Error::Closed)??;
         Ok(Response::from_message(message))
     }
 
@@ -274,6 +320,7 @@ impl Context {
                     total.bad_options += s.bad_options;
                     total.overloaded += s.overloaded;
                     total.peers_refused += s.peers_refused;
+                    total.message_ids_reused += s.message_ids_reused;
                 }
             }
         }
@@ -318,7 +365,12 @@ impl Context {
             (Ipv6Addr::UNSPECIFIED, 0).into()
         };
         let socket = bind_socket(any)?;
-        let handle = spawn_driver(socket, &self.inner.config, self.inner.router.clone())?;
+        let handle = spawn_driver(
+            socket,
+            &self.inner.config,
+            self.inner.router.clone(),
+            self.inner.handler_timeout,
+        )?;
         if let Ok(all) = self.inner.peer_params.lock() {
             for (peer, params) in all.iter() {
                 let _ = handle.commands.send(Command::PeerParams(*peer, *params));
@@ -326,6 +378,20 @@ impl Context {
         }
         ephemeral.push(handle.clone());
         Ok(handle)
+    }
+}
+
+struct CancelOnDrop<'a> {
+    commands: &'a mpsc::UnboundedSender<Command>,
+    ticket: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.commands.send(Command::Cancel(self.ticket));
+        }
     }
 }
 

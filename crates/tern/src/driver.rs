@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tern_proto::endpoint::{RequestError, RequestParams, Stats};
 use tern_proto::{Code, Endpoint, Event, IncomingId, Message, RequestId, TransmissionParams};
@@ -22,6 +22,8 @@ use crate::udp::{self, RecvBatch};
 /// What the application asks of a driver.
 pub(crate) enum Command {
     Request {
+        /// Chosen by the caller, to cancel the request if the caller goes away.
+        ticket: u64,
         peer: SocketAddr,
         message: Message,
         params: RequestParams,
@@ -31,6 +33,7 @@ pub(crate) enum Command {
         id: IncomingId,
         response: Message,
     },
+    Cancel(u64),
     Stats(oneshot::Sender<Stats>),
     PeerParams(SocketAddr, TransmissionParams),
     Shutdown,
@@ -47,7 +50,9 @@ pub(crate) struct Driver {
     /// Handed to slow handlers to send their response back.
     command_tx: mpsc::UnboundedSender<Command>,
     router: Option<Arc<Router>>,
-    waiting: HashMap<RequestId, oneshot::Sender<Result<Message, RequestError>>>,
+    handler_timeout: Duration,
+    waiting: HashMap<RequestId, (u64, oneshot::Sender<Result<Message, RequestError>>)>,
+    tickets: HashMap<u64, RequestId>,
     outbox: Vec<(SocketAddr, Vec<u8>)>,
 }
 
@@ -58,6 +63,7 @@ impl Driver {
         commands: mpsc::UnboundedReceiver<Command>,
         command_tx: mpsc::UnboundedSender<Command>,
         router: Option<Arc<Router>>,
+        handler_timeout: Duration,
     ) -> Self {
         Driver {
             socket,
@@ -65,7 +71,9 @@ impl Driver {
             commands,
             command_tx,
             router,
+            handler_timeout,
             waiting: HashMap::new(),
+            tickets: HashMap::new(),
             outbox: Vec::with_capacity(udp::BATCH),
         }
     }
@@ -117,9 +125,9 @@ impl Driver {
     async fn finish(mut self) {
         self.process_events();
         self.flush().await;
-        for (_, reply) in self.waiting.drain() {
-            drop(reply); // callers see the context as closed
-        }
+        // Dropping the senders tells waiting callers the context is closed.
+        self.waiting.clear();
+        self.tickets.clear();
     }
 
     fn receive(&mut self, batch: &mut RecvBatch) {
@@ -149,13 +157,15 @@ impl Driver {
         let now = Instant::now();
         match command {
             Command::Request {
+                ticket,
                 peer,
                 message,
                 params,
                 reply,
             } => match self.endpoint.request(now, peer, message, params) {
                 Ok(id) => {
-                    self.waiting.insert(id, reply);
+                    self.waiting.insert(id, (ticket, reply));
+                    self.tickets.insert(ticket, id);
                 }
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -164,6 +174,12 @@ impl Driver {
             Command::Respond { id, response } => {
                 if let Err(e) = self.endpoint.respond(now, id, response) {
                     tracing::warn!(error = %e, "response not sent");
+                }
+            }
+            Command::Cancel(ticket) => {
+                if let Some(id) = self.tickets.remove(&ticket) {
+                    self.waiting.remove(&id);
+                    self.endpoint.cancel(now, id);
                 }
             }
             Command::Stats(reply) => {
@@ -180,12 +196,14 @@ impl Driver {
             match event {
                 Event::Request { id, peer, request } => self.dispatch(id, peer, request),
                 Event::Response { id, response } => {
-                    if let Some(reply) = self.waiting.remove(&id) {
+                    if let Some((ticket, reply)) = self.waiting.remove(&id) {
+                        self.tickets.remove(&ticket);
                         let _ = reply.send(Ok(response));
                     }
                 }
                 Event::RequestFailed { id, error } => {
-                    if let Some(reply) = self.waiting.remove(&id) {
+                    if let Some((ticket, reply)) = self.waiting.remove(&id) {
+                        self.tickets.remove(&ticket);
                         let _ = reply.send(Err(error));
                     }
                 }
@@ -218,10 +236,18 @@ impl Driver {
             Ok(Poll::Ready(response)) => response,
             Ok(Poll::Pending) => {
                 let tx = self.command_tx.clone();
+                let limit = self.handler_timeout;
                 tokio::spawn(async move {
-                    let response = match tokio::spawn(future).await {
-                        Ok(response) => response,
-                        Err(_) => Response::error(Code::INTERNAL_SERVER_ERROR, "handler failed"),
+                    // A handler that hangs must not hold its pending slot forever.
+                    let response = match tokio::time::timeout(limit, tokio::spawn(future)).await {
+                        Ok(Ok(response)) => response,
+                        Ok(Err(_)) => {
+                            Response::error(Code::INTERNAL_SERVER_ERROR, "handler failed")
+                        }
+                        Err(_) => {
+                            tracing::warn!(%peer, "handler timed out");
+                            Response::error(Code::SERVICE_UNAVAILABLE, "handler timed out")
+                        }
                     };
                     let _ = tx.send(Command::Respond {
                         id,

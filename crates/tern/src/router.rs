@@ -267,36 +267,35 @@ impl Router {
 
     /// Routes a request to its handler; 4.04, 4.05 and `/.well-known/core` are answered here.
     pub fn dispatch(&self, mut request: Request) -> BoxFuture {
-        let path = request.message.path();
-        let segments: Vec<&str> = if path.is_empty() {
-            Vec::new()
-        } else {
-            path.split('/').collect()
-        };
+        let method = request.method();
         let mut path_matched: Option<&Resource> = None;
+        let mut found: Option<(&Arc<dyn Handler>, &str, Captures)> = None;
+        // Match on the Uri-Path options themselves: a segment holding a `/` stays one segment.
+        let segments: Vec<&str> = request.message.path_segments().collect();
         for route in self.routes.iter() {
-            let Some((params, rest)) = match_pattern(&route.pattern, &segments) else {
+            let Some(captures) = match_pattern(&route.pattern, &segments) else {
                 continue;
             };
-            match route
-                .resource
-                .handlers
-                .iter()
-                .find(|(c, _)| *c == request.method())
-            {
+            match route.resource.handlers.iter().find(|(c, _)| *c == method) {
                 Some((_, handler)) => {
-                    request.params = params;
-                    request.rest = rest;
-                    tracing::trace!(route = %route.text, "dispatch");
-                    return handler.call(request);
+                    found = Some((handler, &route.text, captures));
+                    break;
                 }
                 None => {
                     path_matched.get_or_insert(&route.resource);
                 }
             }
         }
-        let response = if path == ".well-known/core" {
-            if request.method() == Code::GET {
+        let well_known = segments == [".well-known", "core"];
+        drop(segments);
+        if let Some((handler, route, (params, rest))) = found {
+            request.params = params;
+            request.rest = rest;
+            tracing::trace!(route, "dispatch");
+            return handler.call(request);
+        }
+        let response = if well_known {
+            if method == Code::GET {
                 let query: Vec<String> = request.queries().map(str::to_string).collect();
                 let links = link_format::filter(&self.links(), &query);
                 Response::content(link_format::serialize(&links).into_bytes())
@@ -386,6 +385,21 @@ mod tests {
         let r405 = run(&r, Code::DELETE, "/time");
         assert_eq!(r405.code(), Code::METHOD_NOT_ALLOWED);
         assert_eq!(r405.payload(), b"Allowed: GET");
+    }
+
+    #[test]
+    fn a_segment_with_a_slash_is_one_segment() {
+        let r = router();
+        let mut req = request(Code::GET, "/");
+        req.message
+            .options
+            .push(tern_proto::OptionNumber::URI_PATH, b"users/42".to_vec());
+        let fut = r.dispatch(req);
+        let resp = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(fut);
+        assert_eq!(resp.code(), Code::NOT_FOUND);
     }
 
     #[test]

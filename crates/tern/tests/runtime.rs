@@ -257,3 +257,62 @@ async fn shutdown_fails_waiting_requests_with_closed() {
         .unwrap();
     assert!(matches!(result, Err(Error::Closed)), "{result:?}");
 }
+
+#[tokio::test]
+async fn dropping_a_request_cancels_its_retransmissions() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let addr = silent.local_addr().unwrap();
+    let client = Context::client();
+    let fast = tern::proto::TransmissionParams {
+        ack_timeout: Duration::from_millis(100),
+        ack_random_factor: 1.0,
+        ..Default::default()
+    };
+    client.set_peer_params(addr, fast).unwrap();
+    let request = client.get(&format!("coap://{addr}/x")).send();
+    // Give up after the first transmission.
+    assert!(tokio::time::timeout(Duration::from_millis(50), request)
+        .await
+        .is_err());
+    let mut buf = [0u8; 64];
+    let first = silent.recv(&mut buf);
+    assert!(first.is_ok(), "the request was sent once");
+    // Nothing more arrives: the retransmissions due at 100, 300 and 700 ms were cancelled.
+    tokio::task::spawn_blocking(move || {
+        silent
+            .set_read_timeout(Some(Duration::from_millis(800)))
+            .unwrap();
+        assert!(
+            silent.recv(&mut buf).is_err(),
+            "a cancelled request was retransmitted"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_hung_handler_is_answered_5_03_after_the_handler_timeout() {
+    let router = Router::new().get("/hang", |_| async {
+        std::future::pending::<()>().await;
+        Response::text("never")
+    });
+    let srv = Context::builder()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .router(router)
+        .handler_timeout(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let addr = srv.local_addrs()[0];
+    let r = Context::client()
+        .get(&format!("coap://{addr}/hang"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::SERVICE_UNAVAILABLE);
+    srv.shutdown().await;
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use rand_core::RngCore;
 
-use super::{later, Endpoint, Event, Purpose, RequestId, Timer};
+use super::{later, Endpoint, Event, MidError, Purpose, RequestId, Timer};
 use crate::code::MessageType;
 use crate::dedup::DedupState;
 use crate::message::{EncodeError, Message, Token};
@@ -34,6 +34,11 @@ pub enum RequestError {
     /// The token is already in use with this peer.
     #[error("token {0} is already in use with this peer")]
     TokenInUse(Token),
+    /// Every message ID was used with this peer within EXCHANGE_LIFETIME (§4.4).
+    #[error(
+        "every message ID was used with this peer within EXCHANGE_LIFETIME; send from more sockets"
+    )]
+    MessageIdsExhausted,
     /// No unused token of the configured length could be found for this peer.
     #[error("no free token: too many requests in flight for the configured token length")]
     TokensExhausted,
@@ -176,8 +181,16 @@ impl Endpoint {
         let Some(peer) = self.requests.get(&id).map(|r| r.peer) else {
             return;
         };
-        let Some(mid) = self.allocate_mid(now, peer) else {
-            return;
+        let mid = match self.allocate_mid(now, peer, true) {
+            Ok(mid) => mid,
+            Err(e) => {
+                let error = match e {
+                    MidError::Exhausted => RequestError::MessageIdsExhausted,
+                    MidError::TooManyPeers => RequestError::TooManyPeers,
+                };
+                self.finish_request(now, id, Err(error));
+                return;
+            }
         };
         let Some(req) = self.requests.get_mut(&id) else {
             return;
@@ -217,7 +230,10 @@ impl Endpoint {
 
     fn set_deadline(&mut self, id: RequestId, at: Instant) {
         if let Some(r) = self.requests.get_mut(&id) {
-            r.deadline = Some(at);
+            let old = r.deadline.replace(at);
+            if let Some(old) = old {
+                self.cancel_timer(old, Timer::RequestDeadline(id));
+            }
             self.set_timer(at, Timer::RequestDeadline(id));
         }
     }
@@ -233,16 +249,21 @@ impl Endpoint {
     /// Removes a request and everything that refers to it; frees its NSTART slot.
     fn end_request(&mut self, now: Instant, id: RequestId) -> Option<ClientRequest> {
         let req = self.requests.remove(&id)?;
+        if let Some(at) = req.deadline {
+            self.cancel_timer(at, Timer::RequestDeadline(id));
+        }
+        if let Some(mid) = req.mid {
+            let ours = self
+                .peers
+                .get(&req.peer)
+                .and_then(|p| p.outgoing.get(&mid))
+                .is_some_and(|o| o.purpose == Purpose::Request(id));
+            if ours {
+                self.remove_outgoing(req.peer, mid);
+            }
+        }
         if let Some(p) = self.peers.get_mut(&req.peer) {
             p.tokens.remove(&req.token);
-            if let Some(mid) = req.mid {
-                if p.outgoing
-                    .get(&mid)
-                    .is_some_and(|o| o.purpose == Purpose::Request(id))
-                {
-                    p.outgoing.remove(&mid);
-                }
-            }
             if req.counted {
                 p.outstanding = p.outstanding.saturating_sub(1);
             }
@@ -314,7 +335,7 @@ impl Endpoint {
                 return;
             }
         }
-        p.outgoing.remove(&mid);
+        self.remove_outgoing(peer, mid);
         let Purpose::Request(id) = purpose else {
             return; // our separate response was acknowledged
         };
@@ -353,11 +374,7 @@ impl Endpoint {
 
     /// A RST: the peer rejected one of our messages.
     pub(super) fn handle_reset(&mut self, now: Instant, peer: SocketAddr, mid: u16) {
-        let Some(out) = self
-            .peers
-            .get_mut(&peer)
-            .and_then(|p| p.outgoing.remove(&mid))
-        else {
+        let Some(out) = self.remove_outgoing(peer, mid) else {
             return;
         };
         if let Purpose::Request(id) = out.purpose {

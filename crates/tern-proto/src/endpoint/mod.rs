@@ -18,8 +18,7 @@ mod server;
 #[cfg(test)]
 mod tests;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -60,6 +59,11 @@ pub struct EndpointConfig {
     /// Option numbers the application understands beyond the registry; an unknown critical
     /// option in a request is answered 4.02 Bad Option.
     pub extra_known_options: Vec<u16>,
+    /// Never reuse a message ID with a peer within EXCHANGE_LIFETIME (RFC 7252 §4.4; default
+    /// on). Then at most 65,536 requests per lifetime (about 265/s) go to one peer from one
+    /// socket; more fail with [`RequestError::MessageIdsExhausted`]. Turn off only for load
+    /// generation, as `tern bench` does.
+    pub strict_message_ids: bool,
 }
 
 /// Why an endpoint configuration cannot be used.
@@ -118,6 +122,7 @@ impl Default for EndpointConfig {
             max_pending_incoming: 10_000,
             max_requests_per_peer: 1024,
             extra_known_options: Vec::new(),
+            strict_message_ids: true,
         }
     }
 }
@@ -190,6 +195,9 @@ pub struct Stats {
     pub overloaded: u64,
     /// Datagrams dropped because the peer table was full.
     pub peers_refused: u64,
+    /// Responses sent with a message ID reused within EXCHANGE_LIFETIME, because every ID was
+    /// in use with that peer (requests fail instead).
+    pub message_ids_reused: u64,
 }
 
 /// Why a CON is being retransmitted, and what to do when it is acknowledged or gives up.
@@ -231,6 +239,8 @@ struct Peer {
     /// Incoming requests handed to the application and not yet answered.
     pending_incoming: usize,
     last_activity: Instant,
+    /// When each block of message IDs was last left, once this peer used more than one block.
+    mid_blocks: Option<Box<[Option<Instant>; MID_BLOCKS]>>,
 }
 
 impl Peer {
@@ -256,6 +266,21 @@ pub(crate) fn later(now: Instant, d: Duration) -> Instant {
     now.checked_add(d.min(CENTURY)).unwrap_or(now)
 }
 
+/// Message IDs are guarded against reuse in blocks of this many (§4.4): one time-stamp per
+/// block instead of one per ID keeps the guard at about a kilobyte per busy peer.
+pub const MID_BLOCK: u16 = 1024;
+const MID_BLOCKS: usize = 65_536 / MID_BLOCK as usize;
+
+/// Why no message ID could be allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum MidError {
+    TooManyPeers,
+    Exhausted,
+}
+
+/// How long new peers are refused without a scan once the table was found full of busy peers.
+const NO_ROOM_BACKOFF: Duration = Duration::from_millis(100);
+
 /// How often idle peers and expired deduplication entries are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -266,12 +291,16 @@ pub struct Endpoint {
     dedup: DedupCache<SocketAddr>,
     requests: HashMap<RequestId, client::ClientRequest>,
     incoming: HashMap<IncomingId, server::PendingIncoming>,
-    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    /// Retransmissions, request deadlines and the sweep, removed when what they time ends, so
+    /// the set holds only live timers.
+    timers: BTreeSet<(Instant, Timer)>,
     /// When each CON request still being handled gets its empty ACK. Every request waits the
     /// same delay, so arrival order is deadline order: a FIFO instead of a heap entry per
     /// request, trimmed from the front as requests are answered (assumes `now` never goes back).
     separate_acks: VecDeque<(Instant, IncomingId)>,
     sweep_scheduled: bool,
+    /// After a scan found no idle peer to evict, new peers are refused without scanning.
+    no_room_until: Option<Instant>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     rng: ChaCha12Rng,
@@ -296,9 +325,10 @@ impl Endpoint {
             requests: HashMap::with_hasher(hasher.clone()),
             incoming: HashMap::with_hasher(hasher.clone()),
             hasher,
-            timers: BinaryHeap::new(),
+            timers: BTreeSet::new(),
             separate_acks: VecDeque::new(),
             sweep_scheduled: false,
+            no_room_until: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             rng,
@@ -356,7 +386,7 @@ impl Endpoint {
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let timer = self.timers.peek().map(|Reverse((at, _))| *at);
+        let timer = self.timers.first().map(|(at, _)| *at);
         let ack = self.separate_acks.front().map(|(at, _)| *at);
         match (timer, ack) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -416,11 +446,11 @@ impl Endpoint {
             self.separate_acks.pop_front();
             self.on_separate_ack_timer(now, id);
         }
-        while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
+        while let Some(&(at, timer)) = self.timers.first() {
             if at > now {
                 break;
             }
-            self.timers.pop();
+            self.timers.pop_first();
             match timer {
                 Timer::Retransmit(peer, mid) => self.on_retransmit_timer(now, peer, mid),
                 Timer::RequestDeadline(id) => self.on_request_deadline(now, id),
@@ -438,7 +468,26 @@ impl Endpoint {
     }
 
     fn set_timer(&mut self, at: Instant, timer: Timer) {
-        self.timers.push(Reverse((at, timer)));
+        self.timers.insert((at, timer));
+    }
+
+    fn cancel_timer(&mut self, at: Instant, timer: Timer) {
+        self.timers.remove(&(at, timer));
+    }
+
+    /// Forgets a message we sent, with its retransmission timer.
+    fn remove_outgoing(&mut self, peer: SocketAddr, mid: u16) -> Option<Outgoing> {
+        let out = self.peers.get_mut(&peer)?.outgoing.remove(&mid)?;
+        if let Some(rt) = out.retransmit {
+            self.cancel_timer(rt.due, Timer::Retransmit(peer, mid));
+        }
+        Some(out)
+    }
+
+    /// Live timers (for tests of boundedness).
+    #[cfg(test)]
+    pub(crate) fn timer_count(&self) -> usize {
+        self.timers.len()
     }
 
     fn queue_transmit(&mut self, destination: SocketAddr, contents: Vec<u8>) {
@@ -476,6 +525,7 @@ impl Endpoint {
                     tokens: HashMap::with_hasher(self.hasher.clone()),
                     pending_incoming: 0,
                     last_activity: now,
+                    mid_blocks: None,
                 },
             );
             self.schedule_sweep(now);
@@ -487,9 +537,13 @@ impl Endpoint {
 
     /// At the peer cap, drops the least recently active tenth of idle peers. False when no
     /// room can be made (every peer has something outstanding).
-    fn make_room_for_peer(&mut self, _now: Instant) -> bool {
+    fn make_room_for_peer(&mut self, now: Instant) -> bool {
         if self.peers.len() < self.config.max_peers {
             return true;
+        }
+        // When every peer is busy, a flood of new addresses must not cost a scan each.
+        if self.no_room_until.is_some_and(|until| now < until) {
+            return false;
         }
         let mut idle: Vec<(Instant, SocketAddr)> = self
             .peers
@@ -498,6 +552,7 @@ impl Endpoint {
             .map(|(a, p)| (p.last_activity, *a))
             .collect();
         if idle.is_empty() {
+            self.no_room_until = Some(later(now, NO_ROOM_BACKOFF));
             return false;
         }
         let evict = (self.config.max_peers / 10).clamp(1, idle.len());
@@ -530,11 +585,40 @@ impl Endpoint {
         }
     }
 
-    fn allocate_mid(&mut self, now: Instant, peer: SocketAddr) -> Option<u16> {
-        let p = self.peer_mut(now, peer)?;
+    /// The next message ID for `peer` (§4.4). With [`EndpointConfig::strict_message_ids`], an
+    /// ID whose block of [`MID_BLOCK`] was last used within EXCHANGE_LIFETIME is refused when
+    /// `strict` (requests, which fail with a clear error) and reused with a count in
+    /// [`Stats::message_ids_reused`] otherwise (responses, which are never dropped).
+    pub(super) fn allocate_mid(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        strict: bool,
+    ) -> Result<u16, MidError> {
+        let guard = self.config.strict_message_ids;
+        let p = self.peer_mut(now, peer).ok_or(MidError::TooManyPeers)?;
         let mid = p.next_mid;
-        p.next_mid = p.next_mid.wrapping_add(1);
-        Some(mid)
+        let mut reused = false;
+        if mid % MID_BLOCK == 0 {
+            let block = usize::from(mid / MID_BLOCK);
+            let lifetime = p.params.exchange_lifetime();
+            let blocks = p
+                .mid_blocks
+                .get_or_insert_with(|| Box::new([None; MID_BLOCKS]));
+            if guard && blocks[block].is_some_and(|left| now < later(left, lifetime)) {
+                if strict {
+                    return Err(MidError::Exhausted);
+                }
+                reused = true;
+            }
+            // Entering this block leaves the previous one: its IDs are free a lifetime from now.
+            blocks[(block + MID_BLOCKS - 1) % MID_BLOCKS] = Some(now);
+        }
+        p.next_mid = mid.wrapping_add(1);
+        if reused {
+            self.stats.message_ids_reused += 1;
+        }
+        Ok(mid)
     }
 
     /// Sends a message we may need to match by message ID later; CONs are retransmitted.

@@ -203,7 +203,7 @@ impl Endpoint {
             }
         } else {
             self.remember(now, peer, mid, ty, DedupState::Done);
-            let Some(own_mid) = self.allocate_mid(now, peer) else {
+            let Ok(own_mid) = self.allocate_mid(now, peer, false) else {
                 return;
             };
             response.ty = MessageType::Non;
@@ -300,7 +300,7 @@ impl Endpoint {
             } else {
                 MessageType::Non
             };
-            response.mid = self.allocate_mid(now, pending.peer).unwrap_or(0);
+            response.mid = self.allocate_mid(now, pending.peer, false).unwrap_or(0);
         }
         Self::encode(response)
     }

@@ -499,20 +499,35 @@ fn deadline_times_out_and_frees_the_slot() {
     let id = client
         .request(t0, addr(2), get("/t", MessageType::Non), params)
         .unwrap();
+    let longer = RequestParams {
+        timeout: Some(Duration::from_secs(60)),
+    };
     let id2 = client
-        .request(t0, addr(2), get("/t2", MessageType::Non), params)
+        .request(t0, addr(2), get("/t2", MessageType::Non), longer)
         .unwrap();
-    assert_eq!(transmits(&mut client).len(), 1);
+    let first = transmits(&mut client);
+    assert_eq!(first.len(), 1, "NSTART 1: the second request waits");
+    assert_eq!(Message::decode(&first[0].contents).unwrap().path(), "t");
     client.handle_timeout(t0 + Duration::from_secs(5));
-    let evs = events(&mut client);
-    assert!(evs.contains(&Event::RequestFailed {
-        id,
-        error: RequestError::Timeout
-    }));
-    assert!(evs.contains(&Event::RequestFailed {
-        id: id2,
-        error: RequestError::Timeout
-    }));
+    assert_eq!(
+        events(&mut client),
+        vec![Event::RequestFailed {
+            id,
+            error: RequestError::Timeout
+        }]
+    );
+    // The slot is free: the queued request goes out now, and times out on its own deadline.
+    let second = transmits(&mut client);
+    assert_eq!(second.len(), 1);
+    assert_eq!(Message::decode(&second[0].contents).unwrap().path(), "t2");
+    client.handle_timeout(t0 + Duration::from_secs(60));
+    assert_eq!(
+        events(&mut client),
+        vec![Event::RequestFailed {
+            id: id2,
+            error: RequestError::Timeout
+        }]
+    );
 }
 
 #[test]
@@ -570,7 +585,10 @@ fn memory_stays_bounded_under_a_flood() {
         assert!(server.peer_count() <= 500);
         assert!(server.pending_incoming() <= 100);
         assert!(server.separate_acks.len() <= 2 * 100 + 64);
-        assert!(server.timers.len() <= 2, "no timer per request");
+        assert!(
+            server.timer_count() <= 1,
+            "only the sweep: no timer per request"
+        );
     }
     assert!(answered > 0);
     assert!(
@@ -666,7 +684,7 @@ fn lossy_run(seed: u64, requests: usize, ty: MessageType) {
     }
     for ((_, path), count) in &seen {
         assert!(
-            ty == MessageType::Non || *count == 1,
+            *count == 1,
             "seed {seed}: handler for {path} ran {count} times"
         );
     }
@@ -855,4 +873,120 @@ fn malformed_acks_and_resets_are_ignored() {
     assert!(events(&mut client).is_empty());
     assert!(client.cancel(t0, non));
     assert!(client.cancel(t0, id));
+}
+
+#[test]
+fn timers_end_with_what_they_time() {
+    let t0 = Instant::now();
+    let (mut client, mut server) = (endpoint(34), endpoint(35));
+    for i in 0..2000u32 {
+        let now = t0 + Duration::from_millis(u64::from(i));
+        let ty = if i % 2 == 0 {
+            MessageType::Con
+        } else {
+            MessageType::Non
+        };
+        let params = RequestParams {
+            timeout: Some(Duration::from_secs(5)),
+        };
+        client.request(now, addr(2), get("/t", ty), params).unwrap();
+        deliver(now, (addr(1), &mut client), &mut server);
+        while let Some(Event::Request { id, .. }) = server.poll_event() {
+            server.respond(now, id, content(b"x")).unwrap();
+        }
+        deliver(now, (addr(2), &mut server), &mut client);
+        assert!(matches!(client.poll_event(), Some(Event::Response { .. })));
+    }
+    assert_eq!(client.active_requests(), 0);
+    assert!(
+        client.timer_count() <= 1,
+        "{} timers left for no open request",
+        client.timer_count()
+    );
+}
+
+#[test]
+fn message_ids_are_not_reused_within_exchange_lifetime() {
+    let t0 = Instant::now();
+    let (mut client, mut server) = (endpoint(36), endpoint(37));
+    let mut seen = std::collections::HashSet::new();
+    let mut now = t0;
+    let mut exhausted_at = None;
+    for i in 0..70_000u32 {
+        now = t0 + Duration::from_millis(u64::from(i));
+        let id = client
+            .request(
+                now,
+                addr(2),
+                get("/m", MessageType::Con),
+                RequestParams::default(),
+            )
+            .unwrap();
+        let sent = transmits(&mut client);
+        if sent.is_empty() {
+            match client.poll_event() {
+                Some(Event::RequestFailed {
+                    id: f,
+                    error: RequestError::MessageIdsExhausted,
+                }) if f == id => {
+                    exhausted_at = Some(i);
+                    break;
+                }
+                other => panic!("request {i}: {other:?}"),
+            }
+        }
+        let m = Message::decode(&sent[0].contents).unwrap();
+        assert!(
+            seen.insert(m.mid),
+            "message ID {} reused after {i} requests",
+            m.mid
+        );
+        server.handle(now, addr(1), &sent[0].contents);
+        while let Some(Event::Request { id, .. }) = server.poll_event() {
+            server.respond(now, id, content(b"x")).unwrap();
+        }
+        deliver(now, (addr(2), &mut server), &mut client);
+        while client.poll_event().is_some() {}
+    }
+    // 70 s of 1,000 requests/s: the IDs run out after 63 of the 64 blocks, never reused.
+    let at = exhausted_at.expect("IDs must run out at 1,000 requests/s");
+    assert!((63 * 1024..=65_536).contains(&at), "ran out after {at}");
+    // Once EXCHANGE_LIFETIME has passed, requests flow again.
+    let later = now + Duration::from_secs(250);
+    client
+        .request(
+            later,
+            addr(2),
+            get("/m", MessageType::Con),
+            RequestParams::default(),
+        )
+        .unwrap();
+    assert_eq!(transmits(&mut client).len(), 1);
+}
+
+#[test]
+fn a_full_table_of_busy_peers_refuses_newcomers_cheaply_then_recovers() {
+    let t0 = Instant::now();
+    let config = EndpointConfig {
+        max_peers: 4,
+        ..Default::default()
+    };
+    let mut server = Endpoint::new(config, [38; 32]);
+    // Four peers with a request pending each: none can be evicted.
+    let mut pending = Vec::new();
+    for n in 0..4u16 {
+        server.handle(t0, addr(100 + n), &request_with(&[], MessageType::Con));
+        let (id, _) = single_request(&mut server);
+        pending.push(id);
+    }
+    server.handle(t0, addr(200), &request_with(&[], MessageType::Con));
+    assert!(events(&mut server).is_empty(), "no room for a fifth peer");
+    assert_eq!(server.stats().peers_refused, 1);
+    // Once their requests are answered the peers are idle and a newcomer gets a place.
+    for id in pending {
+        server.respond(t0, id, content(b"x")).unwrap();
+    }
+    let t1 = t0 + Duration::from_millis(150);
+    server.handle(t1, addr(201), &request_with(&[], MessageType::Con));
+    assert_eq!(single_request(&mut server).1.path(), "o");
 }
