@@ -116,6 +116,9 @@ sys.exit(1)
 PY
 }
 
+# cpu_ticks PID: user + system clock ticks the process has used so far
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null; }
+
 # run_one NAME COMMAND... : start the server pinned to SERVER_CPU, load it, write $WORK/NAME.json
 run_one() {
     local name="$1"; shift
@@ -132,12 +135,28 @@ run_one() {
     echo "$size" >"$WORK/$name.size"
     local uri="coap://127.0.0.1:$port$PATH_UNDER_TEST"
     log "load on core $LOAD_CPU: tern bench $uri -c $CONCURRENCY -d $DURATION --json"
-    if ! timeout $((DURATION + 60)) taskset -c "$LOAD_CPU" "$TERN" bench "$uri" \
-            -c "$CONCURRENCY" -d "$DURATION" --json >"$WORK/$name.json" 2>"$WORK/$name.bench.err" </dev/null; then
+    # CPU time of the server and of the load generator over the run tells which one limited it.
+    local server_ticks0 load_ticks=0 ticks load_pid load_status=0
+    server_ticks0="$(cpu_ticks "$SERVER_PID")"
+    taskset -c "$LOAD_CPU" "$TERN" bench "$uri" -c "$CONCURRENCY" -d "$DURATION" --json \
+        >"$WORK/$name.json" 2>"$WORK/$name.bench.err" </dev/null &
+    load_pid=$!
+    local deadline=$((SECONDS + DURATION + 60))
+    while kill -0 "$load_pid" 2>/dev/null; do
+        if ticks="$(cpu_ticks "$load_pid")"; then load_ticks="$ticks"; fi
+        if [ "$SECONDS" -gt "$deadline" ]; then kill "$load_pid" 2>/dev/null || true; fi
+        sleep 0.2
+    done
+    wait "$load_pid" || load_status=$?
+    if [ "$load_status" -ne 0 ]; then
         log "tern bench against $name failed:"
         cat "$WORK/$name.bench.err" "$WORK/$name.json" >&2
         exit 1
     fi
+    local server_ticks1
+    server_ticks1="$(cpu_ticks "$SERVER_PID")"
+    python3 -c "import sys; hz=float(sys.argv[3]); d=float(sys.argv[4]); print(round(100*float(sys.argv[1])/hz/d), round(100*float(sys.argv[2])/hz/d))" \
+        "$((server_ticks1 - server_ticks0))" "$load_ticks" "$(getconf CLK_TCK)" "$DURATION" >"$WORK/$name.cpu"
     kill "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=""
@@ -169,6 +188,7 @@ def load(name):
     return json.loads(text)
 t, l = load("tern"), load("libcoap")
 size = {n: open(os.path.join(work, n + ".size")).read().strip() for n in ("tern", "libcoap")}
+cpu = {n: open(os.path.join(work, n + ".cpu")).read().split() for n in ("tern", "libcoap")}
 def num(v, digits=0):
     if v is None: return "n/a"
     return f"{v:,.{digits}f}" if isinstance(v, (int, float)) else str(v)
@@ -178,7 +198,8 @@ def ratio(a, b):
 rows = []
 for name, label, d in (("tern", "Tern (\`tern serve\`, $TERN_REV)", t), ("libcoap", "libcoap $LIBCOAP_VERSION (\`coap-server-notls\`)", l)):
     rows.append(f"| {label} | {num(d.get('rps'))} | {num(d.get('p50_us'))} | {num(d.get('p99_us'))} | {num(d.get('p999_us'))} "
-                f"| {num(d.get('retransmissions'))} | {num(d.get('timeouts'))} | {num(d.get('errors'))} | {num(d.get('requests'))} | {size[name]} |")
+                f"| {num(d.get('retransmissions'))} | {num(d.get('timeouts'))} | {num(d.get('errors'))} | {num(d.get('requests'))} | {size[name]} "
+                f"| {cpu[name][0]}% | {cpu[name][1]}% |")
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 section = f"""<!-- bench:udp -->
 ## CoAP over UDP: requests/s, one server core
@@ -186,11 +207,15 @@ section = f"""<!-- bench:udp -->
 GET \`$PATH_UNDER_TEST\` over CON on 127.0.0.1, {int("$CONCURRENCY")} requests in flight, {int("$DURATION")} s per server.
 Each server pinned to core $SERVER_CPU (\`taskset -c $SERVER_CPU\`), load from \`tern bench\` pinned to core $LOAD_CPU{"$PIN_NOTE"}; the two servers run one after the other in the same run.
 
-| server | req/s | p50 µs | p99 µs | p99.9 µs | retransmissions | timeouts | errors | requests | payload bytes |
-|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+| server | req/s | p50 µs | p99 µs | p99.9 µs | retransmissions | timeouts | errors | requests | payload bytes | server CPU | load CPU |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 {chr(10).join(rows)}
 
 Tern/libcoap: requests/s **{ratio(t.get('rps'), l.get('rps'))}×**, p99 latency **{ratio(t.get('p99_us'), l.get('p99_us'))}×** (below 1 is faster).
+
+Server CPU and load CPU are the share of one core each process used over the run: a server
+below 100% with the load near 100% was limited by the load generator, so its figure is a lower
+bound.
 
 - date: {now}
 - machine: $CPU_MODEL, \`nproc\` = $NPROC
