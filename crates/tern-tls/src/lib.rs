@@ -1,0 +1,15 @@
+//! Tern's secure channels, sans-IO: DTLS 1.2 on OpenSSL driven by datagrams in and out and a
+//! timer, PSK credentials and the key-store trait servers look keys up through.
+#![warn(missing_docs)]
+
+pub mod credentials;
+pub mod dtls;
+mod ffi;
+mod pipe;
+pub mod record;
+
+pub use credentials::{CredentialError, Psk, PskMap, PskStore};
+pub use dtls::{
+    Accept, ChannelEvent, ChannelState, DtlsChannel, DtlsContext, DtlsListener, DtlsSettings, Role,
+    TimerPolicy, TlsError,
+};
