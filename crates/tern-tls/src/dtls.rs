@@ -63,6 +63,10 @@ pub struct DtlsSettings {
     pub mtu: u32,
     /// Handshake retransmission schedule (default 1 s doubling to 60 s).
     pub timer: TimerPolicy,
+    /// A handshake not complete by then fails (default 30 s). DTLS drops records it cannot
+    /// authenticate, so a wrong key shows as a handshake that never finishes: this bounds it,
+    /// and bounds how long a server holds a half-open handshake.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for DtlsSettings {
@@ -77,6 +81,7 @@ impl Default for DtlsSettings {
                 initial_us: 1_000_000,
                 max_us: 60_000_000,
             },
+            handshake_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -267,7 +272,10 @@ pub struct DtlsChannel {
     state: ChannelState,
     received: VecDeque<Vec<u8>>,
     events: VecDeque<ChannelEvent>,
+    /// OpenSSL's retransmission timer, as of the last drive.
     timer: Option<Instant>,
+    handshake_deadline: Option<Instant>,
+    handshake_timeout: Duration,
 }
 
 /// Most decrypted datagrams held for the application before the oldest is dropped.
@@ -279,18 +287,25 @@ impl DtlsChannel {
         if ctx.role != Role::Client {
             return Err(TlsError::NoCredentials("client context for connect"));
         }
-        let mut channel = DtlsChannel::from_stream(ctx.new_stream()?);
+        let mut channel =
+            DtlsChannel::from_stream(ctx.new_stream()?, now, ctx.settings.handshake_timeout);
         channel.drive(now);
         Ok(channel)
     }
 
-    fn from_stream(stream: SslStream<DatagramPipe>) -> Self {
+    fn from_stream(
+        stream: SslStream<DatagramPipe>,
+        now: Instant,
+        handshake_timeout: Duration,
+    ) -> Self {
         DtlsChannel {
             stream,
             state: ChannelState::Handshaking,
             received: VecDeque::new(),
             events: VecDeque::new(),
             timer: None,
+            handshake_deadline: now.checked_add(handshake_timeout),
+            handshake_timeout,
         }
     }
 
@@ -325,6 +340,15 @@ impl DtlsChannel {
 
     /// Handles the timer: retransmits the last flight when it is due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == ChannelState::Handshaking
+            && self.handshake_deadline.is_some_and(|d| d <= now)
+        {
+            let secs = self.handshake_timeout.as_secs_f64();
+            self.fail(format!(
+                "handshake not complete after {secs:.1} s (wrong key, or peer unreachable)"
+            ));
+            return;
+        }
         if self.timer.is_some_and(|t| t <= now) && self.state == ChannelState::Handshaking {
             if ffi::handle_timer(self.stream.ssl()) < 0 {
                 self.fail("handshake timed out".into());
@@ -336,7 +360,13 @@ impl DtlsChannel {
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timer
+        if self.state != ChannelState::Handshaking {
+            return None;
+        }
+        match (self.timer, self.handshake_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next datagram to send to the peer.
@@ -495,7 +525,8 @@ impl DtlsListener {
         stream.get_mut().push_incoming(datagram);
         match ffi::listen(stream.ssl()) {
             ListenOutcome::Accepted => {
-                let mut channel = DtlsChannel::from_stream(stream);
+                let mut channel =
+                    DtlsChannel::from_stream(stream, now, self.ctx.settings.handshake_timeout);
                 channel.drive(now);
                 Accept::Channel(Box::new(channel))
             }
