@@ -5,6 +5,7 @@
 pub mod credentials;
 pub mod dtls;
 mod ffi;
+pub mod layer;
 mod pipe;
 pub mod record;
 
@@ -13,3 +14,4 @@ pub use dtls::{
     Accept, ChannelEvent, ChannelState, DtlsChannel, DtlsContext, DtlsListener, DtlsSettings, Role,
     TimerPolicy, TlsError,
 };
+pub use layer::{DtlsLayer, DtlsLimits, LayerEvent, PeerIdentity, PlainLayer, SecurityLayer};

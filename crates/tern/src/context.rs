@@ -15,6 +15,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use tern_tls::{DtlsContext, DtlsLayer, DtlsLimits, DtlsSettings, PlainLayer, Psk, SecurityLayer};
+
 use crate::driver::{Command, Driver};
 use crate::error::Error;
 use crate::message::{RequestOptions, Response};
@@ -22,12 +24,17 @@ use crate::router::Router;
 
 struct EndpointHandle {
     local: SocketAddr,
+    /// DTLS (coaps://) rather than plain UDP (coap://).
+    secure: bool,
     commands: mpsc::UnboundedSender<Command>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
 struct Inner {
     config: EndpointConfig,
+    /// Client-side DTLS, when the context has a PSK.
+    client_dtls: Option<DtlsContext>,
+    dtls_limits: DtlsLimits,
     handler_timeout: Duration,
     next_ticket: std::sync::atomic::AtomicU64,
     router: Option<Arc<Router>>,
@@ -44,6 +51,10 @@ pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Builds a [`Context`].
 pub struct ContextBuilder {
     binds: Vec<SocketAddr>,
+    dtls_binds: Vec<SocketAddr>,
+    dtls_server: Option<DtlsSettings>,
+    dtls_client: DtlsSettings,
+    dtls_limits: DtlsLimits,
     router: Option<Router>,
     config: EndpointConfig,
     handler_timeout: Duration,
@@ -53,6 +64,10 @@ impl Default for ContextBuilder {
     fn default() -> Self {
         ContextBuilder {
             binds: Vec::new(),
+            dtls_binds: Vec::new(),
+            dtls_server: None,
+            dtls_client: DtlsSettings::default(),
+            dtls_limits: DtlsLimits::default(),
             router: None,
             config: EndpointConfig::default(),
             handler_timeout: DEFAULT_HANDLER_TIMEOUT,
@@ -64,6 +79,39 @@ impl ContextBuilder {
     /// Listens on a UDP address (repeatable; port 0 for an ephemeral port).
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.binds.push(addr);
+        self
+    }
+
+    /// Listens for DTLS (coaps://) on a UDP address (repeatable); needs
+    /// [`dtls_server`](Self::dtls_server) settings.
+    pub fn bind_dtls(mut self, addr: SocketAddr) -> Self {
+        self.dtls_binds.push(addr);
+        self
+    }
+
+    /// Server-side DTLS settings: the PSK store and identity hint, cipher suites, MTU.
+    pub fn dtls_server(mut self, settings: DtlsSettings) -> Self {
+        self.dtls_server = Some(settings);
+        self
+    }
+
+    /// The PSK this context's clients use for coaps:// (checked before any traffic).
+    pub fn psk(mut self, psk: Psk) -> Self {
+        self.dtls_client.psk = Some(psk);
+        self
+    }
+
+    /// Client-side DTLS settings (handshake time-out, cipher suites, MTU); a PSK given here
+    /// or with [`psk`](Self::psk) enables coaps://.
+    pub fn dtls_client(mut self, settings: DtlsSettings) -> Self {
+        let psk = settings.psk.clone().or(self.dtls_client.psk.take());
+        self.dtls_client = DtlsSettings { psk, ..settings };
+        self
+    }
+
+    /// Caps on DTLS channels and handshakes per endpoint.
+    pub fn dtls_limits(mut self, limits: DtlsLimits) -> Self {
+        self.dtls_limits = limits;
         self
     }
 
@@ -97,6 +145,19 @@ impl ContextBuilder {
             .validate()
             .map_err(|e| Error::Config(e.to_string()))?;
         let router = self.router.map(Arc::new);
+        let client_dtls = match &self.dtls_client.psk {
+            Some(_) => Some(DtlsContext::client(self.dtls_client.clone())?),
+            None => None,
+        };
+        let server_dtls = match (&self.dtls_server, self.dtls_binds.is_empty()) {
+            (Some(settings), _) => Some(DtlsContext::server(settings.clone())?),
+            (None, true) => None,
+            (None, false) => {
+                return Err(Error::Config(
+                    "bind_dtls needs dtls_server settings (a PSK store)".into(),
+                ))
+            }
+        };
         let mut bound = Vec::new();
         for addr in &self.binds {
             let socket = bind_socket(*addr)?;
@@ -105,12 +166,26 @@ impl ContextBuilder {
                 &self.config,
                 router.clone(),
                 self.handler_timeout,
+                PlainLayer::default(),
+            )?);
+        }
+        for addr in &self.dtls_binds {
+            let socket = bind_socket(*addr)?;
+            let layer = DtlsLayer::new(client_dtls.clone(), server_dtls.clone(), self.dtls_limits)?;
+            bound.push(spawn_driver(
+                socket,
+                &self.config,
+                router.clone(),
+                self.handler_timeout,
+                layer,
             )?);
         }
         Ok(Context {
             inner: Arc::new(Inner {
                 next_ticket: Default::default(),
                 handler_timeout: self.handler_timeout,
+                client_dtls,
+                dtls_limits: self.dtls_limits,
                 config: self.config,
                 router,
                 bound,
@@ -136,22 +211,33 @@ fn bind_socket(addr: SocketAddr) -> Result<UdpSocket, Error> {
     Ok(UdpSocket::from_std(socket.into())?)
 }
 
-fn spawn_driver(
+fn spawn_driver<L: SecurityLayer>(
     socket: UdpSocket,
     config: &EndpointConfig,
     router: Option<Arc<Router>>,
     handler_timeout: Duration,
+    layer: L,
 ) -> Result<Arc<EndpointHandle>, Error> {
+    let secure = layer.is_secure();
     let local = socket.local_addr()?;
     let mut seed = [0u8; 32];
     getrandom::getrandom(&mut seed).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
     let endpoint = Endpoint::new(config.clone(), seed);
     let (tx, rx) = mpsc::unbounded_channel();
-    let driver = Driver::new(socket, endpoint, rx, tx.clone(), router, handler_timeout);
+    let driver = Driver::new(
+        socket,
+        endpoint,
+        layer,
+        rx,
+        tx.clone(),
+        router,
+        handler_timeout,
+    );
     let task = tokio::spawn(driver.run());
-    tracing::debug!(%local, "endpoint started");
+    tracing::debug!(%local, secure, "endpoint started");
     Ok(Arc::new(EndpointHandle {
         local,
+        secure,
         commands: tx,
         task: Mutex::new(Some(task)),
     }))
@@ -189,6 +275,8 @@ impl Context {
             inner: Arc::new(Inner {
                 next_ticket: Default::default(),
                 handler_timeout: DEFAULT_HANDLER_TIMEOUT,
+                client_dtls: None,
+                dtls_limits: DtlsLimits::default(),
                 config: EndpointConfig::default(),
                 router: None,
                 bound: Vec::new(),
@@ -250,15 +338,36 @@ impl Context {
         }
     }
 
-    /// Sends a prepared message (code, options, payload; type CON or NON) to a peer and waits
-    /// for the response.
+    /// Sends a prepared message (code, options, payload; type CON or NON) to a peer over plain
+    /// UDP and waits for the response.
     pub async fn send(
         &self,
         peer: SocketAddr,
         message: Message,
         params: RequestParams,
     ) -> Result<Response, Error> {
-        let endpoint = self.endpoint_for(peer)?;
+        self.send_via(peer, false, message, params).await
+    }
+
+    /// The same over DTLS (coaps://), with this context's PSK; the session is set up on first
+    /// use and kept for later requests.
+    pub async fn send_secure(
+        &self,
+        peer: SocketAddr,
+        message: Message,
+        params: RequestParams,
+    ) -> Result<Response, Error> {
+        self.send_via(peer, true, message, params).await
+    }
+
+    async fn send_via(
+        &self,
+        peer: SocketAddr,
+        secure: bool,
+        message: Message,
+        params: RequestParams,
+    ) -> Result<Response, Error> {
+        let endpoint = self.endpoint_for(peer, secure)?;
         let (reply, response) = oneshot::channel();
         let ticket = self
             .inner
@@ -348,9 +457,13 @@ impl Context {
     }
 
     /// A bound endpoint of the peer's address family, else an ephemeral one made on demand.
-    fn endpoint_for(&self, peer: SocketAddr) -> Result<Arc<EndpointHandle>, Error> {
+    fn endpoint_for(&self, peer: SocketAddr, secure: bool) -> Result<Arc<EndpointHandle>, Error> {
+        let client_dtls = match (secure, &self.inner.client_dtls) {
+            (true, None) => return Err(Error::NoCredentials),
+            (_, ctx) => ctx.clone(),
+        };
         let same_family = |e: &&Arc<EndpointHandle>| {
-            e.local.is_ipv4() == peer.is_ipv4() && !e.commands.is_closed()
+            e.local.is_ipv4() == peer.is_ipv4() && e.secure == secure && !e.commands.is_closed()
         };
         if let Some(e) = self.inner.bound.iter().find(same_family) {
             return Ok(e.clone());
@@ -365,12 +478,17 @@ impl Context {
             (Ipv6Addr::UNSPECIFIED, 0).into()
         };
         let socket = bind_socket(any)?;
-        let handle = spawn_driver(
-            socket,
+        let (config, router, timeout) = (
             &self.inner.config,
             self.inner.router.clone(),
             self.inner.handler_timeout,
-        )?;
+        );
+        let handle = if secure {
+            let layer = DtlsLayer::new(client_dtls, None, self.inner.dtls_limits)?;
+            spawn_driver(socket, config, router, timeout, layer)?
+        } else {
+            spawn_driver(socket, config, router, timeout, PlainLayer::default())?
+        };
         if let Ok(all) = self.inner.peer_params.lock() {
             for (peer, params) in all.iter() {
                 let _ = handle.commands.send(Command::PeerParams(*peer, *params));
@@ -480,7 +598,7 @@ impl RequestBuilder {
     /// The message this builder would send (message ID and token are assigned on sending).
     pub fn build_message(&self) -> Result<Message, Error> {
         let uri = self.uri.as_ref().map_err(clone_uri_error)?;
-        if uri.scheme != Scheme::Coap {
+        if !matches!(uri.scheme, Scheme::Coap | Scheme::Coaps) {
             return Err(Error::UnsupportedScheme(uri.scheme));
         }
         let ty = if self.request_options.non_confirmable {
@@ -507,7 +625,8 @@ impl RequestBuilder {
         let params = RequestParams {
             timeout: self.request_options.timeout,
         };
-        self.context.send(peer, message, params).await
+        let secure = uri.scheme == Scheme::Coaps;
+        self.context.send_via(peer, secure, message, params).await
     }
 }
 

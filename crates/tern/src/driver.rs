@@ -1,6 +1,9 @@
 //! The task that drives one sans-IO [`Endpoint`] over one UDP socket: datagrams in batches from
 //! the socket, commands from the application, timers from the endpoint; datagrams out in
 //! batches, events to handlers and waiting callers.
+//!
+//! Between socket and endpoint sits a [`SecurityLayer`]: for a secure layer (DTLS) every
+//! datagram goes through it; a plain layer is skipped altogether, so coap:// pays nothing.
 
 use std::collections::HashMap;
 use std::io;
@@ -12,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tern_proto::endpoint::{RequestError, RequestParams, Stats};
 use tern_proto::{Code, Endpoint, Event, IncomingId, Message, RequestId, TransmissionParams};
+use tern_tls::{LayerEvent, SecurityLayer};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
@@ -43,9 +47,10 @@ pub(crate) enum Command {
 /// flood of datagrams cannot starve them.
 const MAX_BATCHES_PER_WAKE: usize = 8;
 
-pub(crate) struct Driver {
+pub(crate) struct Driver<L: SecurityLayer> {
     socket: UdpSocket,
     endpoint: Endpoint,
+    layer: L,
     commands: mpsc::UnboundedReceiver<Command>,
     /// Handed to slow handlers to send their response back.
     command_tx: mpsc::UnboundedSender<Command>,
@@ -56,10 +61,12 @@ pub(crate) struct Driver {
     outbox: Vec<(SocketAddr, Vec<u8>)>,
 }
 
-impl Driver {
+impl<L: SecurityLayer> Driver<L> {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         socket: UdpSocket,
         endpoint: Endpoint,
+        layer: L,
         commands: mpsc::UnboundedReceiver<Command>,
         command_tx: mpsc::UnboundedSender<Command>,
         router: Option<Arc<Router>>,
@@ -68,6 +75,7 @@ impl Driver {
         Driver {
             socket,
             endpoint,
+            layer,
             commands,
             command_tx,
             router,
@@ -86,7 +94,10 @@ impl Driver {
         loop {
             self.process_events();
             self.flush().await;
-            let next = self.endpoint.poll_timeout();
+            let next = match (self.endpoint.poll_timeout(), self.layer.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             if next != armed {
                 if let Some(at) = next {
                     sleep.as_mut().reset(at.into());
@@ -114,7 +125,10 @@ impl Driver {
                     self.receive(&mut batch);
                 }
                 () = &mut sleep, if armed.is_some() => {
-                    self.endpoint.handle_timeout(Instant::now());
+                    let now = Instant::now();
+                    self.layer.handle_timeout(now);
+                    self.drain_layer(now);
+                    self.endpoint.handle_timeout(now);
                     armed = None;
                 }
             }
@@ -136,8 +150,16 @@ impl Driver {
                 Ok(0) => break,
                 Ok(_) => {
                     let now = Instant::now();
+                    let secure = self.layer.is_secure();
                     for (peer, datagram) in batch.iter() {
-                        self.endpoint.handle(now, peer, datagram);
+                        if secure {
+                            self.layer.handle_datagram(now, peer, datagram);
+                        } else {
+                            self.endpoint.handle(now, peer, datagram);
+                        }
+                    }
+                    if secure {
+                        self.drain_layer(now);
                     }
                     // Answer what can be answered at once before taking more from the socket.
                     self.process_events();
@@ -225,6 +247,7 @@ impl Driver {
         };
         let request = Request {
             peer,
+            identity: self.layer.peer_identity(peer),
             message,
             params: Vec::new(),
             rest: None,
@@ -270,13 +293,55 @@ impl Driver {
     }
 
     async fn flush(&mut self) {
+        let secure = self.layer.is_secure();
+        let now = Instant::now();
         while let Some(t) = self.endpoint.poll_transmit() {
+            if secure {
+                self.layer.send(now, t.destination, t.contents);
+                continue;
+            }
             self.outbox.push((t.destination, t.contents));
             if self.outbox.len() >= udp::BATCH {
                 self.send_outbox().await;
             }
         }
+        if secure {
+            // Handshake messages, records, and what the layer learnt while sending.
+            self.drain_layer(now);
+            while let Some((peer, datagram)) = self.layer.poll_transmit() {
+                self.outbox.push((peer, datagram));
+                if self.outbox.len() >= udp::BATCH {
+                    self.send_outbox().await;
+                }
+            }
+        }
         self.send_outbox().await;
+    }
+
+    /// Takes what the security layer decrypted up to the message layer, and reports its events.
+    fn drain_layer(&mut self, now: Instant) {
+        while let Some((peer, plaintext)) = self.layer.poll_received() {
+            self.endpoint.handle(now, peer, &plaintext);
+        }
+        while let Some(event) = self.layer.poll_event() {
+            match event {
+                LayerEvent::HandshakeStarted(peer) => {
+                    tracing::debug!(%peer, "DTLS handshake started")
+                }
+                LayerEvent::Established(peer) => tracing::info!(%peer, "DTLS session established"),
+                LayerEvent::HandshakeFailed(peer, reason) => {
+                    tracing::warn!(%peer, %reason, "DTLS handshake failed");
+                    // Requests waiting for this peer fail now rather than at their time-out.
+                    self.endpoint
+                        .abort_peer(now, peer, RequestError::ChannelFailed(reason));
+                }
+                LayerEvent::Closed(peer, reason) => {
+                    tracing::info!(%peer, %reason, "DTLS session closed");
+                    self.endpoint
+                        .abort_peer(now, peer, RequestError::ChannelFailed(reason));
+                }
+            }
+        }
     }
 
     async fn send_outbox(&mut self) {

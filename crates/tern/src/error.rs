@@ -24,8 +24,14 @@ pub enum Error {
     #[error("host {0:?} has no address this context can reach")]
     NoAddress(String),
     /// A scheme this build does not serve yet.
-    #[error("the {0} scheme is not supported yet (only coap:// is)")]
+    #[error("the {0} scheme is not supported yet (coap:// and coaps:// are)")]
     UnsupportedScheme(Scheme),
+    /// coaps:// without credentials.
+    #[error("coaps:// needs credentials: give the context a PSK (identity and key)")]
+    NoCredentials,
+    /// The security layer refused its configuration.
+    #[error(transparent)]
+    Tls(#[from] tern_tls::TlsError),
     /// The request failed at the message layer (time-out, reset, ...).
     #[error(transparent)]
     Request(#[from] RequestError),

@@ -34,6 +34,7 @@ mod udp;
 
 pub use context::{resolve, Context, ContextBuilder, RequestBuilder};
 pub use error::{Error, ErrorResponse};
-pub use message::{Request, RequestOptions, Response};
+pub use message::{PeerIdentity, Request, RequestOptions, Response};
 pub use router::{BoxFuture, Handler, Resource, Router};
 pub use tern_proto::{self as proto, Code, ContentFormat, OptionNumber};
+pub use tern_tls::{self as tls, Psk};

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tern_proto::{CoapOption, Code, ContentFormat, Message, MessageType, OptionNumber};
 
 use crate::error::ErrorResponse;
+pub use tern_tls::PeerIdentity;
 
 /// A response, as received by a client or returned by a handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +120,7 @@ impl Response {
 #[derive(Debug, Clone)]
 pub struct Request {
     pub(crate) peer: SocketAddr,
+    pub(crate) identity: Option<PeerIdentity>,
     pub(crate) message: Message,
     pub(crate) params: Vec<(String, String)>,
     pub(crate) rest: Option<String>,
@@ -128,6 +130,12 @@ impl Request {
     /// Who sent it.
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Who the peer proved to be over a secure channel (its PSK identity), if any. Resources
+    /// can authorize by it.
+    pub fn peer_identity(&self) -> Option<&PeerIdentity> {
+        self.identity.as_ref()
     }
 
     /// The method code.

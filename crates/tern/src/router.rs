@@ -336,6 +336,7 @@ mod tests {
         }
         Request {
             peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+            identity: None,
             message,
             params: Vec::new(),
             rest: None,

@@ -173,6 +173,12 @@ async fn timeouts_and_bad_uris_are_clear_errors() {
     assert!(matches!(e, Error::Uri(_)), "{e}");
     assert!(e.to_string().starts_with("invalid URI"), "{e}");
     let e = client.get("coaps://127.0.0.1/x").send().await.unwrap_err();
+    assert!(matches!(e, Error::NoCredentials), "{e}");
+    let e = client
+        .get("coap+tcp://127.0.0.1/x")
+        .send()
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::UnsupportedScheme(_)), "{e}");
 }
 
