@@ -43,6 +43,12 @@ pub struct RequestArgs {
     /// Show the response code, options and decoded payload on stderr.
     #[arg(short = 'v', long)]
     verbose: bool,
+    /// PSK identity for coaps://.
+    #[arg(short = 'u', long = "psk-identity", requires = "psk_key")]
+    psk_identity: Option<String>,
+    /// PSK for coaps://: text, or hex:00ff....
+    #[arg(short = 'k', long = "psk-key", requires = "psk_identity")]
+    psk_key: Option<String>,
 }
 
 fn parse_content_format(text: &str) -> Result<ContentFormat, String> {
@@ -114,7 +120,22 @@ fn read_payload(args: &RequestArgs) -> Result<Vec<u8>, String> {
 /// Runs one request; exit status 0 on 2.xx, 1 otherwise.
 pub async fn run(method: Code, args: RequestArgs) -> Result<ExitCode, String> {
     let payload = read_payload(&args)?;
-    let context = Context::client();
+    let mut builder = Context::builder();
+    if let (Some(identity), Some(key)) = (&args.psk_identity, &args.psk_key) {
+        let key =
+            tern::tls::credentials::parse_key(key).map_err(|e| format!("-k/--psk-key: {e}"))?;
+        let psk =
+            tern::Psk::new(identity.as_bytes(), key.to_vec()).map_err(|e| format!("-u/-k: {e}"))?;
+        // The handshake gets the request's time-out, so a wrong key is reported as such.
+        builder = builder.dtls_client(tern::tls::DtlsSettings {
+            psk: Some(psk),
+            handshake_timeout: Duration::from_secs_f64(args.timeout),
+            ..Default::default()
+        });
+    } else if args.uri.to_ascii_lowercase().starts_with("coaps:") {
+        return Err("coaps:// needs a PSK: -u IDENTITY -k KEY".into());
+    }
+    let context = builder.build().await.map_err(|e| e.to_string())?;
     let mut request = context
         .request(method, &args.uri)
         .payload(payload)

@@ -9,7 +9,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use tern::proto::EndpointConfig;
+use tern::tls::credentials::parse_key;
+use tern::tls::{DtlsSettings, PskMap};
 use tern::{Code, ContentFormat, Context, Request, Resource, Response, Router};
+use tern::{PeerIdentity, Psk};
 
 /// Arguments of `tern serve`.
 #[derive(Args, Debug)]
@@ -38,6 +41,48 @@ pub struct ServeArgs {
     /// Milliseconds a handler may take before a CON request gets an empty ACK.
     #[arg(long, default_value_t = 1000)]
     separate_delay_ms: u64,
+    /// DTLS (coaps://) address to listen on (repeatable). Default with a PSK: 0.0.0.0:5684 and
+    /// [::]:5684.
+    #[arg(long = "dtls-bind")]
+    dtls_bind: Vec<SocketAddr>,
+    /// A PSK identity clients may use (with --psk-key).
+    #[arg(long, requires = "psk_key")]
+    psk_identity: Option<String>,
+    /// The key for --psk-identity: text, or hex:00ff....
+    #[arg(long, requires = "psk_identity")]
+    psk_key: Option<String>,
+    /// A file of PSKs, one `identity key` per line (key as text or hex:...; # comments).
+    #[arg(long)]
+    psk_file: Option<std::path::PathBuf>,
+    /// The PSK identity hint sent to clients (none by default).
+    #[arg(long)]
+    psk_hint: Option<String>,
+}
+
+/// Reads `identity key` lines; names the line of any error.
+pub fn read_psk_file(path: &std::path::Path) -> Result<Vec<Psk>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (identity, key) = line
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| format!("{}:{}: expected `identity key`", path.display(), i + 1))?;
+        let key =
+            parse_key(key.trim()).map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
+        out.push(
+            Psk::new(identity, key.to_vec())
+                .map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?,
+        );
+    }
+    if out.is_empty() {
+        return Err(format!("{}: no PSK in the file", path.display()));
+    }
+    Ok(out)
 }
 
 /// A stored value and its Content-Format.
@@ -142,6 +187,17 @@ pub fn demo_router(store_max_value: usize, store_max_entries: usize) -> Router {
                 .ct(ContentFormat::TEXT_PLAIN),
         )
         .resource(
+            "/whoami",
+            Resource::new()
+                .get(|r: Request| async move {
+                    match r.peer_identity() {
+                        Some(PeerIdentity::Psk(id)) => Response::text(format!("psk:{}", String::from_utf8_lossy(id))),
+                        None => Response::text("anonymous"),
+                    }
+                })
+                .title("The identity this request was authenticated with"),
+        )
+        .resource(
             "/echo",
             Resource::new()
                 .post(|r: Request| async move {
@@ -198,12 +254,49 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, String> {
     for addr in &binds {
         builder = builder.bind(*addr);
     }
+    let mut psks = Vec::new();
+    if let (Some(identity), Some(key)) = (&args.psk_identity, &args.psk_key) {
+        let key = parse_key(key).map_err(|e| format!("--psk-key: {e}"))?;
+        psks.push(
+            Psk::new(identity.as_bytes(), key.to_vec())
+                .map_err(|e| format!("--psk-identity/--psk-key: {e}"))?,
+        );
+    }
+    if let Some(path) = &args.psk_file {
+        psks.extend(read_psk_file(path)?);
+    }
+    let mut dtls_binds = args.dtls_bind.clone();
+    if !dtls_binds.is_empty() && psks.is_empty() {
+        return Err("--dtls-bind needs keys: --psk-identity and --psk-key, or --psk-file".into());
+    }
+    if !psks.is_empty() {
+        if dtls_binds.is_empty() {
+            dtls_binds = vec![
+                SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 5684)),
+                SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 5684)),
+            ];
+        }
+        let store = PskMap::new();
+        for psk in psks {
+            store.insert(psk);
+        }
+        builder = builder.dtls_server(DtlsSettings {
+            psk_store: Some(std::sync::Arc::new(store)),
+            identity_hint: args.psk_hint.as_ref().map(|h| h.as_bytes().to_vec()),
+            ..Default::default()
+        });
+        for addr in &dtls_binds {
+            builder = builder.bind_dtls(*addr);
+        }
+    }
     let context = builder
         .build()
         .await
         .map_err(|e| format!("cannot listen on {binds:?}: {e}"))?;
-    for addr in context.local_addrs() {
-        eprintln!("listening on {addr}");
+    let plain = binds.len();
+    for (i, addr) in context.local_addrs().into_iter().enumerate() {
+        let scheme = if i < plain { "coap" } else { "coaps" };
+        eprintln!("listening on {addr} ({scheme})");
     }
     tokio::signal::ctrl_c()
         .await
