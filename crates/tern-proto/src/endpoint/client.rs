@@ -34,6 +34,9 @@ pub enum RequestError {
     /// The token is already in use with this peer.
     #[error("token {0} is already in use with this peer")]
     TokenInUse(Token),
+    /// The secure channel to the peer failed or closed (handshake failure, alert, close_notify).
+    #[error("secure channel failed: {0}")]
+    ChannelFailed(String),
     /// Every message ID was used with this peer within EXCHANGE_LIFETIME (§4.4).
     #[error(
         "every message ID was used with this peer within EXCHANGE_LIFETIME; send from more sockets"
@@ -168,6 +171,19 @@ impl Endpoint {
             self.start_request(now, id);
         }
         Ok(id)
+    }
+
+    /// Ends every request to `peer` with `error` (its secure channel failed, say).
+    pub fn abort_peer(&mut self, now: Instant, peer: SocketAddr, error: RequestError) {
+        let ids: Vec<RequestId> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.peer == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.finish_request(now, id, Err(error.clone()));
+        }
     }
 
     /// Abandons a request: no more retransmissions and no event. Returns false if it had
