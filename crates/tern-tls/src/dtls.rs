@@ -22,14 +22,18 @@ use openssl::ssl::{
     ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslStream, SslVersion,
 };
 
+use openssl::ssl::SslVerifyMode;
+
 use crate::credentials::{Psk, PskStore};
 pub use crate::ffi::TimerPolicy;
 use crate::ffi::{self, ListenOutcome};
 use crate::pipe::DatagramPipe;
+use crate::pki::{CertificateCheck, PkiError, PkiSettings};
 use crate::record;
 
-/// The cipher suites RFC 7252 §9 makes mandatory, offered by default.
-pub const DEFAULT_PSK_CIPHERS: &str = "PSK-AES128-CCM8";
+/// The cipher suites RFC 7252 §9 makes mandatory, offered by default (a suite is only used
+/// when its credentials are configured).
+pub const DEFAULT_CIPHERS: &str = "PSK-AES128-CCM8:ECDHE-ECDSA-AES128-CCM8";
 
 /// What went wrong setting up or running a channel.
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +42,11 @@ pub enum TlsError {
     #[error("TLS configuration: {0}")]
     Config(#[from] openssl::error::ErrorStack),
     /// A required credential is missing.
-    #[error("no credentials: a {0} needs a PSK (or certificates)")]
+    #[error("no credentials: a {0} needs a PSK or certificates")]
     NoCredentials(&'static str),
+    /// Certificate settings that cannot be used.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
     /// The handshake failed (alert, bad key, unsupported suite ...).
     #[error("DTLS handshake failed: {0}")]
     Handshake(String),
@@ -59,6 +66,8 @@ pub struct DtlsSettings {
     pub identity_hint: Option<Vec<u8>>,
     /// OpenSSL cipher list; the RFC 7252 suites by default.
     pub ciphers: String,
+    /// Certificates: ours, and how the peer's are checked.
+    pub pki: Option<PkiSettings>,
     /// Path MTU for records (default 1280, the IPv6 minimum).
     pub mtu: u32,
     /// Handshake retransmission schedule (default 1 s doubling to 60 s).
@@ -75,7 +84,8 @@ impl Default for DtlsSettings {
             psk: None,
             psk_store: None,
             identity_hint: None,
-            ciphers: DEFAULT_PSK_CIPHERS.to_string(),
+            ciphers: DEFAULT_CIPHERS.to_string(),
+            pki: None,
             mtu: 1280,
             timer: TimerPolicy {
                 initial_us: 1_000_000,
@@ -114,28 +124,92 @@ fn base_builder(role: Role, settings: &DtlsSettings) -> Result<SslContextBuilder
     b.set_cipher_list(&settings.ciphers)?;
     // We set the MTU ourselves; there is no socket to ask.
     b.set_options(SslOptions::NO_QUERY_MTU);
+    if let Some(pki) = &settings.pki {
+        configure_pki(&mut b, role, pki)?;
+    }
     Ok(b)
+}
+
+/// Loads and checks certificates, the key and trust anchors; sets how the peer is verified.
+fn configure_pki(b: &mut SslContextBuilder, role: Role, pki: &PkiSettings) -> Result<(), TlsError> {
+    match (&pki.certificate, &pki.private_key) {
+        (Some(cert), Some(key)) => {
+            let chain = crate::pki::load_certificates(cert, "certificate")?;
+            let key = crate::pki::load_key(key, "private key")?;
+            let mut chain = chain.into_iter();
+            if let Some(leaf) = chain.next() {
+                let matches = leaf.public_key().is_ok_and(|public| public.public_eq(&key));
+                if !matches {
+                    return Err(PkiError::KeyMismatch.into());
+                }
+                b.set_certificate(&leaf)?;
+            }
+            for extra in chain {
+                b.add_extra_chain_cert(extra)?;
+            }
+            b.set_private_key(&key)?;
+            b.check_private_key().map_err(|_| PkiError::KeyMismatch)?;
+        }
+        (None, None) if role == Role::Client => {}
+        (None, None) => {
+            return Err(TlsError::NoCredentials(
+                "DTLS server with PKI (a certificate)",
+            ))
+        }
+        _ => return Err(PkiError::Incomplete.into()),
+    }
+    if let Some(ca) = &pki.ca {
+        for cert in crate::pki::load_certificates(ca, "CA certificate")? {
+            b.cert_store_mut().add_cert(cert)?;
+        }
+    }
+    // RFC 7252 §9.1.3.3 ECDSA: P-256.
+    b.set_groups_list("P-256")?;
+    b.set_verify_depth(pki.chain_depth);
+    let mode = match (role, pki.verify_peer, pki.require_peer_certificate) {
+        (_, false, _) => SslVerifyMode::NONE,
+        (Role::Server, true, true) => SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+        (_, true, _) => SslVerifyMode::PEER,
+    };
+    let settings = pki.clone();
+    b.set_verify_callback(mode, move |preverified, ctx| {
+        let mut ok = preverified || crate::pki::excusable(ctx.error(), &settings);
+        if let (Some(validate), Some(cert)) = (&settings.validate, ctx.current_cert()) {
+            let (common_name, sans) = crate::pki::names(cert);
+            let check = CertificateCheck {
+                common_name,
+                sans,
+                der: cert.to_der().unwrap_or_default(),
+                depth: ctx.error_depth(),
+                validated: ok,
+            };
+            ok = validate(&check);
+        }
+        ok
+    });
+    Ok(())
 }
 
 impl DtlsContext {
     /// A client context: needs `settings.psk`.
     pub fn client(settings: DtlsSettings) -> Result<Self, TlsError> {
-        let psk = settings
-            .psk
-            .clone()
-            .ok_or(TlsError::NoCredentials("DTLS client"))?;
+        if settings.psk.is_none() && settings.pki.is_none() {
+            return Err(TlsError::NoCredentials("DTLS client"));
+        }
         let mut b = base_builder(Role::Client, &settings)?;
-        b.set_psk_client_callback(move |_ssl, _hint, identity_out, key_out| {
-            let (identity, key) = (psk.identity(), psk.key());
-            // The identity is written as a C string; both fit by construction (128 + NUL, 64).
-            if identity.len() >= identity_out.len() || key.len() > key_out.len() {
-                return Ok(0);
-            }
-            identity_out[..identity.len()].copy_from_slice(identity);
-            identity_out[identity.len()] = 0;
-            key_out[..key.len()].copy_from_slice(key);
-            Ok(key.len())
-        });
+        if let Some(psk) = settings.psk.clone() {
+            b.set_psk_client_callback(move |_ssl, _hint, identity_out, key_out| {
+                let (identity, key) = (psk.identity(), psk.key());
+                // Written as a C string; both fit by construction (128 + NUL, 64).
+                if identity.len() >= identity_out.len() || key.len() > key_out.len() {
+                    return Ok(0);
+                }
+                identity_out[..identity.len()].copy_from_slice(identity);
+                identity_out[identity.len()] = 0;
+                key_out[..key.len()].copy_from_slice(key);
+                Ok(key.len())
+            });
+        }
         Ok(DtlsContext {
             ctx: b.build(),
             role: Role::Client,
@@ -146,25 +220,25 @@ impl DtlsContext {
     /// A server context: needs `settings.psk_store`. Cookies are keyed with a fresh random
     /// secret per context.
     pub fn server(settings: DtlsSettings) -> Result<Self, TlsError> {
-        let store = settings
-            .psk_store
-            .clone()
-            .ok_or(TlsError::NoCredentials("DTLS server"))?;
+        if settings.psk_store.is_none() && settings.pki.is_none() {
+            return Err(TlsError::NoCredentials("DTLS server"));
+        }
         let mut b = base_builder(Role::Server, &settings)?;
-        b.set_psk_server_callback(move |ssl, identity, key_out| {
-            let Some(identity) = identity else { return Ok(0) };
-            match store.key_for(identity) {
-                Some(key) if key.len() <= key_out.len() => {
-                    key_out[..key.len()].copy_from_slice(&key);
-                    Ok(key.len())
+        if let Some(store) = settings.psk_store.clone() {
+            b.set_psk_server_callback(move |_ssl, identity, key_out| {
+                let Some(identity) = identity else { return Ok(0) };
+                match store.key_for(identity) {
+                    Some(key) if key.len() <= key_out.len() => {
+                        key_out[..key.len()].copy_from_slice(&key);
+                        Ok(key.len())
+                    }
+                    _ => {
+                        tracing::debug!(identity = %String::from_utf8_lossy(identity), "unknown PSK identity");
+                        Ok(0)
+                    }
                 }
-                _ => {
-                    tracing::debug!(identity = %String::from_utf8_lossy(identity), "unknown PSK identity");
-                    let _ = ssl;
-                    Ok(0)
-                }
-            }
-        });
+            });
+        }
         ffi::set_identity_hint(&mut b, settings.identity_hint.as_deref())?;
         let mut secret = [0u8; 32];
         openssl::rand::rand_bytes(&mut secret)?;
@@ -201,7 +275,21 @@ impl DtlsContext {
         ssl.set_mtu(self.settings.mtu)?;
         ffi::set_timer_policy(&mut ssl, self.settings.timer)?;
         match self.role {
-            Role::Client => ssl.set_connect_state(),
+            Role::Client => {
+                ssl.set_connect_state();
+                if let Some(pki) = &self.settings.pki {
+                    if let Some(sni) = &pki.sni {
+                        ssl.set_hostname(sni)?;
+                    }
+                    if let Some(name) = &pki.expected_name {
+                        let param = ssl.param_mut();
+                        match name.parse::<std::net::IpAddr>() {
+                            Ok(ip) => param.set_ip(ip)?,
+                            Err(_) => param.set_host(name)?,
+                        }
+                    }
+                }
+            }
             Role::Server => ssl.set_accept_state(),
         }
         if self.role == Role::Server {
@@ -322,6 +410,12 @@ impl DtlsChannel {
     /// The PSK identity the peer used (server side) or we used (client side).
     pub fn psk_identity(&self) -> Option<Vec<u8>> {
         self.stream.ssl().psk_identity().map(<[u8]>::to_vec)
+    }
+
+    /// The peer certificate's common name and SANs, if it sent one.
+    pub fn peer_certificate_names(&self) -> Option<(Option<String>, Vec<String>)> {
+        let cert = self.stream.ssl().peer_certificate()?;
+        Some(crate::pki::names(&cert))
     }
 
     /// The negotiated cipher suite.

@@ -19,6 +19,13 @@ use crate::dtls::{
 pub enum PeerIdentity {
     /// The PSK identity the peer used.
     Psk(Vec<u8>),
+    /// The certificate the peer presented (and that passed verification).
+    Certificate {
+        /// Subject common name.
+        common_name: Option<String>,
+        /// DNS and IP subject alternative names.
+        sans: Vec<String>,
+    },
 }
 
 /// Something that happened on a peer's channel.
@@ -327,6 +334,9 @@ impl SecurityLayer for DtlsLayer {
         let p = self.peers.get(&peer)?;
         if !p.channel.is_established() {
             return None;
+        }
+        if let Some((common_name, sans)) = p.channel.peer_certificate_names() {
+            return Some(PeerIdentity::Certificate { common_name, sans });
         }
         p.channel.psk_identity().map(PeerIdentity::Psk)
     }

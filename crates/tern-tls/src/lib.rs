@@ -7,6 +7,7 @@ pub mod dtls;
 mod ffi;
 pub mod layer;
 mod pipe;
+pub mod pki;
 pub mod record;
 
 pub use credentials::{CredentialError, Psk, PskMap, PskStore};
@@ -15,3 +16,4 @@ pub use dtls::{
     TimerPolicy, TlsError,
 };
 pub use layer::{DtlsLayer, DtlsLimits, LayerEvent, PeerIdentity, PlainLayer, SecurityLayer};
+pub use pki::{CertificateCheck, PkiError, PkiSettings, Source};
