@@ -49,6 +49,50 @@ pub struct RequestArgs {
     /// PSK for coaps://: text, or hex:00ff....
     #[arg(short = 'k', long = "psk-key", requires = "psk_identity")]
     psk_key: Option<String>,
+    /// Our certificate (PEM or DER) for coaps://.
+    #[arg(short = 'c', long = "cert", requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// The private key of --cert.
+    #[arg(short = 'j', long = "key", requires = "cert")]
+    key: Option<std::path::PathBuf>,
+    /// CA certificate(s) to verify the server with; its name must match the URI's host.
+    #[arg(short = 'C', long = "ca")]
+    ca: Option<std::path::PathBuf>,
+    /// Do not verify the server's certificate.
+    #[arg(long = "no-verify", conflicts_with = "ca")]
+    no_verify: bool,
+}
+
+/// Certificate settings from the flags, if any certificate flag was given.
+fn pki_from_args(args: &RequestArgs) -> Result<Option<tern::tls::PkiSettings>, String> {
+    use tern::tls::{PkiSettings, Source};
+    if args.cert.is_none() && args.ca.is_none() && !args.no_verify {
+        return Ok(None);
+    }
+    let ca = args.ca.clone().map(Source::File);
+    let mut pki = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => {
+            PkiSettings::new(Source::File(cert.clone()), Source::File(key.clone()), ca)
+        }
+        _ => PkiSettings::verify_only(ca),
+    };
+    pki.verify_peer = !args.no_verify;
+    if pki.verify_peer {
+        let uri =
+            tern::proto::uri::CoapUri::parse(&args.uri).map_err(|e| format!("invalid URI: {e}"))?;
+        pki.expected_name = Some(match &uri.host {
+            tern::proto::uri::Host::Name(name) => name.clone(),
+            tern::proto::uri::Host::Ipv4(ip) => ip.to_string(),
+            tern::proto::uri::Host::Ipv6(ip) => ip.to_string(),
+        });
+        if let tern::proto::uri::Host::Name(name) = &uri.host {
+            pki.sni = Some(name.clone());
+        }
+    } else if args.cert.is_none() {
+        // --no-verify alone: no certificate of ours, nothing checked.
+        pki.verify_peer = false;
+    }
+    Ok(Some(pki))
 }
 
 fn parse_content_format(text: &str) -> Result<ContentFormat, String> {
@@ -121,6 +165,15 @@ fn read_payload(args: &RequestArgs) -> Result<Vec<u8>, String> {
 pub async fn run(method: Code, args: RequestArgs) -> Result<ExitCode, String> {
     let payload = read_payload(&args)?;
     let mut builder = Context::builder();
+    let pki = pki_from_args(&args)?;
+    let have_pki = pki.is_some();
+    if let Some(pki) = pki {
+        builder = builder.dtls_client(tern::tls::DtlsSettings {
+            pki: Some(pki),
+            handshake_timeout: Duration::from_secs_f64(args.timeout),
+            ..Default::default()
+        });
+    }
     if let (Some(identity), Some(key)) = (&args.psk_identity, &args.psk_key) {
         let key =
             tern::tls::credentials::parse_key(key).map_err(|e| format!("-k/--psk-key: {e}"))?;
@@ -132,8 +185,10 @@ pub async fn run(method: Code, args: RequestArgs) -> Result<ExitCode, String> {
             handshake_timeout: Duration::from_secs_f64(args.timeout),
             ..Default::default()
         });
-    } else if args.uri.to_ascii_lowercase().starts_with("coaps:") {
-        return Err("coaps:// needs a PSK: -u IDENTITY -k KEY".into());
+    } else if args.uri.to_ascii_lowercase().starts_with("coaps:") && !have_pki {
+        return Err(
+            "coaps:// needs credentials: -u IDENTITY -k KEY, or -C CA (with -c CERT -j KEY)".into(),
+        );
     }
     let context = builder.build().await.map_err(|e| e.to_string())?;
     let mut request = context

@@ -57,6 +57,18 @@ pub struct ServeArgs {
     /// The PSK identity hint sent to clients (none by default).
     #[arg(long)]
     psk_hint: Option<String>,
+    /// Server certificate (PEM or DER) for coaps://.
+    #[arg(long, requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// The private key of --cert.
+    #[arg(long, requires = "cert")]
+    key: Option<std::path::PathBuf>,
+    /// CA certificate(s) to verify client certificates with (clients are asked for one).
+    #[arg(long, requires = "cert")]
+    ca: Option<std::path::PathBuf>,
+    /// Refuse clients without a valid certificate (needs --ca).
+    #[arg(long, requires = "ca")]
+    require_client_cert: bool,
 }
 
 /// Reads `identity key` lines; names the line of any error.
@@ -192,6 +204,9 @@ pub fn demo_router(store_max_value: usize, store_max_entries: usize) -> Router {
                 .get(|r: Request| async move {
                     match r.peer_identity() {
                         Some(PeerIdentity::Psk(id)) => Response::text(format!("psk:{}", String::from_utf8_lossy(id))),
+                        Some(PeerIdentity::Certificate { common_name, .. }) => {
+                            Response::text(format!("cert:{}", common_name.as_deref().unwrap_or("")))
+                        }
                         None => Response::text("anonymous"),
                     }
                 })
@@ -266,10 +281,23 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, String> {
         psks.extend(read_psk_file(path)?);
     }
     let mut dtls_binds = args.dtls_bind.clone();
-    if !dtls_binds.is_empty() && psks.is_empty() {
-        return Err("--dtls-bind needs keys: --psk-identity and --psk-key, or --psk-file".into());
+    let pki = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => {
+            use tern::tls::{PkiSettings, Source};
+            let mut pki = PkiSettings::new(
+                Source::File(cert.clone()),
+                Source::File(key.clone()),
+                args.ca.clone().map(Source::File),
+            );
+            pki.require_peer_certificate = args.require_client_cert;
+            Some(pki)
+        }
+        _ => None,
+    };
+    if !dtls_binds.is_empty() && psks.is_empty() && pki.is_none() {
+        return Err("--dtls-bind needs credentials: --psk-identity and --psk-key, --psk-file, or --cert and --key".into());
     }
-    if !psks.is_empty() {
+    if !psks.is_empty() || pki.is_some() {
         if dtls_binds.is_empty() {
             dtls_binds = vec![
                 SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 5684)),
@@ -277,11 +305,14 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, String> {
             ];
         }
         let store = PskMap::new();
+        let have_psk = !psks.is_empty();
         for psk in psks {
             store.insert(psk);
         }
         builder = builder.dtls_server(DtlsSettings {
-            psk_store: Some(std::sync::Arc::new(store)),
+            psk_store: have_psk
+                .then(|| std::sync::Arc::new(store) as std::sync::Arc<dyn tern::tls::PskStore>),
+            pki,
             identity_hint: args.psk_hint.as_ref().map(|h| h.as_bytes().to_vec()),
             ..Default::default()
         });

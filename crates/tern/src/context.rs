@@ -15,7 +15,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use tern_tls::{DtlsContext, DtlsLayer, DtlsLimits, DtlsSettings, PlainLayer, Psk, SecurityLayer};
+use tern_tls::{
+    DtlsContext, DtlsLayer, DtlsLimits, DtlsSettings, PkiSettings, PlainLayer, Psk, SecurityLayer,
+};
 
 use crate::driver::{Command, Driver};
 use crate::error::Error;
@@ -101,11 +103,23 @@ impl ContextBuilder {
         self
     }
 
-    /// Client-side DTLS settings (handshake time-out, cipher suites, MTU); a PSK given here
-    /// or with [`psk`](Self::psk) enables coaps://.
+    /// Certificates this context's clients use for coaps:// (and how servers are verified).
+    pub fn pki(mut self, pki: PkiSettings) -> Self {
+        self.dtls_client.pki = Some(pki);
+        self
+    }
+
+    /// Client-side DTLS settings (handshake time-out, cipher suites, MTU); a PSK or
+    /// certificates given here, or with [`psk`](Self::psk) or [`pki`](Self::pki), enable
+    /// coaps://.
     pub fn dtls_client(mut self, settings: DtlsSettings) -> Self {
         let psk = settings.psk.clone().or(self.dtls_client.psk.take());
-        self.dtls_client = DtlsSettings { psk, ..settings };
+        let pki = settings.pki.clone().or(self.dtls_client.pki.take());
+        self.dtls_client = DtlsSettings {
+            psk,
+            pki,
+            ..settings
+        };
         self
     }
 
@@ -145,16 +159,17 @@ impl ContextBuilder {
             .validate()
             .map_err(|e| Error::Config(e.to_string()))?;
         let router = self.router.map(Arc::new);
-        let client_dtls = match &self.dtls_client.psk {
-            Some(_) => Some(DtlsContext::client(self.dtls_client.clone())?),
-            None => None,
+        let client_dtls = if self.dtls_client.psk.is_some() || self.dtls_client.pki.is_some() {
+            Some(DtlsContext::client(self.dtls_client.clone())?)
+        } else {
+            None
         };
         let server_dtls = match (&self.dtls_server, self.dtls_binds.is_empty()) {
             (Some(settings), _) => Some(DtlsContext::server(settings.clone())?),
             (None, true) => None,
             (None, false) => {
                 return Err(Error::Config(
-                    "bind_dtls needs dtls_server settings (a PSK store)".into(),
+                    "bind_dtls needs dtls_server settings (a PSK store or certificates)".into(),
                 ))
             }
         };

@@ -27,7 +27,9 @@ pub enum Error {
     #[error("the {0} scheme is not supported yet (coap:// and coaps:// are)")]
     UnsupportedScheme(Scheme),
     /// coaps:// without credentials.
-    #[error("coaps:// needs credentials: give the context a PSK (identity and key)")]
+    #[error(
+        "coaps:// needs credentials: give the context a PSK (identity and key) or certificates"
+    )]
     NoCredentials,
     /// The security layer refused its configuration.
     #[error(transparent)]

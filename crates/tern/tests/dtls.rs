@@ -14,7 +14,9 @@ async fn dtls_server() -> (Context, std::net::SocketAddr) {
     let router = Router::new().get("/whoami", |r: Request| async move {
         match r.peer_identity() {
             Some(PeerIdentity::Psk(id)) => Response::text(String::from_utf8_lossy(id).into_owned()),
-            None => Response::error(Code::UNAUTHORIZED, "no identity"),
+            Some(PeerIdentity::Certificate { .. }) | None => {
+                Response::error(Code::UNAUTHORIZED, "no PSK identity")
+            }
         }
     });
     let ctx = Context::builder()
