@@ -6,9 +6,9 @@
 //! keeps one [`DtlsChannel`] per peer, connects on first use (client), answers ClientHellos
 //! through a stateless [`DtlsListener`] (server), and holds plaintext until the handshake is done.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::dtls::{
     Accept, ChannelEvent, ChannelState, DtlsChannel, DtlsContext, DtlsListener, TlsError,
@@ -39,6 +39,8 @@ pub enum LayerEvent {
     HandshakeFailed(SocketAddr, String),
     /// The channel closed (close_notify, error, or locally), with the reason.
     Closed(SocketAddr, String),
+    /// An idle channel was closed and freed after the idle time-out.
+    IdleFreed(SocketAddr),
 }
 
 /// One interface over plain and secure datagram channels.
@@ -63,6 +65,16 @@ pub trait SecurityLayer: Send + 'static {
     fn peer_identity(&self, peer: SocketAddr) -> Option<PeerIdentity>;
     /// Closes the channel to a peer (close_notify for DTLS).
     fn disconnect(&mut self, now: Instant, peer: SocketAddr);
+    /// Uses these client credentials for new channels to `peer` (secure layers only).
+    fn set_peer_credentials(&mut self, _peer: SocketAddr, _ctx: DtlsContext) {}
+    /// Forgets per-peer client credentials; returns whether there were any.
+    fn remove_peer_credentials(&mut self, _peer: SocketAddr) -> bool {
+        false
+    }
+    /// Closes the channels authenticated with a PSK identity; returns how many.
+    fn disconnect_identity(&mut self, _now: Instant, _identity: &[u8]) -> usize {
+        0
+    }
 }
 
 /// coap://: no protection; datagrams pass through.
@@ -111,6 +123,8 @@ pub struct DtlsLimits {
     pub max_handshaking: usize,
     /// Plaintext datagrams held per peer while its handshake runs (default 16).
     pub max_pending_per_peer: usize,
+    /// An established channel unused this long is closed and freed (default 300 s).
+    pub idle_timeout: Duration,
 }
 
 impl Default for DtlsLimits {
@@ -119,6 +133,7 @@ impl Default for DtlsLimits {
             max_channels: 10_000,
             max_handshaking: 1_000,
             max_pending_per_peer: 16,
+            idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -132,9 +147,15 @@ struct Peer {
 /// coaps://: one DTLS channel per peer.
 pub struct DtlsLayer {
     client: Option<DtlsContext>,
+    /// Client credentials for particular peers, used instead of `client` (the key store).
+    peer_clients: HashMap<SocketAddr, DtlsContext>,
     listener: Option<DtlsListener>,
     limits: DtlsLimits,
     peers: HashMap<SocketAddr, Peer>,
+    /// Peers whose handshake runs: the only channels with timers.
+    handshaking: HashSet<SocketAddr>,
+    /// When idle channels are next looked for.
+    idle_sweep_at: Option<Instant>,
     received: VecDeque<(SocketAddr, Vec<u8>)>,
     transmit: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<LayerEvent>,
@@ -150,9 +171,12 @@ impl DtlsLayer {
         let listener = server.map(DtlsListener::new).transpose()?;
         Ok(DtlsLayer {
             client,
+            peer_clients: HashMap::new(),
             listener,
             limits,
             peers: HashMap::new(),
+            handshaking: HashSet::new(),
+            idle_sweep_at: None,
             received: VecDeque::new(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
@@ -164,16 +188,86 @@ impl DtlsLayer {
         self.peers.len()
     }
 
-    fn handshaking(&self) -> usize {
-        self.peers
-            .values()
-            .filter(|p| !p.channel.is_established())
-            .count()
+    /// Channels in handshake.
+    pub fn handshaking_count(&self) -> usize {
+        self.handshaking.len()
     }
 
-    /// Makes room for one more channel: false if the handshake cap is reached.
+    /// Uses `ctx` (its PSK or certificates) for new channels to `peer`, instead of the
+    /// layer's default client context.
+    pub fn set_peer_credentials(&mut self, peer: SocketAddr, ctx: DtlsContext) {
+        self.peer_clients.insert(peer, ctx);
+    }
+
+    /// Forgets the credentials for `peer`: later handshakes use the default ones (or none).
+    /// Returns whether there were any.
+    pub fn remove_peer_credentials(&mut self, peer: SocketAddr) -> bool {
+        self.peer_clients.remove(&peer).is_some()
+    }
+
+    /// Closes every channel whose peer authenticated with this PSK identity (after its key was
+    /// removed from the store, for instance); returns how many.
+    pub fn disconnect_identity(&mut self, now: Instant, identity: &[u8]) -> usize {
+        let victims: Vec<SocketAddr> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.channel.is_established() && p.channel.psk_identity().as_deref() == Some(identity)
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        for peer in &victims {
+            self.disconnect(now, *peer);
+        }
+        victims.len()
+    }
+
+    fn insert_peer(&mut self, now: Instant, peer: SocketAddr, channel: DtlsChannel) {
+        self.handshaking.insert(peer);
+        self.peers.insert(
+            peer,
+            Peer {
+                channel,
+                pending: VecDeque::new(),
+                last_used: now,
+            },
+        );
+        if self.idle_sweep_at.is_none() {
+            self.idle_sweep_at = Some(now + self.idle_sweep_interval());
+        }
+    }
+
+    fn idle_sweep_interval(&self) -> Duration {
+        (self.limits.idle_timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(30))
+    }
+
+    /// Closes channels unused for the idle time-out.
+    fn sweep_idle(&mut self, now: Instant) {
+        let idle = self.limits.idle_timeout;
+        let victims: Vec<SocketAddr> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                p.channel.is_established() && now.saturating_duration_since(p.last_used) >= idle
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        for peer in victims {
+            if let Some(mut p) = self.peers.remove(&peer) {
+                p.channel.close();
+                while let Some(d) = p.channel.poll_transmit() {
+                    self.transmit.push_back((peer, d));
+                }
+                self.events.push_back(LayerEvent::IdleFreed(peer));
+            }
+        }
+        self.idle_sweep_at = (!self.peers.is_empty()).then(|| now + self.idle_sweep_interval());
+    }
+
+    /// Makes room for one more channel: false if the handshake cap is reached, or if every
+    /// channel is in handshake.
     fn admit(&mut self, now: Instant) -> bool {
-        if self.handshaking() >= self.limits.max_handshaking {
+        if self.handshaking.len() >= self.limits.max_handshaking {
             return false;
         }
         if self.peers.len() >= self.limits.max_channels {
@@ -204,6 +298,7 @@ impl DtlsLayer {
             });
         }
         if p.channel.is_established() {
+            self.handshaking.remove(&peer);
             while let Some(plain) = p.pending.pop_front() {
                 let _ = p.channel.send(&plain);
             }
@@ -216,6 +311,7 @@ impl DtlsLayer {
         }
         if matches!(p.channel.state(), ChannelState::Closed(_)) {
             self.peers.remove(&peer);
+            self.handshaking.remove(&peer);
         }
     }
 }
@@ -243,14 +339,7 @@ impl SecurityLayer for DtlsLayer {
                     return;
                 }
                 self.events.push_back(LayerEvent::HandshakeStarted(peer));
-                self.peers.insert(
-                    peer,
-                    Peer {
-                        channel: *channel,
-                        pending: VecDeque::new(),
-                        last_used: now,
-                    },
-                );
+                self.insert_peer(now, peer, *channel);
                 self.collect(peer);
             }
             Accept::Ignore => {}
@@ -259,8 +348,13 @@ impl SecurityLayer for DtlsLayer {
 
     fn send(&mut self, now: Instant, peer: SocketAddr, plaintext: Vec<u8>) {
         if !self.peers.contains_key(&peer) {
-            let Some(ctx) = self.client.clone() else {
-                return; // a server cannot open channels; the peer is gone
+            let Some(ctx) = self
+                .peer_clients
+                .get(&peer)
+                .or(self.client.as_ref())
+                .cloned()
+            else {
+                return; // no credentials for this peer (a server cannot open channels)
             };
             if !self.admit(now) {
                 return;
@@ -268,14 +362,7 @@ impl SecurityLayer for DtlsLayer {
             match DtlsChannel::connect(&ctx, now) {
                 Ok(channel) => {
                     self.events.push_back(LayerEvent::HandshakeStarted(peer));
-                    self.peers.insert(
-                        peer,
-                        Peer {
-                            channel,
-                            pending: VecDeque::new(),
-                            last_used: now,
-                        },
-                    );
+                    self.insert_peer(now, peer, channel);
                 }
                 Err(e) => {
                     self.events
@@ -309,18 +396,32 @@ impl SecurityLayer for DtlsLayer {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.peers
-            .values()
+        let handshakes = self
+            .handshaking
+            .iter()
+            .filter_map(|a| self.peers.get(a))
             .filter_map(|p| p.channel.poll_timeout())
-            .min()
+            .min();
+        match (handshakes, self.idle_sweep_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn handle_timeout(&mut self, now: Instant) {
+        if self.idle_sweep_at.is_some_and(|t| t <= now) {
+            self.sweep_idle(now);
+        }
         let due: Vec<SocketAddr> = self
-            .peers
+            .handshaking
             .iter()
-            .filter(|(_, p)| p.channel.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(a, _)| *a)
+            .filter(|a| {
+                self.peers
+                    .get(a)
+                    .and_then(|p| p.channel.poll_timeout())
+                    .is_some_and(|t| t <= now)
+            })
+            .copied()
             .collect();
         for peer in due {
             if let Some(p) = self.peers.get_mut(&peer) {
@@ -341,7 +442,20 @@ impl SecurityLayer for DtlsLayer {
         p.channel.psk_identity().map(PeerIdentity::Psk)
     }
 
+    fn set_peer_credentials(&mut self, peer: SocketAddr, ctx: DtlsContext) {
+        DtlsLayer::set_peer_credentials(self, peer, ctx);
+    }
+
+    fn remove_peer_credentials(&mut self, peer: SocketAddr) -> bool {
+        DtlsLayer::remove_peer_credentials(self, peer)
+    }
+
+    fn disconnect_identity(&mut self, now: Instant, identity: &[u8]) -> usize {
+        DtlsLayer::disconnect_identity(self, now, identity)
+    }
+
     fn disconnect(&mut self, _now: Instant, peer: SocketAddr) {
+        self.handshaking.remove(&peer);
         if let Some(mut p) = self.peers.remove(&peer) {
             p.channel.close();
             while let Some(d) = p.channel.poll_transmit() {
@@ -350,5 +464,117 @@ impl SecurityLayer for DtlsLayer {
             self.events
                 .push_back(LayerEvent::Closed(peer, "closed locally".into()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DtlsSettings, Psk, PskMap};
+    use std::sync::Arc;
+
+    fn layers(idle: Duration) -> (DtlsLayer, DtlsLayer) {
+        let store = PskMap::new();
+        store.insert(Psk::new("a", "key-a").unwrap());
+        let server = DtlsContext::server(DtlsSettings {
+            psk_store: Some(Arc::new(store)),
+            ..Default::default()
+        })
+        .unwrap();
+        let client = DtlsContext::client(DtlsSettings {
+            psk: Some(Psk::new("a", "key-a").unwrap()),
+            ..Default::default()
+        })
+        .unwrap();
+        let limits = DtlsLimits {
+            idle_timeout: idle,
+            ..Default::default()
+        };
+        (
+            DtlsLayer::new(Some(client), None, limits).unwrap(),
+            DtlsLayer::new(None, Some(server), limits).unwrap(),
+        )
+    }
+
+    const C: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
+    const S: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 2);
+
+    fn exchange(now: Instant, client: &mut DtlsLayer, server: &mut DtlsLayer) {
+        for _ in 0..20 {
+            let mut moved = false;
+            while let Some((_, d)) = client.poll_transmit() {
+                server.handle_datagram(now, C, &d);
+                moved = true;
+            }
+            while let Some((_, d)) = server.poll_transmit() {
+                client.handle_datagram(now, S, &d);
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    #[test]
+    fn plaintext_waits_for_the_handshake_then_flows() {
+        let (mut client, mut server) = layers(Duration::from_secs(300));
+        let now = Instant::now();
+        client.send(now, S, b"first".to_vec());
+        assert_eq!(client.handshaking_count(), 1);
+        exchange(now, &mut client, &mut server);
+        assert_eq!(server.poll_received(), Some((C, b"first".to_vec())));
+        assert_eq!(client.handshaking_count(), 0);
+        assert_eq!(
+            server.peer_identity(C),
+            Some(PeerIdentity::Psk(b"a".to_vec()))
+        );
+        let events: Vec<_> = std::iter::from_fn(|| server.poll_event()).collect();
+        assert_eq!(
+            events,
+            vec![LayerEvent::HandshakeStarted(C), LayerEvent::Established(C)]
+        );
+    }
+
+    #[test]
+    fn idle_sessions_are_freed_and_identities_can_be_cut_off() {
+        let (mut client, mut server) = layers(Duration::from_millis(500));
+        let now = Instant::now();
+        client.send(now, S, b"x".to_vec());
+        exchange(now, &mut client, &mut server);
+        assert_eq!(server.channel_count(), 1);
+        // Idle for longer than the time-out: freed, with an event, at the next sweep.
+        let later = now + Duration::from_secs(2);
+        assert!(server.poll_timeout().is_some_and(|t| t <= later));
+        server.handle_timeout(later);
+        assert_eq!(server.channel_count(), 0);
+        assert!(std::iter::from_fn(|| server.poll_event()).any(|e| e == LayerEvent::IdleFreed(C)));
+        // A new session, then its identity's key is withdrawn and live sessions closed.
+        let (mut client, mut server) = layers(Duration::from_secs(300));
+        client.send(now, S, b"y".to_vec());
+        exchange(now, &mut client, &mut server);
+        assert_eq!(server.disconnect_identity(now, b"a"), 1);
+        assert_eq!(server.channel_count(), 0);
+        assert_eq!(server.disconnect_identity(now, b"a"), 0);
+    }
+
+    #[test]
+    fn per_peer_credentials_override_and_can_be_removed() {
+        let (_, mut server) = layers(Duration::from_secs(300));
+        let mut bare = DtlsLayer::new(None, None, DtlsLimits::default()).unwrap();
+        let now = Instant::now();
+        bare.send(now, S, b"no credentials".to_vec());
+        assert_eq!(bare.channel_count(), 0, "no credentials, no channel");
+        let ctx = DtlsContext::client(DtlsSettings {
+            psk: Some(Psk::new("a", "key-a").unwrap()),
+            ..Default::default()
+        })
+        .unwrap();
+        bare.set_peer_credentials(S, ctx);
+        bare.send(now, S, b"now".to_vec());
+        exchange(now, &mut bare, &mut server);
+        assert_eq!(server.poll_received(), Some((C, b"now".to_vec())));
+        assert!(bare.remove_peer_credentials(S));
+        assert!(!bare.remove_peer_credentials(S));
     }
 }

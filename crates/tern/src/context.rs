@@ -23,17 +23,21 @@ use crate::driver::{Command, Driver};
 use crate::error::Error;
 use crate::message::{RequestOptions, Response};
 use crate::router::Router;
+use crate::session::{Session, SessionBuilder, SessionEvent};
+use tokio::sync::broadcast;
 
-struct EndpointHandle {
-    local: SocketAddr,
+pub(crate) struct EndpointHandle {
+    pub(crate) local: SocketAddr,
     /// DTLS (coaps://) rather than plain UDP (coap://).
     secure: bool,
-    commands: mpsc::UnboundedSender<Command>,
+    pub(crate) commands: mpsc::UnboundedSender<Command>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
 struct Inner {
     config: EndpointConfig,
+    /// Session events for every endpoint; bounded, so a slow subscriber loses the oldest.
+    events: broadcast::Sender<SessionEvent>,
     /// Client-side DTLS, when the context has a PSK.
     client_dtls: Option<DtlsContext>,
     dtls_limits: DtlsLimits,
@@ -46,6 +50,9 @@ struct Inner {
     /// Per-peer transmission parameters, applied to endpoints made later too.
     peer_params: Mutex<Vec<(SocketAddr, TransmissionParams)>>,
 }
+
+/// Session events kept for a slow subscriber before the oldest are dropped.
+const EVENT_BACKLOG: usize = 1024;
 
 /// How long a handler may run before its request is answered 5.03 (default).
 pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -159,6 +166,7 @@ impl ContextBuilder {
             .validate()
             .map_err(|e| Error::Config(e.to_string()))?;
         let router = self.router.map(Arc::new);
+        let (events, _) = broadcast::channel(EVENT_BACKLOG);
         let client_dtls = if self.dtls_client.psk.is_some() || self.dtls_client.pki.is_some() {
             Some(DtlsContext::client(self.dtls_client.clone())?)
         } else {
@@ -182,6 +190,7 @@ impl ContextBuilder {
                 router.clone(),
                 self.handler_timeout,
                 PlainLayer::default(),
+                events.clone(),
             )?);
         }
         for addr in &self.dtls_binds {
@@ -193,10 +202,12 @@ impl ContextBuilder {
                 router.clone(),
                 self.handler_timeout,
                 layer,
+                events.clone(),
             )?);
         }
         Ok(Context {
             inner: Arc::new(Inner {
+                events: events.clone(),
                 next_ticket: Default::default(),
                 handler_timeout: self.handler_timeout,
                 client_dtls,
@@ -232,6 +243,7 @@ fn spawn_driver<L: SecurityLayer>(
     router: Option<Arc<Router>>,
     handler_timeout: Duration,
     layer: L,
+    events: broadcast::Sender<SessionEvent>,
 ) -> Result<Arc<EndpointHandle>, Error> {
     let secure = layer.is_secure();
     let local = socket.local_addr()?;
@@ -247,6 +259,7 @@ fn spawn_driver<L: SecurityLayer>(
         tx.clone(),
         router,
         handler_timeout,
+        events,
     );
     let task = tokio::spawn(driver.run());
     tracing::debug!(%local, secure, "endpoint started");
@@ -288,6 +301,7 @@ impl Context {
     pub fn client() -> Context {
         Context {
             inner: Arc::new(Inner {
+                events: broadcast::channel(EVENT_BACKLOG).0,
                 next_ticket: Default::default(),
                 handler_timeout: DEFAULT_HANDLER_TIMEOUT,
                 client_dtls: None,
@@ -299,6 +313,42 @@ impl Context {
                 peer_params: Mutex::new(Vec::new()),
             }),
         }
+    }
+
+    /// Subscribes to session events (handshakes, establishment, closes, idle frees) of every
+    /// endpoint of this context.
+    pub fn events(&self) -> broadcast::Receiver<SessionEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Starts building a session with the peer of `uri` (coap:// or coaps://), with its own
+    /// credentials and parameters if given.
+    pub fn session(&self, uri: &str) -> SessionBuilder {
+        SessionBuilder {
+            context: self.clone(),
+            uri: CoapUri::parse(uri).map_err(Error::from),
+            psk: None,
+            pki: None,
+            params: None,
+            dtls: None,
+        }
+    }
+
+    /// Closes every DTLS session whose peer authenticated with this PSK identity (after its
+    /// key was removed from the server's store, say); returns how many were closed.
+    pub async fn close_sessions_with_identity(&self, identity: &[u8]) -> usize {
+        let mut closed = 0;
+        for endpoint in self.all_endpoints().into_iter().filter(|e| e.secure) {
+            let (tx, rx) = oneshot::channel();
+            if endpoint
+                .commands
+                .send(Command::DisconnectIdentity(identity.to_vec(), tx))
+                .is_ok()
+            {
+                closed += rx.await.unwrap_or(0);
+            }
+        }
+        closed
     }
 
     /// The addresses this context listens on.
@@ -341,9 +391,23 @@ impl Context {
         self.request(Code::IPATCH, uri)
     }
 
+    /// A request builder for an already parsed URI.
+    pub fn request_uri(&self, method: Code, uri: CoapUri) -> RequestBuilder {
+        RequestBuilder {
+            context: self.clone(),
+            method,
+            uri: Ok(uri),
+            payload: Vec::new(),
+            options: Vec::new(),
+            request_options: RequestOptions::default(),
+            session: None,
+        }
+    }
+
     /// A request builder for any method.
     pub fn request(&self, method: Code, uri: &str) -> RequestBuilder {
         RequestBuilder {
+            session: None,
             context: self.clone(),
             method,
             uri: CoapUri::parse(uri).map_err(Error::from),
@@ -383,6 +447,17 @@ impl Context {
         params: RequestParams,
     ) -> Result<Response, Error> {
         let endpoint = self.endpoint_for(peer, secure)?;
+        self.send_on(&endpoint, peer, message, params).await
+    }
+
+    /// Sends on a given endpoint (a session's).
+    pub(crate) async fn send_on(
+        &self,
+        endpoint: &Arc<EndpointHandle>,
+        peer: SocketAddr,
+        message: Message,
+        params: RequestParams,
+    ) -> Result<Response, Error> {
         let (reply, response) = oneshot::channel();
         let ticket = self
             .inner
@@ -473,9 +548,20 @@ impl Context {
 
     /// A bound endpoint of the peer's address family, else an ephemeral one made on demand.
     fn endpoint_for(&self, peer: SocketAddr, secure: bool) -> Result<Arc<EndpointHandle>, Error> {
-        let client_dtls = match (secure, &self.inner.client_dtls) {
-            (true, None) => return Err(Error::NoCredentials),
-            (_, ctx) => ctx.clone(),
+        self.endpoint_for_session(peer, secure, false)
+    }
+
+    /// The endpoint for a peer; `own_credentials` when the session brings its own, so the
+    /// context needs none.
+    pub(crate) fn endpoint_for_session(
+        &self,
+        peer: SocketAddr,
+        secure: bool,
+        own_credentials: bool,
+    ) -> Result<Arc<EndpointHandle>, Error> {
+        let client_dtls = match (secure, &self.inner.client_dtls, own_credentials) {
+            (true, None, false) => return Err(Error::NoCredentials),
+            (_, ctx, _) => ctx.clone(),
         };
         let same_family = |e: &&Arc<EndpointHandle>| {
             e.local.is_ipv4() == peer.is_ipv4() && e.secure == secure && !e.commands.is_closed()
@@ -500,9 +586,24 @@ impl Context {
         );
         let handle = if secure {
             let layer = DtlsLayer::new(client_dtls, None, self.inner.dtls_limits)?;
-            spawn_driver(socket, config, router, timeout, layer)?
+            spawn_driver(
+                socket,
+                config,
+                router,
+                timeout,
+                layer,
+                self.inner.events.clone(),
+            )?
         } else {
-            spawn_driver(socket, config, router, timeout, PlainLayer::default())?
+            let layer = PlainLayer::default();
+            spawn_driver(
+                socket,
+                config,
+                router,
+                timeout,
+                layer,
+                self.inner.events.clone(),
+            )?
         };
         if let Ok(all) = self.inner.peer_params.lock() {
             for (peer, params) in all.iter() {
@@ -561,6 +662,8 @@ pub struct RequestBuilder {
     payload: Vec<u8>,
     options: Vec<(OptionNumber, Vec<u8>)>,
     request_options: RequestOptions,
+    /// Held while the request runs, so the session outlives it.
+    session: Option<Session>,
 }
 
 impl RequestBuilder {
@@ -632,9 +735,21 @@ impl RequestBuilder {
         Ok(message)
     }
 
+    pub(crate) fn via_session(mut self, session: Session) -> Self {
+        self.session = Some(session);
+        self
+    }
+
     /// Sends the request and waits for its response (of any code).
     pub async fn send(self) -> Result<Response, Error> {
         let message = self.build_message()?;
+        if let Some(session) = &self.session {
+            let (endpoint, peer) = session.target();
+            let params = RequestParams {
+                timeout: self.request_options.timeout,
+            };
+            return self.context.send_on(&endpoint, peer, message, params).await;
+        }
         let uri = self.uri?;
         let peer = resolve(&uri).await?;
         let params = RequestParams {

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use tern_proto::endpoint::{RequestError, RequestParams, Stats};
 use tern_proto::{Code, Endpoint, Event, IncomingId, Message, RequestId, TransmissionParams};
-use tern_tls::{LayerEvent, SecurityLayer};
+use tern_tls::{DtlsContext, LayerEvent, SecurityLayer};
+
+use crate::session::SessionEvent;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
@@ -38,6 +40,12 @@ pub(crate) enum Command {
         response: Message,
     },
     Cancel(u64),
+    /// Closes the session with a peer; its waiting requests fail with the reason.
+    Disconnect(SocketAddr, String),
+    /// Sets (or, with `None`, removes) the client credentials for a peer.
+    PeerCredentials(SocketAddr, Option<Box<DtlsContext>>),
+    /// Closes every session authenticated with a PSK identity; answers how many.
+    DisconnectIdentity(Vec<u8>, oneshot::Sender<usize>),
     Stats(oneshot::Sender<Stats>),
     PeerParams(SocketAddr, TransmissionParams),
     Shutdown,
@@ -59,6 +67,8 @@ pub(crate) struct Driver<L: SecurityLayer> {
     waiting: HashMap<RequestId, (u64, oneshot::Sender<Result<Message, RequestError>>)>,
     tickets: HashMap<u64, RequestId>,
     outbox: Vec<(SocketAddr, Vec<u8>)>,
+    events: tokio::sync::broadcast::Sender<SessionEvent>,
+    local: SocketAddr,
 }
 
 impl<L: SecurityLayer> Driver<L> {
@@ -71,7 +81,11 @@ impl<L: SecurityLayer> Driver<L> {
         command_tx: mpsc::UnboundedSender<Command>,
         router: Option<Arc<Router>>,
         handler_timeout: Duration,
+        events: tokio::sync::broadcast::Sender<SessionEvent>,
     ) -> Self {
+        let local = socket
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         Driver {
             socket,
             endpoint,
@@ -83,6 +97,8 @@ impl<L: SecurityLayer> Driver<L> {
             waiting: HashMap::new(),
             tickets: HashMap::new(),
             outbox: Vec::with_capacity(udp::BATCH),
+            events,
+            local,
         }
     }
 
@@ -204,6 +220,23 @@ impl<L: SecurityLayer> Driver<L> {
                     self.endpoint.cancel(now, id);
                 }
             }
+            Command::Disconnect(peer, reason) => {
+                self.layer.disconnect(now, peer);
+                self.endpoint
+                    .abort_peer(now, peer, RequestError::ChannelFailed(reason));
+                self.drain_layer(now);
+            }
+            Command::PeerCredentials(peer, Some(ctx)) => {
+                self.layer.set_peer_credentials(peer, *ctx)
+            }
+            Command::PeerCredentials(peer, None) => {
+                self.layer.remove_peer_credentials(peer);
+            }
+            Command::DisconnectIdentity(identity, reply) => {
+                let closed = self.layer.disconnect_identity(now, &identity);
+                self.drain_layer(now);
+                let _ = reply.send(closed);
+            }
             Command::Stats(reply) => {
                 let _ = reply.send(self.endpoint.stats());
             }
@@ -323,24 +356,51 @@ impl<L: SecurityLayer> Driver<L> {
         while let Some((peer, plaintext)) = self.layer.poll_received() {
             self.endpoint.handle(now, peer, &plaintext);
         }
+        let local = self.local;
         while let Some(event) = self.layer.poll_event() {
-            match event {
+            let session_event = match event {
                 LayerEvent::HandshakeStarted(peer) => {
-                    tracing::debug!(%peer, "DTLS handshake started")
+                    tracing::debug!(%peer, "DTLS handshake started");
+                    SessionEvent::HandshakeStarted { local, peer }
                 }
-                LayerEvent::Established(peer) => tracing::info!(%peer, "DTLS session established"),
+                LayerEvent::Established(peer) => {
+                    tracing::info!(%peer, "DTLS session established");
+                    SessionEvent::Established { local, peer }
+                }
                 LayerEvent::HandshakeFailed(peer, reason) => {
                     tracing::warn!(%peer, %reason, "DTLS handshake failed");
                     // Requests waiting for this peer fail now rather than at their time-out.
-                    self.endpoint
-                        .abort_peer(now, peer, RequestError::ChannelFailed(reason));
+                    self.endpoint.abort_peer(
+                        now,
+                        peer,
+                        RequestError::ChannelFailed(reason.clone()),
+                    );
+                    SessionEvent::HandshakeFailed {
+                        local,
+                        peer,
+                        reason,
+                    }
                 }
                 LayerEvent::Closed(peer, reason) => {
                     tracing::info!(%peer, %reason, "DTLS session closed");
-                    self.endpoint
-                        .abort_peer(now, peer, RequestError::ChannelFailed(reason));
+                    self.endpoint.abort_peer(
+                        now,
+                        peer,
+                        RequestError::ChannelFailed(reason.clone()),
+                    );
+                    SessionEvent::Closed {
+                        local,
+                        peer,
+                        reason,
+                    }
                 }
-            }
+                LayerEvent::IdleFreed(peer) => {
+                    tracing::debug!(%peer, "idle DTLS session freed");
+                    SessionEvent::IdleFreed { local, peer }
+                }
+            };
+            // Nobody listening is fine; a slow listener loses the oldest events.
+            let _ = self.events.send(session_event);
         }
     }
 

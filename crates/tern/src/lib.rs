@@ -30,11 +30,13 @@ mod driver;
 mod error;
 mod message;
 mod router;
+mod session;
 mod udp;
 
 pub use context::{resolve, Context, ContextBuilder, RequestBuilder};
 pub use error::{Error, ErrorResponse};
 pub use message::{PeerIdentity, Request, RequestOptions, Response};
 pub use router::{BoxFuture, Handler, Resource, Router};
+pub use session::{Session, SessionBuilder, SessionEvent};
 pub use tern_proto::{self as proto, Code, ContentFormat, OptionNumber};
 pub use tern_tls::{self as tls, Psk};
