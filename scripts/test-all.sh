@@ -49,6 +49,8 @@ run_cargo test --workspace --all-targets --no-fail-fast "$@" || status=$?
 doc_status=0
 run_cargo test --workspace --doc --no-fail-fast || doc_status=$?
 [ "$status" -ne 0 ] || status=$doc_status
+# Interop matrix (writes INTEROP.md); its output goes to stderr so the summary stays the last line.
+bash "$ROOT/scripts/interop-matrix.sh" >&2 || { m=$?; [ "$status" -ne 0 ] || status=$m; }
 summary
 if [ "$status" -ne 0 ]; then
     echo "test-all: FAILED (cargo exited $status)" >&2

@@ -1,0 +1,388 @@
+#!/usr/bin/env bash
+# The interop matrix: runs every supported combination of transport × security × feature × peer
+# against real peers and writes INTEROP.md (a table: pass, FAIL with a footnote, or n/s with the
+# reason).
+#   bash scripts/interop-matrix.sh                 # peers from scripts/install-peers.sh
+#   TERN_INTEROP_OUT=/tmp/x.md bash scripts/interop-matrix.sh
+# scripts/test-all.sh runs it after the cargo tests. Exits non-zero when any supported cell fails.
+#
+# Peers: libcoap's coap-client-notls / coap-server-notls (libcoap3-bin) and aiocoap-client from
+# the venv that install-peers.sh makes (${TERN_PEERS_DIR:-~/.cache/tern-peers}/venv, or
+# TERN_AIOCOAP_CLIENT). Tern is built with `cargo build -p tern-cli` (honours CARGO_TARGET_DIR).
+# Every server binds to 127.0.0.1 on a free port and is killed on exit; every client run is
+# bounded by `timeout`. coap-client exits 0 even when a request failed, so it is judged by its
+# output only.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+OUT="${TERN_INTEROP_OUT:-$ROOT/INTEROP.md}"
+PEERS_DIR="${TERN_PEERS_DIR:-${HOME:-/root}/.cache/tern-peers}"
+AIOCOAP_CLIENT="${TERN_AIOCOAP_CLIENT:-$PEERS_DIR/venv/bin/aiocoap-client}"
+CLIENT_TIMEOUT=30 # seconds for any one client run
+
+log() { printf 'interop-matrix: %s\n' "$*" >&2; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/tern-interop.XXXXXX")"
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        # bounded: a killed child is reaped at once; SIGKILL if it ignored SIGTERM
+        timeout 5 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -9 "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- build Tern ------------------------------------------------------------------------------
+log "cargo build -p tern-cli"
+timeout 1200 cargo build -q -p tern-cli
+TERN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/tern"
+[ -x "$TERN" ] || { log "no tern binary at $TERN"; exit 1; }
+
+# --- the table -------------------------------------------------------------------------------
+COLS=(lc_tern tern_lc aio_tern)
+declare -A COL_TITLE=(
+    [lc_tern]="libcoap client → tern serve"
+    [tern_lc]="tern client → libcoap server"
+    [aio_tern]="aiocoap client → tern serve"
+)
+ROWS=()
+declare -A ROW_TITLE CELL
+row() { # row ID "transport | security | feature"
+    ROWS+=("$1")
+    ROW_TITLE[$1]="$2"
+}
+row wk "coap:// (UDP) | none | GET /.well-known/core"
+row get "coap:// (UDP) | none | GET"
+row put "coap:// (UDP) | none | PUT then GET round trip"
+row nf "coap:// (UDP) | none | 4.04 Not Found"
+row sep "coap:// (UDP) | none | separate response"
+row non "coap:// (UDP) | none | NON request"
+row dtls_psk "coaps:// (DTLS 1.2) | PSK | GET, PUT, 4.04"
+row dtls_pki "coaps:// (DTLS 1.2) | PKI (X.509) | GET, PUT, 4.04"
+row tcp "coap+tcp:// | none | GET, PUT, 4.04"
+row tls_psk "coaps+tcp:// (TLS) | PSK | GET, PUT, 4.04"
+row tls_pki "coaps+tcp:// (TLS) | PKI (X.509) | GET, PUT, 4.04"
+row block "coap:// (UDP) | none | block-wise (RFC 7959)"
+row observe "coap:// (UDP) | none | observe (RFC 7641)"
+row oscore "coap:// (UDP) | OSCORE (RFC 8613) | GET, PUT, 4.04"
+
+FOOTNOTES=()
+PASS=0
+FAILS=0
+NS=0
+set_cell() { # set_cell ROW COL VALUE
+    CELL[$1,$2]="$3"
+}
+pass() { set_cell "$1" "$2" pass; PASS=$((PASS + 1)); }
+na() { set_cell "$1" "$2" "n/s: $3"; NS=$((NS + 1)); }
+fail() { # fail ROW COL "why" [files to show...]
+    local r=$1 c=$2 why=$3 n f
+    shift 3
+    FOOTNOTES+=("")
+    n=${#FOOTNOTES[@]}
+    set_cell "$r" "$c" "FAIL[^$n]"
+    FAILS=$((FAILS + 1))
+    local note="[^$n]: ${ROW_TITLE[$r]}, ${COL_TITLE[$c]}: $why"
+    for f in "$@"; do
+        [ -s "$f" ] || continue
+        note+=$'\n    '"$(basename "$f"):"
+        note+=$'\n'"$(head -c 2000 "$f" | head -n 25 | sed 's/^/        /')"
+    done
+    FOOTNOTES[n - 1]="$note"
+    log "FAIL: ${ROW_TITLE[$r]} / ${COL_TITLE[$c]}: $why"
+}
+
+# --- helpers -----------------------------------------------------------------------------------
+free_port() { # a port free for both UDP and TCP on 127.0.0.1
+    python3 - <<'PY'
+import socket
+for _ in range(100):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.1", 0))
+    port = u.getsockname()[1]
+    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        t.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        t.close()
+        u.close()
+    print(port)
+    break
+else:
+    raise SystemExit("no free port")
+PY
+}
+
+coap_ping() { # coap_ping PORT: true when 127.0.0.1:PORT answers a CoAP ping (empty CON) with RST
+    python3 - "$1" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.3)
+s.sendto(bytes([0x40, 0, 0x12, 0x34]), ("127.0.0.1", int(sys.argv[1])))
+try:
+    data = s.recv(64)
+except OSError:
+    sys.exit(1)
+sys.exit(0 if len(data) >= 4 and data[0] >> 4 == 0x7 and data[2:4] == b"\x12\x34" else 1)
+PY
+}
+
+start_server() { # start_server NAME PORT CMD...: starts, waits (bounded) until it answers
+    local name=$1 port=$2 i
+    shift 2
+    "$@" >"$WORK/$name.log" 2>&1 &
+    PIDS+=("$!")
+    local pid=$!
+    for i in $(seq 1 50); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log "$name exited before becoming ready"
+            return 1
+        fi
+        coap_ping "$port" && return 0
+        sleep 0.2
+    done
+    log "$name did not answer a CoAP ping on 127.0.0.1:$port within 10 s"
+    return 1
+}
+
+# run NAME CMD...: runs a client, bounded; stdout, stderr and exit status in $WORK/NAME.{out,err,rc}
+run() {
+    local name=$1 rc=0
+    shift
+    printf '%q ' "$@" >"$WORK/$name.cmd"
+    timeout --kill-after=5 "$CLIENT_TIMEOUT" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" </dev/null || rc=$?
+    echo "$rc" >"$WORK/$name.rc"
+    return 0
+}
+rc_of() { cat "$WORK/$1.rc"; }
+files_of() { echo "$WORK/$1.cmd" "$WORK/$1.rc" "$WORK/$1.out" "$WORK/$1.err"; }
+# An error response code line (4.xx/5.xx) anywhere in a client's output.
+has_error_code() { grep -Eq '(^|[^0-9.])[45]\.[0-9][0-9]( |$)' "$WORK/$1.out" "$WORK/$1.err"; }
+
+# --- peers and servers ---------------------------------------------------------------------------
+LC_CLIENT="$(command -v coap-client-notls || true)"
+LC_SERVER="$(command -v coap-server-notls || true)"
+[ -x "$AIOCOAP_CLIENT" ] || AIOCOAP_CLIENT=""
+KEY="m$$x$RANDOM" # a fresh store key per run
+
+TERN_PORT="$(free_port)"
+TERN_OK=1
+start_server tern-serve "$TERN_PORT" "$TERN" serve --bind "127.0.0.1:$TERN_PORT" || TERN_OK=0
+TERN_URI="coap://127.0.0.1:$TERN_PORT"
+LC_OK=0
+if [ -n "$LC_SERVER" ]; then
+    LC_PORT="$(free_port)"
+    LC_OK=1
+    start_server coap-server "$LC_PORT" "$LC_SERVER" -A 127.0.0.1 -p "$LC_PORT" || LC_OK=0
+    LC_URI="coap://127.0.0.1:$LC_PORT"
+fi
+
+# Why a whole column cannot run, or "" when it can.
+column_blocker() {
+    case $1 in
+        lc_tern)
+            [ -n "$LC_CLIENT" ] || { echo "coap-client-notls not installed (run scripts/install-peers.sh)"; return; }
+            [ "$TERN_OK" = 1 ] || echo "tern serve did not start"
+            ;;
+        tern_lc)
+            [ -n "$LC_SERVER" ] || { echo "coap-server-notls not installed (run scripts/install-peers.sh)"; return; }
+            [ "$LC_OK" = 1 ] || echo "coap-server-notls did not start"
+            ;;
+        aio_tern)
+            [ -n "$AIOCOAP_CLIENT" ] || { echo "aiocoap-client not found (run scripts/install-peers.sh)"; return; }
+            [ "$TERN_OK" = 1 ] || echo "tern serve did not start"
+            ;;
+    esac
+}
+server_log() {
+    case $1 in
+        tern_lc) echo "$WORK/coap-server.log" ;;
+        *) echo "$WORK/tern-serve.log" ;;
+    esac
+}
+
+# --- libcoap client → tern serve ---------------------------------------------------------------
+lc() { run "$1" "$LC_CLIENT" -B 5 "${@:2}"; }
+check_lc_tern() {
+    local c=lc_tern
+    lc lc_wk "$TERN_URI/.well-known/core"
+    if ! has_error_code lc_wk && grep -q '</time>' "$WORK/lc_wk.out" && grep -q '</echo>' "$WORK/lc_wk.out"; then
+        pass wk $c
+    else fail wk $c "no </time> and </echo> links" $(files_of lc_wk); fi
+
+    lc lc_get "$TERN_URI/time"
+    if ! has_error_code lc_get && [ -n "$(tr -d '[:space:]' <"$WORK/lc_get.out")" ]; then
+        pass get $c
+    else fail get $c "no /time payload" $(files_of lc_get); fi
+
+    lc lc_put -m put -e "lc-$KEY" "$TERN_URI/store/lc-$KEY"
+    lc lc_put_get "$TERN_URI/store/lc-$KEY"
+    if ! has_error_code lc_put && [ "$(cat "$WORK/lc_put_get.out")" = "lc-$KEY" ]; then
+        pass put $c
+    else fail put $c "GET did not return what PUT stored" $(files_of lc_put) $(files_of lc_put_get); fi
+
+    lc lc_nf "$TERN_URI/nope"
+    if grep -Eq '^ *4\.04' "$WORK/lc_nf.out" "$WORK/lc_nf.err"; then
+        pass nf $c
+    else fail nf $c "no 4.04 reported" $(files_of lc_nf); fi
+
+    na sep $c "tern serve has no slow resource to answer separately"
+
+    lc lc_non -N "$TERN_URI/time"
+    if ! has_error_code lc_non && [ -n "$(tr -d '[:space:]' <"$WORK/lc_non.out")" ]; then
+        pass non $c
+    else fail non $c "no /time payload for a NON GET" $(files_of lc_non); fi
+}
+
+# --- tern client → libcoap server --------------------------------------------------------------
+check_tern_lc() {
+    local c=tern_lc
+    run t_wk "$TERN" get --timeout 20 "$LC_URI/.well-known/core"
+    if [ "$(rc_of t_wk)" = 0 ] && grep -q '</time>' "$WORK/t_wk.out" && grep -q '</example_data>' "$WORK/t_wk.out"; then
+        pass wk $c
+    else fail wk $c "no </time> and </example_data> links" $(files_of t_wk); fi
+
+    run t_get "$TERN" get --timeout 20 "$LC_URI/time"
+    if [ "$(rc_of t_get)" = 0 ] && [ -n "$(tr -d '[:space:]' <"$WORK/t_get.out")" ]; then
+        pass get $c
+    else fail get $c "no /time payload" $(files_of t_get); fi
+
+    run t_put "$TERN" put --timeout 20 -e "tern-$KEY" -t text "$LC_URI/example_data"
+    run t_put_get "$TERN" get --timeout 20 "$LC_URI/example_data"
+    if [ "$(rc_of t_put)" = 0 ] && [ "$(rc_of t_put_get)" = 0 ] && [ "$(cat "$WORK/t_put_get.out")" = "tern-$KEY" ]; then
+        pass put $c
+    else fail put $c "GET did not return what PUT stored" $(files_of t_put) $(files_of t_put_get); fi
+
+    run t_nf "$TERN" get --timeout 20 "$LC_URI/nope"
+    if [ "$(rc_of t_nf)" = 1 ] && grep -q '4\.04' "$WORK/t_nf.err"; then
+        pass nf $c
+    else fail nf $c "expected exit 1 and a 4.04 reason" $(files_of t_nf); fi
+
+    # /async?1: libcoap sends an empty ACK, then the response as a separate CON after 1 s.
+    local t0 t1
+    t0=$(date +%s%N)
+    run t_sep "$TERN" get --timeout 20 -v "$LC_URI/async?1"
+    t1=$(date +%s%N)
+    local ms=$(((t1 - t0) / 1000000))
+    if [ "$(rc_of t_sep)" = 0 ] && grep -q 'done' "$WORK/t_sep.out" && [ "$ms" -ge 900 ]; then
+        pass sep $c
+    else
+        echo "elapsed ${ms} ms (the separate response comes after 1 s)" >"$WORK/t_sep.note"
+        fail sep $c "no separate response" $(files_of t_sep) "$WORK/t_sep.note"
+    fi
+
+    run t_non "$TERN" get --timeout 20 --non "$LC_URI/time"
+    if [ "$(rc_of t_non)" = 0 ] && [ -n "$(tr -d '[:space:]' <"$WORK/t_non.out")" ]; then
+        pass non $c
+    else fail non $c "no /time payload for a NON GET" $(files_of t_non); fi
+}
+
+# --- aiocoap client → tern serve ---------------------------------------------------------------
+aio() { run "$1" "$AIOCOAP_CLIENT" --no-pretty-print --no-color "${@:2}"; }
+check_aio_tern() {
+    local c=aio_tern
+    aio a_wk "$TERN_URI/.well-known/core"
+    if [ "$(rc_of a_wk)" = 0 ] && grep -q '</time>' "$WORK/a_wk.out" && grep -q '</echo>' "$WORK/a_wk.out"; then
+        pass wk $c
+    else fail wk $c "no </time> and </echo> links" $(files_of a_wk); fi
+
+    aio a_get "$TERN_URI/time"
+    if [ "$(rc_of a_get)" = 0 ] && [ -n "$(tr -d '[:space:]' <"$WORK/a_get.out")" ]; then
+        pass get $c
+    else fail get $c "no /time payload" $(files_of a_get); fi
+
+    aio a_put -m PUT --payload "aio-$KEY" "$TERN_URI/store/aio-$KEY"
+    aio a_put_get "$TERN_URI/store/aio-$KEY"
+    if [ "$(rc_of a_put)" = 0 ] && [ "$(rc_of a_put_get)" = 0 ] && [ "$(cat "$WORK/a_put_get.out")" = "aio-$KEY" ]; then
+        pass put $c
+    else fail put $c "GET did not return what PUT stored" $(files_of a_put) $(files_of a_put_get); fi
+
+    aio a_nf "$TERN_URI/nope"
+    if [ "$(rc_of a_nf)" != 0 ] && [ "$(rc_of a_nf)" != 124 ] && grep -q '4\.04' "$WORK/a_nf.out" "$WORK/a_nf.err"; then
+        pass nf $c
+    else fail nf $c "expected a non-zero exit and 4.04" $(files_of a_nf); fi
+
+    na sep $c "tern serve has no slow resource to answer separately"
+
+    aio a_non --non "$TERN_URI/time"
+    if [ "$(rc_of a_non)" = 0 ] && [ -n "$(tr -d '[:space:]' <"$WORK/a_non.out")" ]; then
+        pass non $c
+    else fail non $c "no /time payload for a NON GET" $(files_of a_non); fi
+}
+
+for c in "${COLS[@]}"; do
+    blocker="$(column_blocker "$c")"
+    if [ -n "$blocker" ]; then
+        for r in wk get put nf sep non; do
+            if [ "$r" = sep ] && [ "$c" != tern_lc ]; then
+                na sep "$c" "tern serve has no slow resource to answer separately"
+            else
+                fail "$r" "$c" "$blocker" "$(server_log "$c")"
+            fi
+        done
+        continue
+    fi
+    log "running ${COL_TITLE[$c]}"
+    "check_$c"
+done
+
+# --- not implemented yet -----------------------------------------------------------------------
+for c in "${COLS[@]}"; do
+    na dtls_psk "$c" "not implemented yet (issue 3)"
+    na dtls_pki "$c" "not implemented yet (issue 3)"
+    na tcp "$c" "not implemented yet (issue 4)"
+    na tls_psk "$c" "not implemented yet (issue 4)"
+    na tls_pki "$c" "not implemented yet (issue 4)"
+    na block "$c" "not implemented yet (issue 5)"
+    na observe "$c" "not implemented yet (issue 5)"
+done
+na oscore lc_tern "not implemented yet (issue 6); libcoap 4.3.1 as packaged has no OSCORE"
+na oscore tern_lc "not implemented yet (issue 6); libcoap 4.3.1 as packaged has no OSCORE"
+na oscore aio_tern "not implemented yet (issue 6)"
+
+# --- INTEROP.md ----------------------------------------------------------------------------------
+lc_version="$( ("${LC_CLIENT:-false}" 2>&1 || true) | sed -n '1s/.* v\([0-9.]*\).*/\1/p')"
+aio_version="$("$(dirname "${AIOCOAP_CLIENT:-/nonexistent/x}")/python" -c \
+    'import importlib.metadata as m; print(m.version("aiocoap"))' 2>/dev/null || echo '?')"
+tern_version="$("$TERN" --version 2>/dev/null | awk '{print $2}')"
+{
+    echo "# Interoperability matrix"
+    echo
+    echo "Written by \`scripts/interop-matrix.sh\` (run by \`scripts/test-all.sh\`); do not edit by hand."
+    echo "Peers: libcoap ${lc_version:-?} (\`coap-client-notls\`, \`coap-server-notls\`), aiocoap ${aio_version:-?}"
+    echo "(\`aiocoap-client\`); Tern ${tern_version:-?} (\`tern\` CLI). Every server on 127.0.0.1."
+    echo "\`pass\`: the exchange worked and its result was checked; \`FAIL\`: see the footnote;"
+    echo "\`n/s\`: not supported, with the reason."
+    echo
+    printf '| transport | security | feature |'
+    for c in "${COLS[@]}"; do printf ' %s |' "${COL_TITLE[$c]}"; done
+    printf '\n|---|---|---|'
+    for c in "${COLS[@]}"; do printf -- '---|'; done
+    printf '\n'
+    for r in "${ROWS[@]}"; do
+        printf '| %s |' "${ROW_TITLE[$r]}"
+        for c in "${COLS[@]}"; do printf ' %s |' "${CELL[$r,$c]:-?}"; done
+        printf '\n'
+    done
+    echo
+    echo "Summary: $PASS pass, $FAILS FAIL, $NS n/s."
+    if [ "${#FOOTNOTES[@]}" -gt 0 ]; then
+        echo
+        for note in "${FOOTNOTES[@]}"; do
+            printf '%s\n\n' "$note"
+        done
+    fi
+} >"$OUT"
+
+log "$PASS pass, $FAILS FAIL, $NS n/s; wrote ${OUT#"$ROOT/"}"
+[ "$FAILS" -eq 0 ]
