@@ -3,6 +3,10 @@
 //! `sockets` client sockets (each with NSTART raised to its share of the workers, so that one
 //! driver wake-up sends and receives many datagrams). Reports requests/s, latency percentiles,
 //! retransmissions and time-outs.
+//!
+//! coaps:// URIs run over DTLS with a PSK (`-u/--psk-identity`, `-k/--psk-key`): each client
+//! socket does its handshake with one request before the clock starts, so the figure is
+//! requests over established sessions (handshakes are `tern dtls-load handshakes`' job).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -43,6 +47,12 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// PSK identity for coaps://.
+    #[arg(short = 'u', long = "psk-identity", requires = "psk_key")]
+    psk_identity: Option<String>,
+    /// PSK for coaps://: text, or hex:00ff....
+    #[arg(short = 'k', long = "psk-key", requires = "psk_identity")]
+    psk_key: Option<String>,
 }
 
 /// Methods the benchmark can send.
@@ -63,8 +73,24 @@ struct WorkerResult {
     errors: u64,
 }
 
+/// Sends one request over plain UDP or, with `secure`, over the context's DTLS session.
+async fn send(
+    context: &Context,
+    secure: bool,
+    peer: SocketAddr,
+    message: Message,
+    params: RequestParams,
+) -> Result<tern::Response, Error> {
+    if secure {
+        context.send_secure(peer, message, params).await
+    } else {
+        context.send(peer, message, params).await
+    }
+}
+
 async fn worker(
     context: Context,
+    secure: bool,
     peer: SocketAddr,
     message: Message,
     timeout: Duration,
@@ -76,7 +102,7 @@ async fn worker(
     };
     while Instant::now() < until {
         let start = Instant::now();
-        match context.send(peer, message.clone(), params).await {
+        match send(&context, secure, peer, message.clone(), params).await {
             Ok(response) if !response.code().is_error() => {
                 let us = start.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
                 result.latencies_us.push(us);
@@ -135,6 +161,23 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     let uri =
         tern::proto::uri::CoapUri::parse(&args.uri).map_err(|e| format!("invalid URI: {e}"))?;
     let peer = tern::resolve(&uri).await.map_err(|e| e.to_string())?;
+    let secure = uri.scheme == tern::proto::uri::Scheme::Coaps;
+    let psk = match (&args.psk_identity, &args.psk_key) {
+        (Some(identity), Some(key)) if secure => {
+            let key =
+                tern::tls::credentials::parse_key(key).map_err(|e| format!("-k/--psk-key: {e}"))?;
+            Some(
+                tern::Psk::new(identity.as_bytes(), key.to_vec())
+                    .map_err(|e| format!("-u/-k: {e}"))?,
+            )
+        }
+        (Some(_), _) | (_, Some(_)) => {
+            return Err("-u/-k are for coaps:// URIs".into());
+        }
+        _ if secure => return Err("coaps:// needs a PSK: -u IDENTITY -k KEY".into()),
+        _ => None,
+    };
+    let timeout = Duration::from_secs_f64(args.timeout);
     let sockets = args
         .sockets
         .unwrap_or(args.concurrency.div_ceil(8))
@@ -154,8 +197,16 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
             strict_message_ids: false,
             ..Default::default()
         };
-        let context = Context::builder()
-            .bind(
+        let builder = Context::builder().endpoint_config(config);
+        let builder = match &psk {
+            // The DTLS endpoint is made on first use (one socket per context, as for UDP);
+            // the handshake gets the request time-out.
+            Some(psk) => builder.dtls_client(tern::tls::DtlsSettings {
+                psk: Some(psk.clone()),
+                handshake_timeout: timeout,
+                ..Default::default()
+            }),
+            None => builder.bind(
                 if peer.is_ipv4() {
                     "0.0.0.0:0"
                 } else {
@@ -163,22 +214,46 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
                 }
                 .parse()
                 .map_err(|e| format!("{e}"))?,
-            )
-            .endpoint_config(config)
-            .build()
-            .await
-            .map_err(|e| e.to_string())?;
+            ),
+        };
+        let context = builder.build().await.map_err(|e| e.to_string())?;
         contexts.push(context);
+    }
+    if secure {
+        // Handshakes first, all sockets at once, outside the measured time.
+        let params = RequestParams {
+            timeout: Some(timeout),
+        };
+        let mut warmups = Vec::new();
+        for context in &contexts {
+            let (context, message) = (context.clone(), message.clone());
+            warmups.push(tokio::spawn(async move {
+                context.send_secure(peer, message, params).await
+            }));
+        }
+        for warmup in warmups {
+            match warmup
+                .await
+                .map_err(|e| format!("a handshake task failed: {e}"))?
+            {
+                Ok(_) => {}
+                Err(e) => {
+                    for context in &contexts {
+                        context.shutdown().await;
+                    }
+                    return Err(format!("DTLS session to {peer} not established: {e}"));
+                }
+            }
+        }
     }
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(args.duration);
-    let timeout = Duration::from_secs_f64(args.timeout);
     let mut tasks = Vec::new();
     for i in 0..args.concurrency {
         let context = contexts[i % sockets].clone();
         let message = message.clone();
         tasks.push(tokio::spawn(async move {
-            worker(context, peer, message, timeout, until).await
+            worker(context, secure, peer, message, timeout, until).await
         }));
     }
     let mut latencies = Vec::new();
@@ -211,10 +286,11 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
         );
     } else {
         println!(
-            "{} for {elapsed:.1} s, {} clients, {}",
+            "{} for {elapsed:.1} s, {} clients, {}{}",
             args.uri,
             args.concurrency,
-            if args.non { "NON" } else { "CON" }
+            if args.non { "NON" } else { "CON" },
+            if secure { ", DTLS-PSK" } else { "" }
         );
         println!("  requests        {requests}");
         println!("  requests/s      {rps:.0}");

@@ -4,6 +4,7 @@
 mod bench;
 mod client;
 mod display;
+mod dtls_load;
 mod serve;
 
 use std::process::ExitCode;
@@ -41,6 +42,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Load a server and report requests/s and latency.
     Bench(bench::BenchArgs),
+    /// DTLS load: handshakes/s, many idle sessions, a spoofed ClientHello flood.
+    DtlsLoad(dtls_load::DtlsLoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
             Command::Ipatch(a) => client::run(Code::IPATCH, a).await,
             Command::Serve(a) => serve::run(a).await,
             Command::Bench(a) => bench::run(a).await,
+            Command::DtlsLoad(a) => dtls_load::run(a).await,
         }
     });
     match result {
