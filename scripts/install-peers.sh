@@ -3,6 +3,9 @@
 #   - libcoap 4.3.1 command-line tools (Debian package libcoap3-bin)
 #   - pkg-config and libssl-dev (for the openssl crate)
 #   - aiocoap 0.4.17 in a Python venv at ${TERN_PEERS_DIR:-$HOME/.cache/tern-peers}/venv
+#   - aiocoap's DTLS (coaps://, PSK) client support: DTLSSocket (tinydtls bindings), built from
+#     source by pip; its build needs autoconf, automake, libtool, a C compiler and Python's headers
+#     (installed with apt only when the build is needed and they are missing)
 #
 # Idempotent: installs only what is missing; runs `apt-get update` at most once.
 # Works without stdin (CI) and under `set -euo pipefail`.
@@ -12,6 +15,7 @@ PEERS_DIR="${TERN_PEERS_DIR:-${HOME:-/root}/.cache/tern-peers}"
 VENV="$PEERS_DIR/venv"
 AIOCOAP_SPEC='aiocoap[oscore]==0.4.17'
 AIOCOAP_VERSION='0.4.17'
+DTLSSOCKET_SPEC='DTLSSocket==0.2.3'
 
 log() { printf 'install-peers: %s\n' "$*" >&2; }
 
@@ -99,6 +103,49 @@ else
     fi
 fi
 
+# --- aiocoap DTLS support (DTLSSocket) -----------------------------------------------
+# Not fatal: without it only the aiocoap coaps:// tests fail (or skip), everything else runs.
+dtls_ok() {
+    # aiocoap's own check: no module missing for its tinydtls transport
+    "$VENV/bin/python" -c 'import sys
+from aiocoap.defaults import dtls_missing_modules
+sys.exit(1 if dtls_missing_modules() else 0)' >/dev/null 2>&1
+}
+
+dtls_build_deps_missing() {
+    # prints the Debian packages DTLSSocket's source build needs that are not there
+    command -v autoreconf >/dev/null 2>&1 || echo autoconf
+    { command -v automake >/dev/null 2>&1 && command -v aclocal >/dev/null 2>&1; } || echo automake
+    command -v libtoolize >/dev/null 2>&1 || echo libtool
+    command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || echo gcc
+    "$VENV/bin/python" -c 'import os, sys, sysconfig
+sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)' \
+        >/dev/null 2>&1 || echo python3-dev
+}
+
+AIOCOAP_DTLS="yes"
+if dtls_ok; then
+    log "aiocoap DTLS support (DTLSSocket) already in $VENV"
+else
+    dtls_deps=()
+    while IFS= read -r pkg; do dtls_deps+=("$pkg"); done < <(dtls_build_deps_missing)
+    deps_ok=1
+    if [ "${#dtls_deps[@]}" -gt 0 ]; then
+        apt_install "${dtls_deps[@]}" || deps_ok=0
+    fi
+    if [ "$deps_ok" -eq 1 ]; then
+        log "pip install $DTLSSOCKET_SPEC (builds tinydtls from source)"
+        PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/pip" install -q "$AIOCOAP_SPEC" "$DTLSSOCKET_SPEC" </dev/null \
+            || log "pip install $DTLSSOCKET_SPEC failed (output above)"
+    fi
+    if dtls_ok; then
+        log "aiocoap DTLS support installed"
+    else
+        AIOCOAP_DTLS="no (DTLSSocket missing: the aiocoap coaps:// tests will fail or skip)"
+        log "WARNING: aiocoap in $VENV has no DTLS support; $AIOCOAP_DTLS"
+    fi
+fi
+
 # --- report --------------------------------------------------------------------
 cat <<INFO
 tern peers:
@@ -107,5 +154,6 @@ tern peers:
   pkg-config:        $(command -v pkg-config) (openssl $(pkg-config --modversion openssl 2>/dev/null || echo '?'))
   aiocoap venv:      $VENV
   aiocoap-client:    $VENV/bin/aiocoap-client
+  aiocoap DTLS:      $AIOCOAP_DTLS
   export TERN_AIOCOAP_CLIENT=$VENV/bin/aiocoap-client
 INFO
