@@ -29,6 +29,7 @@ use crate::code::MessageType;
 use crate::dedup::{DedupCache, DedupState};
 use crate::hash::{FromRng, HashMap, Hasher};
 use crate::message::{EncodeError, Message, Token};
+use crate::option::OptionNumber;
 use crate::reliability::TransmissionParams;
 use crate::wire::{self, Datagram};
 
@@ -64,6 +65,11 @@ pub struct EndpointConfig {
     /// socket; more fail with [`RequestError::MessageIdsExhausted`]. Turn off only for load
     /// generation, as `tern bench` does.
     pub strict_message_ids: bool,
+    /// Options in the registry that this endpoint does not implement yet, treated as
+    /// unrecognised (§5.4.1): Block1 and Block2 until block-wise transfer lands, so that a
+    /// request carrying them gets 4.02 instead of being handled as if the body were whole,
+    /// and a response carrying them is refused instead of silently truncated.
+    pub unimplemented_options: Vec<u16>,
 }
 
 /// Why an endpoint configuration cannot be used.
@@ -123,6 +129,7 @@ impl Default for EndpointConfig {
             max_requests_per_peer: 1024,
             extra_known_options: Vec::new(),
             strict_message_ids: true,
+            unimplemented_options: vec![OptionNumber::BLOCK1.0, OptionNumber::BLOCK2.0],
         }
     }
 }

@@ -57,6 +57,7 @@ impl Endpoint {
             let repeated = previous == Some(number);
             previous = Some(number);
             let usable = match number.def() {
+                _ if self.config.unimplemented_options.contains(&number.0) => false,
                 Some(def) => def.check(value).is_ok() && (def.repeatable || !repeated),
                 None => self.is_known_option(number),
             };

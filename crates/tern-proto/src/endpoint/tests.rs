@@ -990,3 +990,40 @@ fn a_full_table_of_busy_peers_refuses_newcomers_cheaply_then_recovers() {
     server.handle(t1, addr(201), &request_with(&[], MessageType::Con));
     assert_eq!(single_request(&mut server).1.path(), "o");
 }
+
+#[test]
+fn block_options_are_refused_until_block_wise_is_implemented() {
+    let t0 = Instant::now();
+    let mut server = endpoint(39);
+    // A PUT whose first Block1 says more blocks follow: answered 4.02, not handled as whole.
+    server.handle(
+        t0,
+        addr(1),
+        &request_with(&[(27, &[0x0e])], MessageType::Con),
+    );
+    let resp = Message::decode(&transmits(&mut server)[0].contents).unwrap();
+    assert_eq!(resp.code, Code::BAD_OPTION);
+    assert_eq!(
+        String::from_utf8(resp.payload).unwrap(),
+        "Unrecognized critical option 27"
+    );
+    assert!(events(&mut server).is_empty());
+    // An application that handles blocks itself can say so.
+    let config = EndpointConfig {
+        unimplemented_options: Vec::new(),
+        ..Default::default()
+    };
+    let mut blocks = Endpoint::new(config, [40; 32]);
+    blocks.handle(
+        t0,
+        addr(1),
+        &request_with(&[(27, &[0x0e])], MessageType::Con),
+    );
+    assert_eq!(
+        single_request(&mut blocks)
+            .1
+            .options
+            .get(OptionNumber::BLOCK1),
+        Some(&[0x0e][..])
+    );
+}
