@@ -167,8 +167,9 @@ PY
 
 # cpu_ticks PID: user + system clock ticks the process has used so far
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null; }
-# busy_ticks: user+nice+system+irq+softirq+steal ticks of the whole machine so far
-busy_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+# busy_ticks: user+nice+system+steal ticks of the whole machine so far (not irq/softirq: the
+# loopback traffic of the benchmark itself is mostly processed there)
+busy_ticks() { awk '/^cpu /{print $2 + $3 + $4 + $9}' /proc/stat; }
 rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null; }
 HZ="$(getconf CLK_TCK)"
 
@@ -212,9 +213,28 @@ start_server() {
     exit 1
 }
 
-# measure TAG SECONDS_BOUND COMMAND...: runs the load pinned to LOAD_CPU against SERVER_PID,
-# writes $WORK/TAG.json (its stdout) and $WORK/TAG.cpu (server%, load%, other%).
+# measure TAG SECONDS_BOUND COMMAND...: measure_once, repeated (at most 3 tries) while other
+# work on the machine took more than 15% of a core; keeps the least disturbed try, whatever
+# its figures.
 measure() {
+    local tag="$1" try best=999 other
+    for try in 1 2 3; do
+        measure_once "$@"
+        other="$(awk '{print $3}' "$WORK/$tag.cpu")"
+        if [ "$other" -lt "$best" ]; then
+            best="$other"
+            cp "$WORK/$tag.json" "$WORK/$tag.best.json"; cp "$WORK/$tag.cpu" "$WORK/$tag.best.cpu"
+        fi
+        [ "$other" -le 15 ] && break
+        log "$tag: other work took $other% of a core during the run; measuring again"
+        sleep 5
+    done
+    cp "$WORK/$tag.best.json" "$WORK/$tag.json"; cp "$WORK/$tag.best.cpu" "$WORK/$tag.cpu"
+}
+
+# measure_once TAG SECONDS_BOUND COMMAND...: runs the load pinned to LOAD_CPU against SERVER_PID,
+# writes $WORK/TAG.json (its stdout) and $WORK/TAG.cpu (server%, load%, other%).
+measure_once() {
     local tag="$1" bound="$2"; shift 2
     local s0 b0 load_ticks=0 ticks load_pid status=0 t0 t1
     s0="$(cpu_ticks "$SERVER_PID")"; b0="$(busy_ticks)"; t0="$(date +%s.%N)"
@@ -430,25 +450,28 @@ t_hs, l_hs = hs["tern"].get("handshakes_per_s"), hs["libcoap"].get("handshakes_p
 rr = ratio(rps["tern"].get("rps"), rps["libcoap"].get("rps"))
 hr = ratio(t_hs, l_hs)
 t_mem = mem["tern"][3] / 1024
-hs_limit = ("the load generator, not the server, was the limit (server below 90% of its core)"
-            if float(hcpu["tern"][0]) < 90 else "the server's core was saturated")
+def limit(c):
+    return (f"server at {c[0]}% of its core, load at {c[1]}%: not saturated, a lower bound"
+            if float(c[0]) < 90 else f"server core saturated ({c[0]}%)")
+hs_limit = limit(hcpu["tern"])
 targets = [
     f"| DTLS-PSK requests/s ≥ 1.5× libcoap | {num(rr, 2)}× | {met(rr is not None and rr >= 1.5)} |",
     f"| PSK handshakes/s ≥ 5,000 on one core | {num(t_hs)}/s ({hs_limit}) | {met((t_hs or 0) >= 5000)} |",
-    (f"| ECDHE-ECDSA handshakes/s ≥ 1,500 on one core | {num(hsc['tern'].get('handshakes_per_s'))}/s ({'the load generator was the limit' if float(hccpu['tern'][0]) < 90 else 'the server core was saturated'}) | {met((hsc['tern'].get('handshakes_per_s') or 0) >= 1500)} |"
+    (f"| ECDHE-ECDSA handshakes/s ≥ 1,500 on one core | {num(hsc['tern'].get('handshakes_per_s'))}/s ({limit(hccpu['tern'])}) | {met((hsc['tern'].get('handshakes_per_s') or 0) >= 1500)} |"
      if has_cert else "| ECDHE-ECDSA handshakes/s ≥ 1,500 | not measured: certificates not in this build yet | **not measured** |"),
     f"| idle session ≤ 16 KB (stretch 4 KB) | {num(t_mem, 1)} KB | {met(t_mem <= 16)}{' (stretch met)' if t_mem <= 4 else ''} |",
     f"| spoofed-ClientHello flood grows RSS ≤ 1 MB, legitimate client served | {num(flood_growth_mb, 2)} MB, legitimate requests {'answered' if legit_ok else 'NOT answered'} during both floods | {met(flood_growth_mb <= 1 and legit_ok)} |",
 ]
 section = f"""<!-- bench:dtls -->
-## CoAP over DTLS 1.2 with PSK, one server core
+## CoAP over DTLS 1.2 (PSK; certificates for handshakes too), one server core
 
 Servers on 127.0.0.1, pinned to core $SERVER_CPU (\`taskset -c $SERVER_CPU\`); all load from \`tern\` pinned to core $LOAD_CPU{"$PIN_NOTE"};
 the servers run one after the other in the same run, each phase on a fresh server process.
 PSK identity \`$IDENTITY\`, a 17-byte key, TLS_PSK_WITH_AES_128_CCM_8, identity hint \`$HINT\` on both
 (libcoap's default; Tern's is none) so both send the same flights; HelloVerifyRequest cookies on both.
-OpenSSL {"$OPENSSL_VERSION"}. Server, load and other CPU are shares of one core over the run ("other" is everything
-else on the machine: a high figure means the run was disturbed).
+OpenSSL {"$OPENSSL_VERSION"}. Server, load and other CPU are shares of one core over the run ("other" is every other
+process and the hypervisor's steal, not interrupt time: a high figure means the run was disturbed; a run with more than 15% is repeated, at most
+three tries, and the least disturbed kept).
 
 ### Targets
 
@@ -492,6 +515,14 @@ channel, no CoAP state) is beside it for comparison.
 | server | sessions | failures | RSS before kB | RSS with sessions kB | server KB/session | client KB/session |
 |---|---:|---:|---:|---:|---:|---:|
 {chr(10).join(mem_rows)}
+
+What dominates (heaptrack of \`tern serve\` holding about 700 sessions, at f222e93): OpenSSL's per-session
+allocations — the record read/write buffers (about 34 KB allocated per session, from \`DTLSv1_listen\`), the
+handshake message buffer \`init_buf\` that DTLS keeps after the handshake for retransmissions (about 22 KB
+allocated), and the \`SSL\` object (about 7.6 KB); Tern's own per-peer state (channel, datagram pipe, layer and
+message-layer peer entries, deduplication) was under 2 KB per session. Resident memory is below these
+allocated sizes because the buffers are not fully touched. The client side, which has no CoAP state, holds
+about as much per session, which agrees.
 
 ### Spoofed ClientHello flood (Tern)
 
