@@ -366,6 +366,12 @@ pub struct DtlsChannel {
     handshake_timeout: Duration,
 }
 
+thread_local! {
+    /// One scratch buffer per thread for decrypted records, instead of a zeroed allocation per
+    /// datagram: the largest DTLS plaintext is 2^14 bytes.
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 16_384]);
+}
+
 /// Most decrypted datagrams held for the application before the oldest is dropped.
 const MAX_RECEIVED: usize = 64;
 
@@ -511,6 +517,37 @@ impl DtlsChannel {
         self.timer = None;
     }
 
+    /// Reads every decrypted record waiting, into `buf` (at least one record's plaintext).
+    fn read_records(&mut self, buf: &mut [u8]) {
+        loop {
+            match self.stream.ssl_read(buf) {
+                Ok(n) => {
+                    if self.received.len() >= MAX_RECEIVED {
+                        self.received.pop_front();
+                    }
+                    self.received.push_back(buf[..n].to_vec());
+                }
+                Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
+                    self.fail("peer sent close_notify".into());
+                    return;
+                }
+                Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {
+                    return
+                }
+                Err(e) => {
+                    // A record that fails to decrypt is dropped by DTLS (RFC 6347 §4.1.2.7);
+                    // OpenSSL reports fatal alerts here.
+                    let reason = e
+                        .ssl_error()
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| e.to_string());
+                    self.fail(reason);
+                    return;
+                }
+            }
+        }
+    }
+
     /// Advances the handshake or reads application data, then re-reads the timer.
     fn drive(&mut self, now: Instant) {
         if self.state == ChannelState::Handshaking {
@@ -531,34 +568,7 @@ impl DtlsChannel {
             }
         }
         if self.state == ChannelState::Established {
-            let mut buf = vec![0u8; 65_536];
-            loop {
-                match self.stream.ssl_read(&mut buf) {
-                    Ok(n) => {
-                        if self.received.len() >= MAX_RECEIVED {
-                            self.received.pop_front();
-                        }
-                        self.received.push_back(buf[..n].to_vec());
-                    }
-                    Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
-                        self.fail("peer sent close_notify".into());
-                        return;
-                    }
-                    Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {
-                        break
-                    }
-                    Err(e) => {
-                        // A record that fails to decrypt is dropped by DTLS (RFC 6347 §4.1.2.7);
-                        // OpenSSL reports fatal alerts here.
-                        let reason = e
-                            .ssl_error()
-                            .map(|s| s.to_string())
-                            .unwrap_or_else(|| e.to_string());
-                        self.fail(reason);
-                        return;
-                    }
-                }
-            }
+            READ_BUFFER.with(|buf| self.read_records(&mut buf.borrow_mut()));
         }
         self.timer = match self.state {
             ChannelState::Handshaking => ffi::timer_remaining(self.stream.ssl())
