@@ -9,7 +9,10 @@ pub fn option_line(number: OptionNumber, value: &[u8]) -> String {
     let shown = match number.def().map(|d| d.format) {
         Some(ValueFormat::Uint) => match decode_uint(value) {
             Some(v) if number == OptionNumber::CONTENT_FORMAT || number == OptionNumber::ACCEPT => {
-                format!("{v} ({})", ContentFormat(v as u16))
+                match u16::try_from(v) {
+                    Ok(cf) => format!("{v} ({})", ContentFormat(cf)),
+                    Err(_) => format!("{v} (not a Content-Format)"),
+                }
             }
             Some(v) => v.to_string(),
             None => hex(value),

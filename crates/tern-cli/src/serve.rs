@@ -119,7 +119,8 @@ impl Store {
             )
             .with_option(
                 tern::OptionNumber::SIZE1,
-                tern::proto::option::encode_uint(self.max_value as u32).as_ref(),
+                tern::proto::option::encode_uint(u32::try_from(self.max_value).unwrap_or(u32::MAX))
+                    .as_ref(),
             );
         }
         let Ok(mut entries) = self.entries.lock() else {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tern_proto::endpoint::{RequestParams, Stats};
-use tern_proto::uri::{CoapUri, Host, Scheme};
+use tern_proto::uri::{CoapUri, Host, Scheme, UriError};
 use tern_proto::{
     Code, ContentFormat, Endpoint, EndpointConfig, Message, MessageType, OptionNumber,
     TransmissionParams,
@@ -326,7 +326,7 @@ impl Context {
     pub fn session(&self, uri: &str) -> SessionBuilder {
         SessionBuilder {
             context: self.clone(),
-            uri: CoapUri::parse(uri).map_err(Error::from),
+            uri: CoapUri::parse(uri),
             psk: None,
             pki: None,
             params: None,
@@ -410,7 +410,7 @@ impl Context {
             session: None,
             context: self.clone(),
             method,
-            uri: CoapUri::parse(uri).map_err(Error::from),
+            uri: CoapUri::parse(uri),
             payload: Vec::new(),
             options: Vec::new(),
             request_options: RequestOptions::default(),
@@ -509,17 +509,7 @@ impl Context {
             let (tx, rx) = oneshot::channel();
             if endpoint.commands.send(Command::Stats(tx)).is_ok() {
                 if let Ok(s) = rx.await {
-                    total.datagrams_in += s.datagrams_in;
-                    total.datagrams_out += s.datagrams_out;
-                    total.retransmissions += s.retransmissions;
-                    total.timeouts += s.timeouts;
-                    total.duplicates += s.duplicates;
-                    total.format_errors += s.format_errors;
-                    total.resets_sent += s.resets_sent;
-                    total.bad_options += s.bad_options;
-                    total.overloaded += s.overloaded;
-                    total.peers_refused += s.peers_refused;
-                    total.message_ids_reused += s.message_ids_reused;
+                    total += s;
                 }
             }
         }
@@ -658,7 +648,7 @@ pub async fn resolve(uri: &CoapUri) -> Result<SocketAddr, Error> {
 pub struct RequestBuilder {
     context: Context,
     method: Code,
-    uri: Result<CoapUri, Error>,
+    uri: Result<CoapUri, UriError>,
     payload: Vec<u8>,
     options: Vec<(OptionNumber, Vec<u8>)>,
     request_options: RequestOptions,
@@ -715,7 +705,7 @@ impl RequestBuilder {
 
     /// The message this builder would send (message ID and token are assigned on sending).
     pub fn build_message(&self) -> Result<Message, Error> {
-        let uri = self.uri.as_ref().map_err(clone_uri_error)?;
+        let uri = self.uri.as_ref().map_err(|e| Error::Uri(e.clone()))?;
         if !matches!(uri.scheme, Scheme::Coap | Scheme::Coaps) {
             return Err(Error::UnsupportedScheme(uri.scheme));
         }
@@ -757,12 +747,5 @@ impl RequestBuilder {
         };
         let secure = uri.scheme == Scheme::Coaps;
         self.context.send_via(peer, secure, message, params).await
-    }
-}
-
-fn clone_uri_error(e: &Error) -> Error {
-    match e {
-        Error::Uri(u) => Error::Uri(u.clone()),
-        other => Error::Config(other.to_string()),
     }
 }

@@ -185,6 +185,7 @@ impl Resource {
     }
 }
 
+#[derive(Clone)]
 struct Route {
     pattern: Vec<Segment>,
     text: String,
@@ -204,7 +205,8 @@ impl Router {
     }
 
     fn routes_mut(&mut self) -> &mut Vec<Route> {
-        Arc::get_mut(&mut self.routes).expect("routers are built before they are shared")
+        // Copy-on-write: a clone of this router keeps the routes it had.
+        Arc::make_mut(&mut self.routes)
     }
 
     /// Registers a resource under a pattern, replacing one with the same pattern.
@@ -386,6 +388,16 @@ mod tests {
         let r405 = run(&r, Code::DELETE, "/time");
         assert_eq!(r405.code(), Code::METHOD_NOT_ALLOWED);
         assert_eq!(r405.payload(), b"Allowed: GET");
+    }
+
+    #[test]
+    fn adding_to_a_cloned_router_leaves_the_clone_alone() {
+        let base = Router::new().get("/a", |_| async { Response::text("a") });
+        let copy = base.clone();
+        let extended = base.get("/b", |_| async { Response::text("b") });
+        assert_eq!(run(&extended, Code::GET, "/b").code(), Code::CONTENT);
+        assert_eq!(run(&copy, Code::GET, "/b").code(), Code::NOT_FOUND);
+        assert_eq!(run(&copy, Code::GET, "/a").code(), Code::CONTENT);
     }
 
     #[test]

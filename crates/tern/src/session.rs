@@ -64,7 +64,7 @@ pub enum SessionEvent {
 /// Builds a [`Session`]: see [`Context::session`](crate::Context::session).
 pub struct SessionBuilder {
     pub(crate) context: Context,
-    pub(crate) uri: Result<CoapUri, Error>,
+    pub(crate) uri: Result<CoapUri, tern_proto::uri::UriError>,
     pub(crate) psk: Option<Psk>,
     pub(crate) pki: Option<PkiSettings>,
     pub(crate) params: Option<TransmissionParams>,

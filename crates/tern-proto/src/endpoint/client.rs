@@ -216,7 +216,7 @@ impl Endpoint {
         };
         message.mid = mid;
         let confirmable = message.ty == MessageType::Con;
-        let bytes = match Self::encode(&message) {
+        let bytes = match message.to_bytes() {
             Ok(b) => b,
             Err(e) => {
                 self.finish_request(now, id, Err(e.into()));

@@ -28,7 +28,7 @@ use rand_core::{RngCore, SeedableRng};
 use crate::code::MessageType;
 use crate::dedup::{DedupCache, DedupState};
 use crate::hash::{FromRng, HashMap, Hasher};
-use crate::message::{EncodeError, Message, Token};
+use crate::message::{Message, Token};
 use crate::option::OptionNumber;
 use crate::reliability::TransmissionParams;
 use crate::wire::{self, Datagram};
@@ -205,6 +205,23 @@ pub struct Stats {
     /// Responses sent with a message ID reused within EXCHANGE_LIFETIME, because every ID was
     /// in use with that peer (requests fail instead).
     pub message_ids_reused: u64,
+}
+
+impl std::ops::AddAssign for Stats {
+    /// Adds another endpoint's counters (to total a context's endpoints).
+    fn add_assign(&mut self, other: Stats) {
+        self.datagrams_in += other.datagrams_in;
+        self.datagrams_out += other.datagrams_out;
+        self.retransmissions += other.retransmissions;
+        self.timeouts += other.timeouts;
+        self.duplicates += other.duplicates;
+        self.format_errors += other.format_errors;
+        self.resets_sent += other.resets_sent;
+        self.bad_options += other.bad_options;
+        self.overloaded += other.overloaded;
+        self.peers_refused += other.peers_refused;
+        self.message_ids_reused += other.message_ids_reused;
+    }
 }
 
 /// Why a CON is being retransmitted, and what to do when it is acknowledged or gives up.
@@ -725,12 +742,6 @@ impl Endpoint {
             params.non_lifetime()
         };
         self.dedup.insert(peer, mid, later(now, lifetime), state);
-    }
-
-    /// Encodes a message we build ourselves; our messages always fit the encoding unless an
-    /// application passed an oversized option, which is reported to it.
-    fn encode(message: &Message) -> Result<Vec<u8>, EncodeError> {
-        message.to_bytes()
     }
 
     fn empty(ty: MessageType, mid: u16) -> Vec<u8> {

@@ -198,7 +198,7 @@ impl Endpoint {
         response.payload = diagnostic.into_bytes();
         if ty == MessageType::Con {
             response.mid = mid;
-            if let Ok(bytes) = Self::encode(&response) {
+            if let Ok(bytes) = response.to_bytes() {
                 self.remember(now, peer, mid, ty, DedupState::Answered(bytes.clone()));
                 self.queue_transmit(peer, bytes);
             }
@@ -209,7 +209,7 @@ impl Endpoint {
             };
             response.ty = MessageType::Non;
             response.mid = own_mid;
-            if let Ok(bytes) = Self::encode(&response) {
+            if let Ok(bytes) = response.to_bytes() {
                 self.queue_transmit(peer, bytes);
             }
         }
@@ -273,7 +273,7 @@ impl Endpoint {
                 let mut fallback = Message::new(response.ty, Code::INTERNAL_SERVER_ERROR);
                 fallback.token = pending.token;
                 fallback.mid = response.mid;
-                match Self::encode(&fallback) {
+                match fallback.to_bytes() {
                     Ok(bytes) => {
                         self.send_response(now, &pending, request_ty, fallback.mid, bytes);
                     }
@@ -303,7 +303,7 @@ impl Endpoint {
             };
             response.mid = self.allocate_mid(now, pending.peer, false).unwrap_or(0);
         }
-        Self::encode(response)
+        response.to_bytes()
     }
 
     fn send_response(
