@@ -270,6 +270,11 @@ impl DtlsContext {
         self.role
     }
 
+    /// The settings it was made from.
+    pub fn settings(&self) -> &DtlsSettings {
+        &self.settings
+    }
+
     fn new_stream(&self) -> Result<SslStream<DatagramPipe>, TlsError> {
         let mut ssl = Ssl::new(&self.ctx)?;
         ssl.set_mtu(self.settings.mtu)?;

@@ -41,6 +41,13 @@ pub enum LayerEvent {
     Closed(SocketAddr, String),
     /// An idle channel was closed and freed after the idle time-out.
     IdleFreed(SocketAddr),
+    /// A server channel was created for a peer whose ClientHello returned a valid cookie.
+    ServerChannelCreated(SocketAddr),
+    /// A server channel was freed (closed, failed, idle, or evicted), with the reason.
+    ServerChannelFreed(SocketAddr, String),
+    /// Plaintext for a peer could not be sent: no channel and no client credentials, or the
+    /// channel could not be opened. Requests waiting for that peer should fail now.
+    SendFailed(SocketAddr, String),
 }
 
 /// One interface over plain and secure datagram channels.
@@ -140,6 +147,8 @@ impl Default for DtlsLimits {
 
 struct Peer {
     channel: DtlsChannel,
+    /// Accepted (server side) rather than connected.
+    accepted: bool,
     pending: VecDeque<Vec<u8>>,
     last_used: Instant,
 }
@@ -222,12 +231,23 @@ impl DtlsLayer {
         victims.len()
     }
 
-    fn insert_peer(&mut self, now: Instant, peer: SocketAddr, channel: DtlsChannel) {
+    fn insert_peer(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        channel: DtlsChannel,
+        accepted: bool,
+    ) {
         self.handshaking.insert(peer);
+        if accepted {
+            self.events
+                .push_back(LayerEvent::ServerChannelCreated(peer));
+        }
         self.peers.insert(
             peer,
             Peer {
                 channel,
+                accepted,
                 pending: VecDeque::new(),
                 last_used: now,
             },
@@ -235,6 +255,17 @@ impl DtlsLayer {
         if self.idle_sweep_at.is_none() {
             self.idle_sweep_at = Some(now + self.idle_sweep_interval());
         }
+    }
+
+    /// Forgets a peer's channel, reporting a freed server channel.
+    fn remove_peer(&mut self, peer: SocketAddr, reason: &str) -> Option<Peer> {
+        self.handshaking.remove(&peer);
+        let removed = self.peers.remove(&peer)?;
+        if removed.accepted {
+            self.events
+                .push_back(LayerEvent::ServerChannelFreed(peer, reason.to_string()));
+        }
+        Some(removed)
     }
 
     fn idle_sweep_interval(&self) -> Duration {
@@ -253,7 +284,7 @@ impl DtlsLayer {
             .map(|(a, _)| *a)
             .collect();
         for peer in victims {
-            if let Some(mut p) = self.peers.remove(&peer) {
+            if let Some(mut p) = self.remove_peer(peer, "idle") {
                 p.channel.close();
                 while let Some(d) = p.channel.poll_transmit() {
                     self.transmit.push_back((peer, d));
@@ -309,9 +340,9 @@ impl DtlsLayer {
         while let Some(d) = p.channel.poll_transmit() {
             self.transmit.push_back((peer, d));
         }
-        if matches!(p.channel.state(), ChannelState::Closed(_)) {
-            self.peers.remove(&peer);
-            self.handshaking.remove(&peer);
+        if let ChannelState::Closed(reason) = p.channel.state() {
+            let reason = reason.clone();
+            self.remove_peer(peer, &reason);
         }
     }
 }
@@ -339,7 +370,7 @@ impl SecurityLayer for DtlsLayer {
                     return;
                 }
                 self.events.push_back(LayerEvent::HandshakeStarted(peer));
-                self.insert_peer(now, peer, *channel);
+                self.insert_peer(now, peer, *channel, true);
                 self.collect(peer);
             }
             Accept::Ignore => {}
@@ -354,15 +385,24 @@ impl SecurityLayer for DtlsLayer {
                 .or(self.client.as_ref())
                 .cloned()
             else {
-                return; // no credentials for this peer (a server cannot open channels)
+                // A server cannot open channels: the peer has to (re)connect first.
+                self.events.push_back(LayerEvent::SendFailed(
+                    peer,
+                    "no DTLS session with this peer and no client credentials to open one".into(),
+                ));
+                return;
             };
             if !self.admit(now) {
+                self.events.push_back(LayerEvent::SendFailed(
+                    peer,
+                    "too many DTLS sessions or handshakes in progress".into(),
+                ));
                 return;
             }
             match DtlsChannel::connect(&ctx, now) {
                 Ok(channel) => {
                     self.events.push_back(LayerEvent::HandshakeStarted(peer));
-                    self.insert_peer(now, peer, channel);
+                    self.insert_peer(now, peer, channel, false);
                 }
                 Err(e) => {
                     self.events
@@ -455,8 +495,7 @@ impl SecurityLayer for DtlsLayer {
     }
 
     fn disconnect(&mut self, _now: Instant, peer: SocketAddr) {
-        self.handshaking.remove(&peer);
-        if let Some(mut p) = self.peers.remove(&peer) {
+        if let Some(mut p) = self.remove_peer(peer, "closed locally") {
             p.channel.close();
             while let Some(d) = p.channel.poll_transmit() {
                 self.transmit.push_back((peer, d));
@@ -532,7 +571,11 @@ mod tests {
         let events: Vec<_> = std::iter::from_fn(|| server.poll_event()).collect();
         assert_eq!(
             events,
-            vec![LayerEvent::HandshakeStarted(C), LayerEvent::Established(C)]
+            vec![
+                LayerEvent::HandshakeStarted(C),
+                LayerEvent::ServerChannelCreated(C),
+                LayerEvent::Established(C)
+            ]
         );
     }
 
@@ -548,7 +591,12 @@ mod tests {
         assert!(server.poll_timeout().is_some_and(|t| t <= later));
         server.handle_timeout(later);
         assert_eq!(server.channel_count(), 0);
-        assert!(std::iter::from_fn(|| server.poll_event()).any(|e| e == LayerEvent::IdleFreed(C)));
+        let events: Vec<_> = std::iter::from_fn(|| server.poll_event()).collect();
+        assert!(events.contains(&LayerEvent::IdleFreed(C)), "{events:?}");
+        assert!(
+            events.contains(&LayerEvent::ServerChannelFreed(C, "idle".into())),
+            "{events:?}"
+        );
         // A new session, then its identity's key is withdrawn and live sessions closed.
         let (mut client, mut server) = layers(Duration::from_secs(300));
         client.send(now, S, b"y".to_vec());
@@ -565,6 +613,10 @@ mod tests {
         let now = Instant::now();
         bare.send(now, S, b"no credentials".to_vec());
         assert_eq!(bare.channel_count(), 0, "no credentials, no channel");
+        assert!(
+            matches!(bare.poll_event(), Some(LayerEvent::SendFailed(peer, _)) if peer == S),
+            "a send with no credentials fails at once"
+        );
         let ctx = DtlsContext::client(DtlsSettings {
             psk: Some(Psk::new("a", "key-a").unwrap()),
             ..Default::default()

@@ -1,16 +1,14 @@
 //! The [`Context`]: owns the endpoints (one UDP socket and driver task each), the router, and
 //! the client API.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tern_proto::endpoint::{RequestParams, Stats};
-use tern_proto::uri::{CoapUri, Host, Scheme, UriError};
-use tern_proto::{
-    Code, ContentFormat, Endpoint, EndpointConfig, Message, MessageType, OptionNumber,
-    TransmissionParams,
-};
+use tern_proto::uri::{CoapUri, Host, Scheme};
+use tern_proto::{Code, Endpoint, EndpointConfig, Message, TransmissionParams};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -22,8 +20,9 @@ use tern_tls::{
 use crate::driver::{Command, Driver};
 use crate::error::Error;
 use crate::message::{RequestOptions, Response};
+use crate::request::RequestBuilder;
 use crate::router::Router;
-use crate::session::{Session, SessionBuilder, SessionEvent};
+use crate::session::{SessionBuilder, SessionEvent, SessionState, DEFAULT_MTU};
 use tokio::sync::broadcast;
 
 pub(crate) struct EndpointHandle {
@@ -40,6 +39,12 @@ struct Inner {
     events: broadcast::Sender<SessionEvent>,
     /// Client-side DTLS, when the context has a PSK.
     client_dtls: Option<DtlsContext>,
+    /// The settings `client_dtls` was made from (suites, timers), the base of sessions' own.
+    client_dtls_settings: DtlsSettings,
+    /// The client key store: credentials per peer, used instead of `client_dtls`.
+    peer_keys: Mutex<HashMap<SocketAddr, DtlsContext>>,
+    /// The endpoints of live sessions (each session owns its own).
+    sessions: Mutex<Vec<Weak<EndpointHandle>>>,
     dtls_limits: DtlsLimits,
     handler_timeout: Duration,
     next_ticket: std::sync::atomic::AtomicU64,
@@ -191,6 +196,7 @@ impl ContextBuilder {
                 self.handler_timeout,
                 PlainLayer::default(),
                 events.clone(),
+                None,
             )?);
         }
         for addr in &self.dtls_binds {
@@ -203,6 +209,7 @@ impl ContextBuilder {
                 self.handler_timeout,
                 layer,
                 events.clone(),
+                None,
             )?);
         }
         Ok(Context {
@@ -211,6 +218,9 @@ impl ContextBuilder {
                 next_ticket: Default::default(),
                 handler_timeout: self.handler_timeout,
                 client_dtls,
+                client_dtls_settings: self.dtls_client,
+                peer_keys: Mutex::new(HashMap::new()),
+                sessions: Mutex::new(Vec::new()),
                 dtls_limits: self.dtls_limits,
                 config: self.config,
                 router,
@@ -244,6 +254,7 @@ fn spawn_driver<L: SecurityLayer>(
     handler_timeout: Duration,
     layer: L,
     events: broadcast::Sender<SessionEvent>,
+    session_state: Option<Arc<Mutex<SessionState>>>,
 ) -> Result<Arc<EndpointHandle>, Error> {
     let secure = layer.is_secure();
     let local = socket.local_addr()?;
@@ -260,6 +271,7 @@ fn spawn_driver<L: SecurityLayer>(
         router,
         handler_timeout,
         events,
+        session_state,
     );
     let task = tokio::spawn(driver.run());
     tracing::debug!(%local, secure, "endpoint started");
@@ -305,6 +317,9 @@ impl Context {
                 next_ticket: Default::default(),
                 handler_timeout: DEFAULT_HANDLER_TIMEOUT,
                 client_dtls: None,
+                client_dtls_settings: DtlsSettings::default(),
+                peer_keys: Mutex::new(HashMap::new()),
+                sessions: Mutex::new(Vec::new()),
                 dtls_limits: DtlsLimits::default(),
                 config: EndpointConfig::default(),
                 router: None,
@@ -331,6 +346,8 @@ impl Context {
             pki: None,
             params: None,
             dtls: None,
+            local: None,
+            mtu: DEFAULT_MTU,
         }
     }
 
@@ -439,7 +456,7 @@ impl Context {
         self.send_via(peer, true, message, params).await
     }
 
-    async fn send_via(
+    pub(crate) async fn send_via(
         &self,
         peer: SocketAddr,
         secure: bool,
@@ -533,26 +550,96 @@ impl Context {
         if let Ok(e) = self.inner.ephemeral.lock() {
             all.extend(e.iter().cloned());
         }
+        if let Ok(mut sessions) = self.inner.sessions.lock() {
+            sessions.retain(|s| s.strong_count() > 0);
+            all.extend(sessions.iter().filter_map(Weak::upgrade));
+        }
         all
+    }
+
+    /// Sends an event to subscribers (nobody listening is fine).
+    pub(crate) fn emit(&self, event: SessionEvent) {
+        let _ = self.inner.events.send(event);
+    }
+
+    /// The context's client DTLS settings (suites, timers, credentials if any).
+    pub(crate) fn client_dtls_settings(&self) -> DtlsSettings {
+        self.inner.client_dtls_settings.clone()
+    }
+
+    /// The client credentials for `peer`: the key store's, else the context's; with this MTU.
+    pub(crate) fn client_dtls_for(
+        &self,
+        peer: SocketAddr,
+        mtu: u16,
+    ) -> Result<Option<DtlsContext>, Error> {
+        let stored = self
+            .inner
+            .peer_keys
+            .lock()
+            .map_err(|_| Error::Closed)?
+            .get(&peer)
+            .cloned();
+        let Some(ctx) = stored.or_else(|| self.inner.client_dtls.clone()) else {
+            return Ok(None);
+        };
+        if ctx.settings().mtu == u32::from(mtu) {
+            return Ok(Some(ctx));
+        }
+        let settings = DtlsSettings {
+            mtu: u32::from(mtu),
+            ..ctx.settings().clone()
+        };
+        Ok(Some(DtlsContext::client(settings)?))
+    }
+
+    /// A session's own endpoint: its own socket (bound to `local`, or ephemeral) and driver,
+    /// which keeps `state` up to date.
+    pub(crate) fn spawn_session_endpoint(
+        &self,
+        peer: SocketAddr,
+        local: Option<SocketAddr>,
+        client: Option<DtlsContext>,
+        state: Arc<Mutex<SessionState>>,
+    ) -> Result<Arc<EndpointHandle>, Error> {
+        let local = local.unwrap_or_else(|| unspecified(peer));
+        let socket = bind_socket(local)?;
+        let (config, router, timeout, events) = (
+            &self.inner.config,
+            self.inner.router.clone(),
+            self.inner.handler_timeout,
+            self.inner.events.clone(),
+        );
+        let handle = match client {
+            Some(ctx) => {
+                let layer = DtlsLayer::new(Some(ctx), None, self.inner.dtls_limits)?;
+                spawn_driver(socket, config, router, timeout, layer, events, Some(state))?
+            }
+            None => {
+                let layer = PlainLayer::default();
+                spawn_driver(socket, config, router, timeout, layer, events, Some(state))?
+            }
+        };
+        if let Ok(mut sessions) = self.inner.sessions.lock() {
+            sessions.retain(|s| s.strong_count() > 0);
+            sessions.push(Arc::downgrade(&handle));
+        }
+        Ok(handle)
     }
 
     /// A bound endpoint of the peer's address family, else an ephemeral one made on demand.
     fn endpoint_for(&self, peer: SocketAddr, secure: bool) -> Result<Arc<EndpointHandle>, Error> {
-        self.endpoint_for_session(peer, secure, false)
-    }
-
-    /// The endpoint for a peer; `own_credentials` when the session brings its own, so the
-    /// context needs none.
-    pub(crate) fn endpoint_for_session(
-        &self,
-        peer: SocketAddr,
-        secure: bool,
-        own_credentials: bool,
-    ) -> Result<Arc<EndpointHandle>, Error> {
-        let client_dtls = match (secure, &self.inner.client_dtls, own_credentials) {
-            (true, None, false) => return Err(Error::NoCredentials),
-            (_, ctx, _) => ctx.clone(),
-        };
+        if secure && self.inner.client_dtls.is_none() {
+            let stored = self
+                .inner
+                .peer_keys
+                .lock()
+                .map_err(|_| Error::Closed)?
+                .contains_key(&peer);
+            if !stored {
+                return Err(Error::NoCredentials);
+            }
+        }
         let same_family = |e: &&Arc<EndpointHandle>| {
             e.local.is_ipv4() == peer.is_ipv4() && e.secure == secure && !e.commands.is_closed()
         };
@@ -563,37 +650,29 @@ impl Context {
         if let Some(e) = ephemeral.iter().find(same_family) {
             return Ok(e.clone());
         }
-        let any: SocketAddr = if peer.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        };
-        let socket = bind_socket(any)?;
-        let (config, router, timeout) = (
+        let socket = bind_socket(unspecified(peer))?;
+        let (config, router, timeout, events) = (
             &self.inner.config,
             self.inner.router.clone(),
             self.inner.handler_timeout,
+            self.inner.events.clone(),
         );
         let handle = if secure {
-            let layer = DtlsLayer::new(client_dtls, None, self.inner.dtls_limits)?;
-            spawn_driver(
-                socket,
-                config,
-                router,
-                timeout,
-                layer,
-                self.inner.events.clone(),
-            )?
+            let layer =
+                DtlsLayer::new(self.inner.client_dtls.clone(), None, self.inner.dtls_limits)?;
+            let handle = spawn_driver(socket, config, router, timeout, layer, events, None)?;
+            if let Ok(keys) = self.inner.peer_keys.lock() {
+                for (peer, ctx) in keys.iter() {
+                    let credentials = Some(Box::new(ctx.clone()));
+                    let _ = handle
+                        .commands
+                        .send(Command::PeerCredentials(*peer, credentials));
+                }
+            }
+            handle
         } else {
             let layer = PlainLayer::default();
-            spawn_driver(
-                socket,
-                config,
-                router,
-                timeout,
-                layer,
-                self.inner.events.clone(),
-            )?
+            spawn_driver(socket, config, router, timeout, layer, events, None)?
         };
         if let Ok(all) = self.inner.peer_params.lock() {
             for (peer, params) in all.iter() {
@@ -602,6 +681,109 @@ impl Context {
         }
         ephemeral.push(handle.clone());
         Ok(handle)
+    }
+
+    /// Adds a PSK to the client key store for the peer of `uri` (coaps://): requests to it
+    /// through this context, and sessions made for it later without their own credentials,
+    /// use this key instead of the context's. Replaces an earlier entry for the peer; channels
+    /// already open keep their keys.
+    pub async fn add_peer_psk(&self, uri: &str, psk: Psk) -> Result<(), Error> {
+        let settings = DtlsSettings {
+            psk: Some(psk),
+            pki: None,
+            ..self.client_dtls_settings()
+        };
+        self.add_peer_credentials(uri, settings).await
+    }
+
+    /// Adds certificates to the client key store for the peer of `uri`, as
+    /// [`add_peer_psk`](Self::add_peer_psk) does a PSK.
+    pub async fn add_peer_pki(&self, uri: &str, pki: PkiSettings) -> Result<(), Error> {
+        let settings = DtlsSettings {
+            psk: None,
+            pki: Some(pki),
+            ..self.client_dtls_settings()
+        };
+        self.add_peer_credentials(uri, settings).await
+    }
+
+    async fn add_peer_credentials(&self, uri: &str, settings: DtlsSettings) -> Result<(), Error> {
+        let peer = self.secure_peer(uri).await?;
+        let ctx = DtlsContext::client(settings)?;
+        self.inner
+            .peer_keys
+            .lock()
+            .map_err(|_| Error::Closed)?
+            .insert(peer, ctx.clone());
+        for endpoint in self.shared_secure_endpoints() {
+            let credentials = Some(Box::new(ctx.clone()));
+            let _ = endpoint
+                .commands
+                .send(Command::PeerCredentials(peer, credentials));
+        }
+        Ok(())
+    }
+
+    /// Removes the key store's entry for the peer of `uri`: new handshakes with it use the
+    /// context's credentials (or fail without any). With `close_sessions`, the context's open
+    /// channels to that peer are closed too, and their waiting requests fail. Returns whether
+    /// there was an entry.
+    pub async fn remove_peer_credentials(
+        &self,
+        uri: &str,
+        close_sessions: bool,
+    ) -> Result<bool, Error> {
+        let peer = self.secure_peer(uri).await?;
+        let removed = self
+            .inner
+            .peer_keys
+            .lock()
+            .map_err(|_| Error::Closed)?
+            .remove(&peer)
+            .is_some();
+        for endpoint in self.shared_secure_endpoints() {
+            let _ = endpoint.commands.send(Command::PeerCredentials(peer, None));
+            if close_sessions {
+                let reason = "the peer's key was removed".to_string();
+                let _ = endpoint.commands.send(Command::Disconnect(peer, reason));
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn secure_peer(&self, uri: &str) -> Result<SocketAddr, Error> {
+        let uri = CoapUri::parse(uri)?;
+        if uri.scheme != Scheme::Coaps {
+            return Err(Error::Config(format!(
+                "the key store holds keys for coaps:// peers, not {}",
+                uri.scheme
+            )));
+        }
+        resolve(&uri).await
+    }
+
+    /// The context's own DTLS endpoints (bound and ephemeral), not sessions'.
+    fn shared_secure_endpoints(&self) -> Vec<Arc<EndpointHandle>> {
+        let mut all: Vec<_> = self
+            .inner
+            .bound
+            .iter()
+            .filter(|e| e.secure)
+            .cloned()
+            .collect();
+        if let Ok(e) = self.inner.ephemeral.lock() {
+            all.extend(e.iter().filter(|e| e.secure).cloned());
+        }
+        all
+    }
+}
+
+/// The unspecified address of the peer's family, any port.
+fn unspecified(peer: SocketAddr) -> SocketAddr {
+    if peer.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
     }
 }
 
@@ -641,111 +823,5 @@ pub async fn resolve(uri: &CoapUri) -> Result<SocketAddr, Error> {
                 .copied()
                 .ok_or_else(|| Error::NoAddress(name.clone()))
         }
-    }
-}
-
-/// A client request being prepared; [`send`](Self::send) sends it.
-pub struct RequestBuilder {
-    context: Context,
-    method: Code,
-    uri: Result<CoapUri, UriError>,
-    payload: Vec<u8>,
-    options: Vec<(OptionNumber, Vec<u8>)>,
-    request_options: RequestOptions,
-    /// Held while the request runs, so the session outlives it.
-    session: Option<Session>,
-}
-
-impl RequestBuilder {
-    /// Sets the payload.
-    pub fn payload(mut self, payload: impl Into<Vec<u8>>) -> Self {
-        self.payload = payload.into();
-        self
-    }
-
-    /// Sets the Content-Format of the payload.
-    pub fn content_format(self, cf: ContentFormat) -> Self {
-        self.option(
-            OptionNumber::CONTENT_FORMAT,
-            tern_proto::option::encode_uint(u32::from(cf.0)).as_ref(),
-        )
-    }
-
-    /// Sets Accept.
-    pub fn accept(self, cf: ContentFormat) -> Self {
-        self.option(
-            OptionNumber::ACCEPT,
-            tern_proto::option::encode_uint(u32::from(cf.0)).as_ref(),
-        )
-    }
-
-    /// Adds an option (after the URI's own options of the same number).
-    pub fn option(mut self, number: OptionNumber, value: impl Into<Vec<u8>>) -> Self {
-        self.options.push((number, value.into()));
-        self
-    }
-
-    /// Sends as NON instead of CON.
-    pub fn non(mut self) -> Self {
-        self.request_options.non_confirmable = true;
-        self
-    }
-
-    /// Gives up after `timeout`.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.request_options.timeout = Some(timeout);
-        self
-    }
-
-    /// Sets every per-request setting at once.
-    pub fn options(mut self, options: RequestOptions) -> Self {
-        self.request_options = options;
-        self
-    }
-
-    /// The message this builder would send (message ID and token are assigned on sending).
-    pub fn build_message(&self) -> Result<Message, Error> {
-        let uri = self.uri.as_ref().map_err(|e| Error::Uri(e.clone()))?;
-        if !matches!(uri.scheme, Scheme::Coap | Scheme::Coaps) {
-            return Err(Error::UnsupportedScheme(uri.scheme));
-        }
-        let ty = if self.request_options.non_confirmable {
-            MessageType::Non
-        } else {
-            MessageType::Con
-        };
-        let mut message = Message::new(ty, self.method);
-        for (number, value) in uri.request_options() {
-            message.options.push(number, value);
-        }
-        for (number, value) in &self.options {
-            message.options.push(*number, value.clone());
-        }
-        message.payload = self.payload.clone();
-        Ok(message)
-    }
-
-    pub(crate) fn via_session(mut self, session: Session) -> Self {
-        self.session = Some(session);
-        self
-    }
-
-    /// Sends the request and waits for its response (of any code).
-    pub async fn send(self) -> Result<Response, Error> {
-        let message = self.build_message()?;
-        if let Some(session) = &self.session {
-            let (endpoint, peer) = session.target();
-            let params = RequestParams {
-                timeout: self.request_options.timeout,
-            };
-            return self.context.send_on(&endpoint, peer, message, params).await;
-        }
-        let uri = self.uri?;
-        let peer = resolve(&uri).await?;
-        let params = RequestParams {
-            timeout: self.request_options.timeout,
-        };
-        let secure = uri.scheme == Scheme::Coaps;
-        self.context.send_via(peer, secure, message, params).await
     }
 }

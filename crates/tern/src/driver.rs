@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use tern_proto::endpoint::{RequestError, RequestParams, Stats};
 use tern_proto::{Code, Endpoint, Event, IncomingId, Message, RequestId, TransmissionParams};
 use tern_tls::{DtlsContext, LayerEvent, SecurityLayer};
 
-use crate::session::SessionEvent;
+use crate::session::{SessionEvent, SessionState};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
@@ -69,6 +69,8 @@ pub(crate) struct Driver<L: SecurityLayer> {
     outbox: Vec<(SocketAddr, Vec<u8>)>,
     events: tokio::sync::broadcast::Sender<SessionEvent>,
     local: SocketAddr,
+    /// For a session's own endpoint: the session's state, kept up to date here.
+    session_state: Option<Arc<Mutex<SessionState>>>,
 }
 
 impl<L: SecurityLayer> Driver<L> {
@@ -82,6 +84,7 @@ impl<L: SecurityLayer> Driver<L> {
         router: Option<Arc<Router>>,
         handler_timeout: Duration,
         events: tokio::sync::broadcast::Sender<SessionEvent>,
+        session_state: Option<Arc<Mutex<SessionState>>>,
     ) -> Self {
         let local = socket
             .local_addr()
@@ -99,6 +102,13 @@ impl<L: SecurityLayer> Driver<L> {
             outbox: Vec::with_capacity(udp::BATCH),
             events,
             local,
+            session_state,
+        }
+    }
+
+    fn set_session_state(&self, state: SessionState) {
+        if let Some(Ok(mut current)) = self.session_state.as_ref().map(|s| s.lock()) {
+            *current = state;
         }
     }
 
@@ -222,9 +232,20 @@ impl<L: SecurityLayer> Driver<L> {
             }
             Command::Disconnect(peer, reason) => {
                 self.layer.disconnect(now, peer);
+                if self.session_state.is_some() && !self.layer.is_secure() {
+                    // A UDP session has no channel to report its close: report it here.
+                    let local = self.local;
+                    let closed = SessionEvent::Closed {
+                        local,
+                        peer,
+                        reason: reason.clone(),
+                    };
+                    let _ = self.events.send(closed);
+                }
                 self.endpoint
                     .abort_peer(now, peer, RequestError::ChannelFailed(reason));
                 self.drain_layer(now);
+                self.set_session_state(SessionState::Closed);
             }
             Command::PeerCredentials(peer, Some(ctx)) => {
                 self.layer.set_peer_credentials(peer, *ctx)
@@ -361,14 +382,17 @@ impl<L: SecurityLayer> Driver<L> {
             let session_event = match event {
                 LayerEvent::HandshakeStarted(peer) => {
                     tracing::debug!(%peer, "DTLS handshake started");
+                    self.set_session_state(SessionState::Handshaking);
                     SessionEvent::HandshakeStarted { local, peer }
                 }
                 LayerEvent::Established(peer) => {
                     tracing::info!(%peer, "DTLS session established");
+                    self.set_session_state(SessionState::Established);
                     SessionEvent::Established { local, peer }
                 }
                 LayerEvent::HandshakeFailed(peer, reason) => {
                     tracing::warn!(%peer, %reason, "DTLS handshake failed");
+                    self.set_session_state(SessionState::Closed);
                     // Requests waiting for this peer fail now rather than at their time-out.
                     self.endpoint.abort_peer(
                         now,
@@ -383,6 +407,7 @@ impl<L: SecurityLayer> Driver<L> {
                 }
                 LayerEvent::Closed(peer, reason) => {
                     tracing::info!(%peer, %reason, "DTLS session closed");
+                    self.set_session_state(SessionState::Closed);
                     self.endpoint.abort_peer(
                         now,
                         peer,
@@ -396,7 +421,25 @@ impl<L: SecurityLayer> Driver<L> {
                 }
                 LayerEvent::IdleFreed(peer) => {
                     tracing::debug!(%peer, "idle DTLS session freed");
+                    self.set_session_state(SessionState::Closed);
                     SessionEvent::IdleFreed { local, peer }
+                }
+                LayerEvent::ServerChannelCreated(peer) => {
+                    SessionEvent::ServerSessionCreated { local, peer }
+                }
+                LayerEvent::ServerChannelFreed(peer, reason) => {
+                    SessionEvent::ServerSessionDeleted {
+                        local,
+                        peer,
+                        reason,
+                    }
+                }
+                LayerEvent::SendFailed(peer, reason) => {
+                    tracing::debug!(%peer, %reason, "nothing sent");
+                    // Requests for the peer fail now rather than at their time-out.
+                    self.endpoint
+                        .abort_peer(now, peer, RequestError::ChannelFailed(reason));
+                    continue;
                 }
             };
             // Nobody listening is fine; a slow listener loses the oldest events.

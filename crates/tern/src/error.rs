@@ -43,6 +43,17 @@ pub enum Error {
     /// The context was shut down.
     #[error("the context has shut down")]
     Closed,
+    /// The session was closed with [`Session::close`](crate::Session::close).
+    #[error("the session is closed")]
+    SessionClosed,
+    /// The request does not fit the session's MTU.
+    #[error("the request is {size} bytes, more than the session's maximum PDU of {max} bytes")]
+    TooLarge {
+        /// The encoded request (with the longest token).
+        size: usize,
+        /// [`Session::max_pdu_size`](crate::Session::max_pdu_size).
+        max: usize,
+    },
     /// A value given to a builder is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),

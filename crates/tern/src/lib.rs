@@ -29,14 +29,18 @@ mod context;
 mod driver;
 mod error;
 mod message;
+mod request;
 mod router;
 mod session;
 mod udp;
 
-pub use context::{resolve, Context, ContextBuilder, RequestBuilder};
+pub use context::{resolve, Context, ContextBuilder};
 pub use error::{Error, ErrorResponse};
 pub use message::{PeerIdentity, Request, RequestOptions, Response};
+pub use request::RequestBuilder;
 pub use router::{BoxFuture, Handler, Resource, Router};
-pub use session::{Session, SessionBuilder, SessionEvent};
+pub use session::{
+    Session, SessionBuilder, SessionEvent, SessionState, Transport, DEFAULT_MTU, MIN_MTU,
+};
 pub use tern_proto::{self as proto, Code, ContentFormat, OptionNumber};
 pub use tern_tls::{self as tls, Psk};
