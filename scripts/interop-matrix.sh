@@ -6,9 +6,11 @@
 #   TERN_INTEROP_OUT=/tmp/x.md bash scripts/interop-matrix.sh
 # scripts/test-all.sh runs it after the cargo tests. Exits non-zero when any supported cell fails.
 #
-# Peers: libcoap's coap-client-notls / coap-server-notls (libcoap3-bin) and aiocoap-client from
-# the venv that install-peers.sh makes (${TERN_PEERS_DIR:-~/.cache/tern-peers}/venv, or
-# TERN_AIOCOAP_CLIENT). Tern is built with `cargo build -p tern-cli` (honours CARGO_TARGET_DIR).
+# Peers: libcoap's coap-client-notls / coap-server-notls and, for coaps://, coap-client-openssl /
+# coap-server-openssl (all libcoap3-bin), and aiocoap-client from the venv that install-peers.sh
+# makes (${TERN_PEERS_DIR:-~/.cache/tern-peers}/venv, or TERN_AIOCOAP_CLIENT; its coaps:// needs
+# DTLSSocket, which install-peers.sh adds). Certificates for the PKI rows are made fresh by
+# scripts/make-test-certs.sh. Tern is built with `cargo build -p tern-cli` (honours CARGO_TARGET_DIR).
 # Every server binds to 127.0.0.1 on a free port and is killed on exit; every client run is
 # bounded by `timeout`. coap-client exits 0 even when a request failed, so it is judged by its
 # output only.
@@ -94,7 +96,8 @@ fail() { # fail ROW COL "why" [files to show...]
     for f in "$@"; do
         [ -s "$f" ] || continue
         note+=$'\n    '"$(basename "$f"):"
-        note+=$'\n'"$(head -c 2000 "$f" | head -n 25 | sed 's/^/        /')"
+        # (without terminal colour codes: tern's log colours its lines)
+        note+=$'\n'"$(head -c 2000 "$f" | head -n 25 | sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^/        /')"
     done
     FOOTNOTES[n - 1]="$note"
     log "FAIL: ${ROW_TITLE[$r]} / ${COL_TITLE[$c]}: $why"
@@ -336,10 +339,254 @@ for c in "${COLS[@]}"; do
     "check_$c"
 done
 
+# --- coaps:// (DTLS 1.2): PSK and PKI ------------------------------------------------------------
+# Each cell is three checked exchanges over one kind of DTLS session: a GET whose payload is
+# checked, a PUT then GET round trip, and a GET of a missing path answered 4.04. Every server here
+# is a process of its own (tern serve with a DTLS listener, coap-server-openssl), so a DTLS failure
+# cannot spoil the plain rows. tinydtls (aiocoap) takes PSKs of at most 16 bytes: a short key.
+LC_DTLS_CLIENT="$(command -v coap-client-openssl || true)"
+LC_DTLS_SERVER="$(command -v coap-server-openssl || true)"
+DTLS_ID="tern-interop"
+DTLS_KEY="k$$x$RANDOM" # at most 14 bytes
+CERTS="$WORK/certs"
+CLIENT_CN="tern-test-client" # the client certificate's CN (scripts/make-test-certs.sh)
+
+free_port_pair() { # a port P with P and P+1 free for UDP and TCP (libcoap serves DTLS on P+1)
+    python3 - <<'PY'
+import socket
+def free(port):
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        s = socket.socket(socket.AF_INET, kind)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        finally:
+            s.close()
+    return True
+for _ in range(200):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.1", 0))
+    port = u.getsockname()[1]
+    u.close()
+    if port < 65535 and free(port) and free(port + 1):
+        print(port)
+        break
+else:
+    raise SystemExit("no free port pair")
+PY
+}
+
+wait_log() { # wait_log NAME REGEX: true once the server's log matches (bounded, 10 s)
+    local i
+    for i in $(seq 1 50); do
+        grep -Eq "$2" "$WORK/$1.log" 2>/dev/null && return 0
+        sleep 0.2
+    done
+    log "$1 did not log /$2/ within 10 s"
+    return 1
+}
+
+# aiocoap's Python: the venv's, else the interpreter on aiocoap-client's #! line.
+aio_python() {
+    local dir line
+    dir="$(dirname "$AIOCOAP_CLIENT")"
+    if [ -x "$dir/python" ]; then
+        echo "$dir/python"
+        return
+    fi
+    line="$(sed -n '1s/^#! *//p' "$AIOCOAP_CLIENT")"
+    set -- $line
+    case ${1:-} in
+        */env) command -v "${2:-}" || true ;;
+        *) echo "${1:-}" ;;
+    esac
+}
+# "" when aiocoap-client can do coaps://, else why not.
+aio_dtls_blocker() {
+    [ -n "$AIOCOAP_CLIENT" ] || { echo "aiocoap-client not found (run scripts/install-peers.sh)"; return; }
+    local py missing
+    py="$(aio_python)"
+    [ -n "$py" ] || { echo "cannot tell which Python runs $AIOCOAP_CLIENT"; return; }
+    if ! missing="$(timeout 30 "$py" -c 'from aiocoap.defaults import dtls_missing_modules as m
+print(", ".join(m()))' 2>&1)"; then
+        echo "cannot ask aiocoap about its DTLS support: $(echo "$missing" | tail -n 1)"
+        return
+    fi
+    [ -z "$missing" ] ||
+        echo "aiocoap has no DTLS client (missing $missing; run scripts/install-peers.sh, which builds DTLSSocket)"
+}
+
+# Security arguments per row (dtls_psk, dtls_pki) and program.
+TERN_SERVE_SEC_psk=(--psk-identity "$DTLS_ID" --psk-key "$DTLS_KEY")
+TERN_CLIENT_SEC_psk=(-u "$DTLS_ID" -k "$DTLS_KEY")
+LC_CLIENT_SEC_psk=(-u "$DTLS_ID" -k "$DTLS_KEY")
+LC_SERVER_SEC_psk=(-k "$DTLS_KEY" -h tern-interop-hint)
+# PKI: CA-signed certificates both ways; each server requires and verifies the client's (libcoap's
+# -C does that), each client verifies the server's against the CA.
+TERN_SERVE_SEC_pki=(--cert "$CERTS/server.pem" --key "$CERTS/server.key" --ca "$CERTS/ca.pem" --require-client-cert)
+TERN_CLIENT_SEC_pki=(-c "$CERTS/client.pem" -j "$CERTS/client.key" -C "$CERTS/ca.pem")
+LC_CLIENT_SEC_pki=(-c "$CERTS/client.pem" -j "$CERTS/client.key" -C "$CERTS/ca.pem")
+LC_SERVER_SEC_pki=(-c "$CERTS/server.pem" -j "$CERTS/server.key" -C "$CERTS/ca.pem")
+declare -A DTLS_WHOAMI=([psk]="psk:$DTLS_ID" [pki]="cert:$CLIENT_CN") # what tern's /whoami answers
+declare -A DTLS_BLOCK      # ROW,tern / ROW,lc -> why that server is not there
+declare -A TERN_DTLS_URI LC_DTLS_URI
+
+CERTS_BLOCK=""
+if ! timeout 60 bash "$ROOT/scripts/make-test-certs.sh" "$CERTS" >"$WORK/make-test-certs.log" 2>&1; then
+    CERTS_BLOCK="scripts/make-test-certs.sh failed: $(tail -n 1 "$WORK/make-test-certs.log")"
+fi
+
+for sec in psk pki; do
+    r="dtls_$sec"
+    if [ "$sec" = pki ] && [ -n "$CERTS_BLOCK" ]; then
+        DTLS_BLOCK[$r,tern]="$CERTS_BLOCK"
+        DTLS_BLOCK[$r,lc]="$CERTS_BLOCK"
+        continue
+    fi
+    # tern serve: a plain listener (for the readiness ping) and a DTLS one
+    plain="$(free_port)"
+    dport="$(free_port)"
+    declare -n tsec="TERN_SERVE_SEC_$sec"
+    if start_server "tern-$sec" "$plain" "$TERN" serve --bind "127.0.0.1:$plain" \
+        --dtls-bind "127.0.0.1:$dport" "${tsec[@]}" &&
+        wait_log "tern-$sec" "listening on 127\.0\.0\.1:$dport \(coaps\)"; then
+        TERN_DTLS_URI[$r]="coaps://127.0.0.1:$dport"
+    else
+        DTLS_BLOCK[$r,tern]="tern serve with a DTLS ($sec) listener did not start"
+    fi
+    unset -n tsec
+    # coap-server-openssl: plain on P, DTLS on P+1
+    if [ -z "$LC_DTLS_SERVER" ]; then
+        DTLS_BLOCK[$r,lc]="coap-server-openssl not installed (run scripts/install-peers.sh)"
+        continue
+    fi
+    plain="$(free_port_pair)"
+    declare -n lsec="LC_SERVER_SEC_$sec"
+    if start_server "coap-server-$sec" "$plain" "$LC_DTLS_SERVER" -A 127.0.0.1 -p "$plain" "${lsec[@]}"; then
+        LC_DTLS_URI[$r]="coaps://127.0.0.1:$((plain + 1))"
+    else
+        DTLS_BLOCK[$r,lc]="coap-server-openssl ($sec) did not start"
+    fi
+    unset -n lsec
+done
+
+# One cell's sub-checks: each miss adds a reason and the files that show it.
+cell_begin() { CELL_WHY=(); CELL_FILES=(); }
+cell_miss() { CELL_WHY+=("$1"); shift; CELL_FILES+=("$@"); }
+cell_end() { # cell_end ROW COL SERVER_LOG
+    if [ "${#CELL_WHY[@]}" -eq 0 ]; then
+        pass "$1" "$2"
+        return
+    fi
+    local why="" w
+    for w in "${CELL_WHY[@]}"; do why+="${why:+; }$w"; done
+    fail "$1" "$2" "$why" "${CELL_FILES[@]}" "$3"
+}
+
+# libcoap client → tern serve
+check_dtls_lc_tern() { # check_dtls_lc_tern SEC
+    local sec=$1 r="dtls_$1" p="lc_$1" uri
+    uri="${TERN_DTLS_URI[$r]}"
+    local -n s="LC_CLIENT_SEC_$sec"
+    cell_begin
+    run "${p}_get" "$LC_DTLS_CLIENT" -B 5 "${s[@]}" "$uri/whoami"
+    [ "$(cat "$WORK/${p}_get.out")" = "${DTLS_WHOAMI[$sec]}" ] ||
+        cell_miss "GET /whoami did not answer ${DTLS_WHOAMI[$sec]}" $(files_of "${p}_get")
+    run "${p}_put" "$LC_DTLS_CLIENT" -B 5 "${s[@]}" -m put -e "lc-$sec-$KEY" "$uri/store/lc-$sec"
+    run "${p}_put_get" "$LC_DTLS_CLIENT" -B 5 "${s[@]}" "$uri/store/lc-$sec"
+    if has_error_code "${p}_put" || [ "$(cat "$WORK/${p}_put_get.out")" != "lc-$sec-$KEY" ]; then
+        cell_miss "GET did not return what PUT stored" $(files_of "${p}_put") $(files_of "${p}_put_get")
+    fi
+    run "${p}_nf" "$LC_DTLS_CLIENT" -B 5 "${s[@]}" "$uri/nope"
+    grep -Eq '^ *4\.04' "$WORK/${p}_nf.out" "$WORK/${p}_nf.err" ||
+        cell_miss "no 4.04 reported for /nope" $(files_of "${p}_nf")
+    cell_end "$r" lc_tern "$WORK/tern-$sec.log"
+}
+
+# tern client → coap-server-openssl
+check_dtls_tern_lc() { # check_dtls_tern_lc SEC
+    local sec=$1 r="dtls_$1" p="t_$1" uri
+    uri="${LC_DTLS_URI[$r]}"
+    local -n s="TERN_CLIENT_SEC_$sec"
+    cell_begin
+    run "${p}_get" "$TERN" get --timeout 20 "${s[@]}" "$uri/"
+    [ "$(rc_of "${p}_get")" = 0 ] && grep -q 'This is a test server made with libcoap' "$WORK/${p}_get.out" ||
+        cell_miss "GET / did not return libcoap's banner" $(files_of "${p}_get")
+    run "${p}_put" "$TERN" put --timeout 20 "${s[@]}" -e "tern-$sec-$KEY" -t text "$uri/example_data"
+    run "${p}_put_get" "$TERN" get --timeout 20 "${s[@]}" "$uri/example_data"
+    if [ "$(rc_of "${p}_put")" != 0 ] || [ "$(rc_of "${p}_put_get")" != 0 ] ||
+        [ "$(cat "$WORK/${p}_put_get.out")" != "tern-$sec-$KEY" ]; then
+        cell_miss "GET /example_data did not return what PUT stored" $(files_of "${p}_put") $(files_of "${p}_put_get")
+    fi
+    run "${p}_nf" "$TERN" get --timeout 20 "${s[@]}" "$uri/nope"
+    [ "$(rc_of "${p}_nf")" = 1 ] && grep -q '4\.04' "$WORK/${p}_nf.err" ||
+        cell_miss "expected exit 1 and a 4.04 reason for /nope" $(files_of "${p}_nf")
+    cell_end "$r" tern_lc "$WORK/coap-server-$sec.log"
+}
+
+# aiocoap client → tern serve (PSK: the only credentials aiocoap's DTLS client takes)
+check_dtls_aio_tern() { # check_dtls_aio_tern SEC
+    local sec=$1 r="dtls_$1" p="a_$1" uri creds
+    uri="${TERN_DTLS_URI[$r]}"
+    creds="$WORK/aiocoap-credentials-$sec.json"
+    printf '{"%s/*": {"dtls": {"client-identity": {"ascii": "%s"}, "psk": {"ascii": "%s"}}}}\n' \
+        "$uri" "$DTLS_ID" "$DTLS_KEY" >"$creds"
+    cell_begin
+    aio "${p}_get" --credentials "$creds" "$uri/whoami"
+    [ "$(rc_of "${p}_get")" = 0 ] && [ "$(cat "$WORK/${p}_get.out")" = "${DTLS_WHOAMI[$sec]}" ] ||
+        cell_miss "GET /whoami did not answer ${DTLS_WHOAMI[$sec]}" $(files_of "${p}_get")
+    aio "${p}_put" --credentials "$creds" -m PUT --payload "aio-$sec-$KEY" "$uri/store/aio-$sec"
+    aio "${p}_put_get" --credentials "$creds" "$uri/store/aio-$sec"
+    if [ "$(rc_of "${p}_put")" != 0 ] || [ "$(rc_of "${p}_put_get")" != 0 ] ||
+        [ "$(cat "$WORK/${p}_put_get.out")" != "aio-$sec-$KEY" ]; then
+        cell_miss "GET did not return what PUT stored" $(files_of "${p}_put") $(files_of "${p}_put_get")
+    fi
+    aio "${p}_nf" --credentials "$creds" "$uri/nope"
+    [ "$(rc_of "${p}_nf")" != 0 ] && [ "$(rc_of "${p}_nf")" != 124 ] &&
+        grep -q '4\.04' "$WORK/${p}_nf.out" "$WORK/${p}_nf.err" ||
+        cell_miss "expected a non-zero exit and 4.04 for /nope" $(files_of "${p}_nf")
+    cell_end "$r" aio_tern "$WORK/tern-$sec.log"
+}
+
+# Why one DTLS cell cannot run, or "" when it can.
+dtls_blocker() { # dtls_blocker SEC COL
+    local r="dtls_$1" b
+    case $2 in
+        lc_tern)
+            [ -n "$LC_DTLS_CLIENT" ] || { echo "coap-client-openssl not installed (run scripts/install-peers.sh)"; return; }
+            echo "${DTLS_BLOCK[$r,tern]:-}"
+            ;;
+        tern_lc) echo "${DTLS_BLOCK[$r,lc]:-}" ;;
+        aio_tern)
+            b="$(aio_dtls_blocker)"
+            echo "${b:-${DTLS_BLOCK[$r,tern]:-}}"
+            ;;
+    esac
+}
+
+for sec in psk pki; do
+    for c in "${COLS[@]}"; do
+        if [ "$c" = aio_tern ] && [ "$sec" = pki ]; then
+            na dtls_pki "$c" "aiocoap's coaps:// client (tinydtls via DTLSSocket) takes PSK credentials only; tinydtls has no X.509"
+            continue
+        fi
+        blocker="$(dtls_blocker "$sec" "$c")"
+        if [ -n "$blocker" ]; then
+            case $c in
+                tern_lc) slog="$WORK/coap-server-$sec.log" ;;
+                *) slog="$WORK/tern-$sec.log" ;;
+            esac
+            fail "dtls_$sec" "$c" "$blocker" "$slog"
+            continue
+        fi
+        log "running coaps:// $sec, ${COL_TITLE[$c]}"
+        "check_dtls_$c" "$sec"
+    done
+done
+
 # --- not implemented yet -----------------------------------------------------------------------
 for c in "${COLS[@]}"; do
-    na dtls_psk "$c" "not implemented yet (issue 3)"
-    na dtls_pki "$c" "not implemented yet (issue 3)"
     na tcp "$c" "not implemented yet (issue 4)"
     na tls_psk "$c" "not implemented yet (issue 4)"
     na tls_pki "$c" "not implemented yet (issue 4)"
@@ -359,8 +606,12 @@ tern_version="$("$TERN" --version 2>/dev/null | awk '{print $2}')"
     echo "# Interoperability matrix"
     echo
     echo "Written by \`scripts/interop-matrix.sh\` (run by \`scripts/test-all.sh\`); do not edit by hand."
-    echo "Peers: libcoap ${lc_version:-?} (\`coap-client-notls\`, \`coap-server-notls\`), aiocoap ${aio_version:-?}"
-    echo "(\`aiocoap-client\`); Tern ${tern_version:-?} (\`tern\` CLI). Every server on 127.0.0.1."
+    echo "Peers: libcoap ${lc_version:-?} (\`coap-client-notls\`, \`coap-server-notls\`; \`coap-client-openssl\`,"
+    echo "\`coap-server-openssl\` for coaps://), aiocoap ${aio_version:-?} (\`aiocoap-client\`, with DTLSSocket for"
+    echo "coaps://); Tern ${tern_version:-?} (\`tern\` CLI). Every server on 127.0.0.1."
+    echo "coaps:// cells: a GET with its payload checked, a PUT then GET round trip and a 4.04, each over DTLS"
+    echo "with that row's credentials; PKI uses certificates from \`scripts/make-test-certs.sh\`, checked both"
+    echo "ways (every server requires the client's certificate)."
     echo "\`pass\`: the exchange worked and its result was checked; \`FAIL\`: see the footnote;"
     echo "\`n/s\`: not supported, with the reason."
     echo
