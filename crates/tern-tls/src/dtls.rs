@@ -24,6 +24,7 @@ use openssl::ssl::{
 
 use openssl::ssl::SslVerifyMode;
 
+use crate::alert::Alert;
 use crate::credentials::{Psk, PskStore};
 pub use crate::ffi::TimerPolicy;
 use crate::ffi::{self, ListenOutcome};
@@ -357,6 +358,8 @@ pub enum ChannelEvent {
     HandshakeFailed(String),
     /// The peer closed the channel (close_notify) or it failed after the handshake.
     Closed(String),
+    /// The peer sent an alert (reported before the failure or close it causes).
+    AlertReceived(Alert),
 }
 
 /// One DTLS association with one peer, sans-IO.
@@ -522,6 +525,18 @@ impl DtlsChannel {
         self.timer = None;
     }
 
+    /// Fails on an OpenSSL error, reporting first the alert the peer sent, if that was the cause.
+    fn fail_with(&mut self, e: &openssl::ssl::Error) {
+        if let Some(alert) = e.ssl_error().and_then(Alert::from_error_stack) {
+            self.events.push_back(ChannelEvent::AlertReceived(alert));
+        }
+        let reason = e
+            .ssl_error()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| e.to_string());
+        self.fail(reason);
+    }
+
     /// Reads every decrypted record waiting, into `buf` (at least one record's plaintext).
     fn read_records(&mut self, buf: &mut [u8]) {
         loop {
@@ -533,6 +548,8 @@ impl DtlsChannel {
                     self.received.push_back(buf[..n].to_vec());
                 }
                 Err(e) if e.code() == ErrorCode::ZERO_RETURN => {
+                    self.events
+                        .push_back(ChannelEvent::AlertReceived(Alert::CLOSE_NOTIFY));
                     self.fail("peer sent close_notify".into());
                     return;
                 }
@@ -542,11 +559,7 @@ impl DtlsChannel {
                 Err(e) => {
                     // A record that fails to decrypt is dropped by DTLS (RFC 6347 §4.1.2.7);
                     // OpenSSL reports fatal alerts here.
-                    let reason = e
-                        .ssl_error()
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| e.to_string());
-                    self.fail(reason);
+                    self.fail_with(&e);
                     return;
                 }
             }
@@ -563,11 +576,7 @@ impl DtlsChannel {
                 }
                 Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => {}
                 Err(e) => {
-                    let reason = e
-                        .ssl_error()
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| e.to_string());
-                    self.fail(reason);
+                    self.fail_with(&e);
                     return;
                 }
             }

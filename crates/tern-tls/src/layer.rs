@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::alert::Alert;
 use crate::dtls::{
     Accept, ChannelEvent, ChannelState, DtlsChannel, DtlsContext, DtlsListener, TlsError,
 };
@@ -41,6 +42,8 @@ pub enum LayerEvent {
     Closed(SocketAddr, String),
     /// An idle channel was closed and freed after the idle time-out.
     IdleFreed(SocketAddr),
+    /// The peer sent an alert (before the failure or close it causes).
+    AlertReceived(SocketAddr, Alert),
     /// A server channel was created for a peer whose ClientHello returned a valid cookie.
     ServerChannelCreated(SocketAddr),
     /// A server channel was freed (closed, failed, idle, or evicted), with the reason.
@@ -326,6 +329,7 @@ impl DtlsLayer {
                 ChannelEvent::Established => LayerEvent::Established(peer),
                 ChannelEvent::HandshakeFailed(r) => LayerEvent::HandshakeFailed(peer, r),
                 ChannelEvent::Closed(r) => LayerEvent::Closed(peer, r),
+                ChannelEvent::AlertReceived(alert) => LayerEvent::AlertReceived(peer, alert),
             });
         }
         if p.channel.is_established() {

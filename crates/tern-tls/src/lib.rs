@@ -2,6 +2,7 @@
 //! timer, PSK credentials and the key-store trait servers look keys up through.
 #![warn(missing_docs)]
 
+pub mod alert;
 pub mod credentials;
 pub mod dtls;
 mod ffi;
@@ -10,6 +11,7 @@ mod pipe;
 pub mod pki;
 pub mod record;
 
+pub use alert::Alert;
 pub use credentials::{CredentialError, Psk, PskMap, PskStore};
 pub use dtls::{
     Accept, ChannelEvent, ChannelState, DtlsChannel, DtlsContext, DtlsListener, DtlsSettings, Role,

@@ -424,6 +424,10 @@ impl<L: SecurityLayer> Driver<L> {
                     self.set_session_state(SessionState::Closed);
                     SessionEvent::IdleFreed { local, peer }
                 }
+                LayerEvent::AlertReceived(peer, alert) => {
+                    tracing::debug!(%peer, %alert, "DTLS alert received");
+                    SessionEvent::AlertReceived { local, peer, alert }
+                }
                 LayerEvent::ServerChannelCreated(peer) => {
                     SessionEvent::ServerSessionCreated { local, peer }
                 }

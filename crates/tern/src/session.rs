@@ -98,6 +98,16 @@ pub enum SessionEvent {
         /// Why.
         reason: String,
     },
+    /// The peer sent a TLS alert: close_notify, or a fatal one (the handshake failure or
+    /// close it causes follows as its own event).
+    AlertReceived {
+        /// Our address.
+        local: SocketAddr,
+        /// The peer.
+        peer: SocketAddr,
+        /// The alert.
+        alert: tern_tls::Alert,
+    },
     /// An idle server session was freed after the idle time-out.
     IdleFreed {
         /// Our address.

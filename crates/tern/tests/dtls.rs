@@ -390,3 +390,51 @@ async fn coap_sessions_need_no_credentials_and_refuse_them() {
     assert!(matches!(e, Error::NoCredentials), "{e}");
     plain.shutdown().await;
 }
+
+#[tokio::test]
+async fn alerts_from_the_peer_are_reported() {
+    let (server, addr) = dtls_server().await;
+    let mut server_events = server.events();
+    let client = Context::client();
+    let mut client_events = client.events();
+    // An identity the server does not know: it answers with a fatal alert.
+    let stranger = client
+        .session(&format!("coaps://{addr}"))
+        .psk(Psk::new("stranger", "s3cret").unwrap())
+        .build()
+        .await
+        .unwrap();
+    let e = stranger
+        .get("/whoami")
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Request(RequestError::ChannelFailed(_))),
+        "{e}"
+    );
+    let alert = next_event(&mut client_events, |e| match e {
+        SessionEvent::AlertReceived { alert, .. } => Some(alert),
+        _ => None,
+    })
+    .await;
+    assert_eq!(alert.name(), "unknown_psk_identity", "{alert}");
+    assert!(alert.is_fatal());
+    // A session released cleanly: the server receives close_notify.
+    let session = client
+        .session(&format!("coaps://{addr}"))
+        .psk(Psk::new("sensor-7", "s3cret").unwrap())
+        .build()
+        .await
+        .unwrap();
+    session.get("/whoami").send().await.unwrap();
+    drop(session);
+    let alert = next_event(&mut server_events, |e| match e {
+        SessionEvent::AlertReceived { alert, .. } => Some(alert),
+        _ => None,
+    })
+    .await;
+    assert_eq!(alert, tern_tls::Alert::CLOSE_NOTIFY);
+    server.shutdown().await;
+}
