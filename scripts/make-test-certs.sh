@@ -4,6 +4,7 @@
 #   server.pem server.key    server certificate, SAN DNS:localhost, IP:127.0.0.1, IP:::1, signed by the CA
 #   client.pem client.key    client certificate (CN=tern-test-client), signed by the CA
 #   other-ca.pem             an unrelated CA (for "unknown CA" tests)
+#   alt.pem alt.key          a second server certificate (CN and SAN DNS:alt.example), for SNI
 #   expired.pem expired.key  a server certificate that expired, signed by the CA
 #   bash scripts/make-test-certs.sh DIR
 set -euo pipefail
@@ -27,6 +28,8 @@ leaf() { # name CN days-args extfile-lines...
     rm -f "$name.csr" "$name.ext"
 }
 leaf server localhost "-days 30" "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1" \
+    "extendedKeyUsage=serverAuth" "basicConstraints=CA:FALSE"
+leaf alt alt.example "-days 30" "subjectAltName=DNS:alt.example" \
     "extendedKeyUsage=serverAuth" "basicConstraints=CA:FALSE"
 leaf client tern-test-client "-days 30" "extendedKeyUsage=clientAuth" "basicConstraints=CA:FALSE"
 # Expired: valid for one day, starting two days ago.

@@ -19,7 +19,8 @@ use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
 use openssl::ssl::{
-    ErrorCode, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions, SslStream, SslVersion,
+    ErrorCode, NameType, SniError, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions,
+    SslStream, SslVersion,
 };
 
 use openssl::ssl::SslVerifyMode;
@@ -191,6 +192,44 @@ fn configure_pki(b: &mut SslContextBuilder, role: Role, pki: &PkiSettings) -> Re
     Ok(())
 }
 
+/// Presents another certificate when the client's SNI names one of `pki.by_server_name`.
+fn select_certificate_by_sni(
+    b: &mut SslContextBuilder,
+    settings: &DtlsSettings,
+    pki: &PkiSettings,
+) -> Result<(), TlsError> {
+    if pki.by_server_name.is_empty() {
+        return Ok(());
+    }
+    let mut alternates = Vec::with_capacity(pki.by_server_name.len());
+    for (name, certificate, key) in &pki.by_server_name {
+        let alternate = DtlsSettings {
+            pki: Some(PkiSettings {
+                certificate: Some(certificate.clone()),
+                private_key: Some(key.clone()),
+                by_server_name: Vec::new(),
+                ..pki.clone()
+            }),
+            ..settings.clone()
+        };
+        let ctx = base_builder(Role::Server, &alternate)?.build();
+        alternates.push((name.to_ascii_lowercase(), ctx));
+    }
+    b.set_servername_callback(move |ssl, _alert| {
+        let Some(name) = ssl.servername(NameType::HOST_NAME) else {
+            return Ok(());
+        };
+        let name = name.to_ascii_lowercase();
+        if let Some((_, ctx)) = alternates.iter().find(|(n, _)| *n == name) {
+            // Only the certificate and key change; callbacks stay those of the SSL object.
+            ssl.set_ssl_context(ctx)
+                .map_err(|_| SniError::ALERT_FATAL)?;
+        }
+        Ok(())
+    });
+    Ok(())
+}
+
 impl DtlsContext {
     /// A client context: needs `settings.psk`.
     pub fn client(settings: DtlsSettings) -> Result<Self, TlsError> {
@@ -239,6 +278,9 @@ impl DtlsContext {
                     }
                 }
             });
+        }
+        if let Some(pki) = &settings.pki {
+            select_certificate_by_sni(&mut b, &settings, pki)?;
         }
         ffi::set_identity_hint(&mut b, settings.identity_hint.as_deref())?;
         let mut secret = [0u8; 32];

@@ -150,6 +150,10 @@ pub struct PkiSettings {
     pub expected_name: Option<String>,
     /// Client: SNI sent in the ClientHello.
     pub sni: Option<String>,
+    /// Server: other certificates to present, chosen by the SNI the client sends: (server
+    /// name, certificate, key). Names match case-insensitively; a client that sends no SNI,
+    /// or one not listed, gets `certificate`.
+    pub by_server_name: Vec<(String, Source, Source)>,
     /// Extra per-certificate check (CN/SAN validation).
     pub validate: Option<ValidateFn>,
 }
@@ -190,6 +194,7 @@ impl PkiSettings {
             chain_depth: 4,
             expected_name: None,
             sni: None,
+            by_server_name: Vec::new(),
             validate: None,
         }
     }

@@ -132,6 +132,29 @@ fn server_certificate_only() {
 }
 
 #[test]
+fn the_server_picks_its_certificate_by_the_clients_sni() {
+    let mut server = server_pki();
+    server.verify_peer = false;
+    server.by_server_name = vec![("ALT.example".into(), file("alt.pem"), file("alt.key"))];
+    let mut client = PkiSettings::verify_only(Some(file("ca.pem")));
+    client.sni = Some("alt.example".into());
+    client.expected_name = Some("alt.example".into());
+    let (c, _) = handshake(client.clone(), server.clone());
+    assert!(c.is_established(), "{:?}", c.state());
+    let (cn, _) = c.peer_certificate_names().unwrap();
+    assert_eq!(cn.as_deref(), Some("alt.example"));
+    // Another name, or none, gets the default certificate.
+    for sni in [Some("localhost".to_string()), None] {
+        let mut client = PkiSettings::verify_only(Some(file("ca.pem")));
+        client.sni = sni;
+        let (c, _) = handshake(client, server.clone());
+        assert!(c.is_established(), "{:?}", c.state());
+        let (cn, _) = c.peer_certificate_names().unwrap();
+        assert_eq!(cn.as_deref(), Some("localhost"));
+    }
+}
+
+#[test]
 fn unknown_ca_is_refused() {
     let mut client = client_pki();
     client.ca = Some(file("other-ca.pem"));
