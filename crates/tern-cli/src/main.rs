@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod display;
 mod dtls_load;
+mod files;
 mod serve;
 
 use std::process::ExitCode;

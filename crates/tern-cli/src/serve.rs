@@ -14,6 +14,8 @@ use tern::tls::{DtlsSettings, PskMap};
 use tern::{Code, ContentFormat, Context, Request, Resource, Response, Router};
 use tern::{PeerIdentity, Psk};
 
+use crate::files::FileStore;
+
 /// Arguments of `tern serve`.
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -69,6 +71,12 @@ pub struct ServeArgs {
     /// Refuse clients without a valid certificate (needs --ca).
     #[arg(long, requires = "ca")]
     require_client_cert: bool,
+    /// Serve this directory under /files/ (GET, PUT, DELETE /files/NAME); created if missing.
+    #[arg(long, value_name = "DIR")]
+    files: Option<std::path::PathBuf>,
+    /// Largest file accepted by PUT under /files/ (bytes).
+    #[arg(long, default_value_t = 16 << 20)]
+    files_max_size: usize,
 }
 
 /// Reads `identity key` lines; names the line of any error.
@@ -179,14 +187,22 @@ pub fn utc_now() -> String {
 }
 
 /// The demo server's routes.
-pub fn demo_router(store_max_value: usize, store_max_entries: usize) -> Router {
+pub fn demo_router(
+    store_max_value: usize,
+    store_max_entries: usize,
+    files: Option<Arc<FileStore>>,
+) -> Router {
     let store = Arc::new(Store {
         entries: Mutex::new(HashMap::new()),
         max_value: store_max_value,
         max_entries: store_max_entries,
     });
     let (put, get, delete) = (store.clone(), store.clone(), store);
-    Router::new()
+    let router = match files {
+        Some(files) => Router::new().resource("/files/*", files.resource()),
+        None => Router::new(),
+    };
+    router
         .resource(
             "/",
             Resource::new().get(|_| async { Response::text("Tern CoAP demo server") }).hidden(),
@@ -256,6 +272,10 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, String> {
     } else {
         args.bind
     };
+    let files = match &args.files {
+        Some(dir) => Some(Arc::new(FileStore::new(dir, args.files_max_size)?)),
+        None => None,
+    };
     let config = EndpointConfig {
         dedup_per_peer: args.dedup_per_peer,
         dedup_total: args.dedup_total,
@@ -266,7 +286,11 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, String> {
     };
     let mut builder = Context::builder()
         .endpoint_config(config)
-        .router(demo_router(args.store_max_value, args.store_max_entries));
+        .router(demo_router(
+            args.store_max_value,
+            args.store_max_entries,
+            files,
+        ));
     for addr in &binds {
         builder = builder.bind(*addr);
     }
