@@ -13,6 +13,7 @@ pub mod endpoint;
 pub mod hash;
 pub mod link_format;
 pub mod message;
+pub mod observe;
 pub mod option;
 pub mod reliability;
 pub mod sim;
@@ -20,7 +21,9 @@ pub mod uri;
 pub mod wire;
 
 pub use code::{Code, MessageType};
-pub use endpoint::{Endpoint, EndpointConfig, Event, IncomingId, RequestId, Transmit};
+pub use endpoint::{
+    Endpoint, EndpointConfig, Event, IncomingId, NotificationId, RequestId, Transmit,
+};
 pub use message::{CoapOption, Message, Options, Token};
 pub use option::{ContentFormat, OptionNumber};
 pub use reliability::TransmissionParams;

@@ -367,6 +367,12 @@ fn run_seed(seed: u64) -> Report {
                     let _ = world.node(c).ep.respond(now, id, m);
                     continue;
                 }
+                other => {
+                    // Nothing here observes or notifies (tests/observe_sim.rs does).
+                    anomalies += 1;
+                    anomaly_log.push(format!("client event {other:?}"));
+                    continue;
+                }
             };
             let index = *ids
                 .get(&id)

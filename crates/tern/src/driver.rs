@@ -283,6 +283,10 @@ impl<L: SecurityLayer> Driver<L> {
                         let _ = reply.send(Err(error));
                     }
                 }
+                // wired in the observe runtime work
+                Event::Notification { .. }
+                | Event::NotificationAcked(_)
+                | Event::NotificationFailed { .. } => {}
             }
         }
     }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use rand_core::RngCore;
 
+use super::observation::ObserveRole;
 use super::{later, Endpoint, Event, MidError, Purpose, RequestId, Timer};
 use crate::code::MessageType;
 use crate::dedup::DedupState;
@@ -57,6 +58,14 @@ pub enum RequestError {
     /// The response carried a critical option this endpoint does not understand (§5.4.1).
     #[error("the response carries an unrecognised critical option {0}")]
     BadResponseOption(OptionNumber),
+    /// An observation heard nothing fresh for its last notification's Max-Age plus
+    /// [`EndpointConfig::observe_lapse_slack`](super::EndpointConfig::observe_lapse_slack): the
+    /// server may have forgotten it; register again (RFC 7641 §3.3.1).
+    #[error("no notification within Max-Age: the observation lapsed")]
+    ObservationLapsed,
+    /// [`Endpoint::deregister`] was given a request that is not an established observation.
+    #[error("not an established observation")]
+    NotObserving,
 }
 
 /// Per-request settings.
@@ -72,6 +81,8 @@ pub(super) enum State {
     Queued,
     AwaitingAck,
     AwaitingResponse,
+    /// An observation after its first response (RFC 7641): no NSTART slot, no request deadline.
+    Observing,
 }
 
 #[derive(Debug)]
@@ -84,13 +95,22 @@ pub(super) struct ClientRequest {
     pub(super) state: State,
     /// Whether this request holds one of the peer's NSTART slots.
     pub(super) counted: bool,
+    /// The request deadline, or for an observation the time it lapses.
     pub(super) deadline: Option<Instant>,
+    /// Whether this request registers or cancels an observation (RFC 7641).
+    pub(super) role: ObserveRole,
 }
 
 impl Endpoint {
     /// Starts a request to `peer`. The message's code must be a method and its type CON or NON;
     /// its message ID is assigned here, and an empty token is replaced by a random one.
     /// The outcome arrives as [`Event::Response`] or [`Event::RequestFailed`].
+    ///
+    /// A GET or FETCH with Observe 0 registers an observation (RFC 7641 §3.1): if its response
+    /// is a 2.xx with an Observe option, the request stays open after that [`Event::Response`],
+    /// without an NSTART slot or its deadline, and later responses with its token arrive as
+    /// [`Event::Notification`] until the server ends it, [`cancel`](Self::cancel),
+    /// [`deregister`](Self::deregister), or [`RequestError::ObservationLapsed`].
     pub fn request(
         &mut self,
         now: Instant,
@@ -151,6 +171,7 @@ impl Endpoint {
         if !start_now {
             p.queue.push_back(id);
         }
+        let role = ObserveRole::of(&message);
         let deadline = params.timeout.map(|t| later(now, t));
         if let Some(at) = deadline {
             self.set_timer(at, Timer::RequestDeadline(id));
@@ -165,6 +186,7 @@ impl Endpoint {
                 state: State::Queued,
                 counted: false,
                 deadline,
+                role,
             },
         );
         if start_now {
@@ -173,8 +195,11 @@ impl Endpoint {
         Ok(id)
     }
 
-    /// Ends every request to `peer` with `error` (its secure channel failed, say).
+    /// Ends every request and observation to `peer` with `error` (its secure channel failed,
+    /// say), and every notification to it with
+    /// [`NotificationFailure::Aborted`](super::NotificationFailure::Aborted).
     pub fn abort_peer(&mut self, now: Instant, peer: SocketAddr, error: RequestError) {
+        self.abort_notifications(peer);
         let ids: Vec<RequestId> = self
             .requests
             .iter()
@@ -187,7 +212,8 @@ impl Endpoint {
     }
 
     /// Abandons a request: no more retransmissions and no event. Returns false if it had
-    /// already ended.
+    /// already ended. For an observation this is the passive cancellation of RFC 7641 §3.6:
+    /// the token is forgotten, so the server's next notification is answered with RST.
     pub fn cancel(&mut self, now: Instant, id: RequestId) -> bool {
         self.end_request(now, id).is_some()
     }
@@ -244,7 +270,7 @@ impl Endpoint {
         self.send_tracked(now, peer, mid, bytes, Purpose::Request(id), confirmable);
     }
 
-    fn set_deadline(&mut self, id: RequestId, at: Instant) {
+    pub(super) fn set_deadline(&mut self, id: RequestId, at: Instant) {
         if let Some(r) = self.requests.get_mut(&id) {
             let old = r.deadline.replace(at);
             if let Some(old) = old {
@@ -257,13 +283,22 @@ impl Endpoint {
     pub(super) fn on_request_deadline(&mut self, now: Instant, id: RequestId) {
         let due = self.requests.get(&id).and_then(|r| r.deadline);
         if due.is_some_and(|at| at <= now) {
-            self.stats.timeouts += 1;
-            self.finish_request(now, id, Err(RequestError::Timeout));
+            let observing = self
+                .requests
+                .get(&id)
+                .is_some_and(|r| r.state == State::Observing);
+            let error = if observing {
+                RequestError::ObservationLapsed
+            } else {
+                self.stats.timeouts += 1;
+                RequestError::Timeout
+            };
+            self.finish_request(now, id, Err(error));
         }
     }
 
     /// Removes a request and everything that refers to it; frees its NSTART slot.
-    fn end_request(&mut self, now: Instant, id: RequestId) -> Option<ClientRequest> {
+    pub(super) fn end_request(&mut self, now: Instant, id: RequestId) -> Option<ClientRequest> {
         let req = self.requests.remove(&id)?;
         if let Some(at) = req.deadline {
             self.cancel_timer(at, Timer::RequestDeadline(id));
@@ -307,7 +342,7 @@ impl Endpoint {
     }
 
     /// Starts queued requests while NSTART allows.
-    fn pump_queue(&mut self, now: Instant, peer: SocketAddr) {
+    pub(super) fn pump_queue(&mut self, now: Instant, peer: SocketAddr) {
         loop {
             let next = match self.peers.get_mut(&peer) {
                 Some(p) if p.outstanding < p.params.nstart => p.queue.pop_front(),
@@ -352,6 +387,10 @@ impl Endpoint {
             }
         }
         self.remove_outgoing(peer, mid);
+        if let Purpose::Notification(id, token) = purpose {
+            self.notification_acked(now, peer, token, id);
+            return;
+        }
         let Purpose::Request(id) = purpose else {
             return; // our separate response was acknowledged
         };
@@ -359,11 +398,12 @@ impl Endpoint {
             self.request_acknowledged(now, id);
             return;
         }
-        let result = match self.unrecognized_critical(d) {
-            Some(number) => Err(RequestError::BadResponseOption(number)),
-            None => Ok(Message::from_datagram(d)),
-        };
-        self.finish_request(now, id, result);
+        match self.unrecognized_critical(d) {
+            Some(number) => {
+                self.finish_request(now, id, Err(RequestError::BadResponseOption(number)))
+            }
+            None => self.deliver_response(now, id, Message::from_datagram(d), false),
+        }
     }
 
     /// An empty ACK: the response will come separately (§5.2.2).
@@ -393,8 +433,12 @@ impl Endpoint {
         let Some(out) = self.remove_outgoing(peer, mid) else {
             return;
         };
-        if let Purpose::Request(id) = out.purpose {
-            self.finish_request(now, id, Err(RequestError::Reset));
+        match out.purpose {
+            Purpose::Request(id) => self.finish_request(now, id, Err(RequestError::Reset)),
+            Purpose::Notification(id, token) => {
+                self.fail_stream(peer, token, Some(id), super::NotificationFailure::Reset)
+            }
+            Purpose::SeparateResponse => {}
         }
     }
 
@@ -432,6 +476,16 @@ impl Endpoint {
             let rst = Self::empty(MessageType::Rst, mid);
             self.remember(now, peer, mid, ty, DedupState::Answered(rst));
             self.send_reset(peer, mid);
+            if let (Some(id), Some(number)) = (id, bad_option) {
+                if self
+                    .requests
+                    .get(&id)
+                    .is_some_and(|r| r.state == State::Observing)
+                {
+                    // The RST ends the observation at the server (RFC 7641 §3.6): here too.
+                    self.finish_request(now, id, Err(RequestError::BadResponseOption(number)));
+                }
+            }
             return;
         };
         if ty == MessageType::Con {
@@ -441,6 +495,6 @@ impl Endpoint {
         } else {
             self.remember(now, peer, mid, ty, DedupState::Done);
         }
-        self.finish_request(now, id, Ok(Message::from_datagram(d)));
+        self.deliver_response(now, id, Message::from_datagram(d), true);
     }
 }

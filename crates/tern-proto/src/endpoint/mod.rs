@@ -12,11 +12,21 @@
 //! piggybacked and separate responses, RST handling, format errors (RST for CON, silence for NON)
 //! and 4.02 for unrecognised critical options. Every table it keeps is capped (see
 //! [`EndpointConfig`]).
+//!
+//! Observe (RFC 7641) at the message layer: a request registering an observation stays open
+//! after its first response and delivers later ones as [`Event::Notification`] (`observation`);
+//! a server sends notifications outside any exchange with [`Endpoint::notify`] (`notify`).
 
 mod client;
+mod notify;
+mod observation;
 mod server;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_notify;
+#[cfg(test)]
+mod tests_observe;
 
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -34,6 +44,7 @@ use crate::reliability::TransmissionParams;
 use crate::wire::{self, Datagram};
 
 pub use client::{RequestError, RequestParams};
+pub use notify::{NotificationFailure, NotifyError};
 pub use server::RespondError;
 
 /// Limits and behaviour of an endpoint.
@@ -70,6 +81,14 @@ pub struct EndpointConfig {
     /// request carrying them gets 4.02 instead of being handled as if the body were whole,
     /// and a response carrying them is refused instead of silently truncated.
     pub unimplemented_options: Vec<u16>,
+    /// How long past a notification's Max-Age an observation waits for the next one before it
+    /// ends with [`RequestError::ObservationLapsed`] (default 10 s: room for a notification sent
+    /// as Max-Age runs out to arrive after a retransmission or two; RFC 7641 §3.3.1).
+    pub observe_lapse_slack: Duration,
+    /// How long a NON notification is remembered so that a RST answering it ends the
+    /// observation (default 10 s, several round trips). A later RST is not matched; the
+    /// observer's next notification draws another one.
+    pub notification_reset_window: Duration,
 }
 
 /// Why an endpoint configuration cannot be used.
@@ -87,6 +106,9 @@ pub enum ConfigError {
     /// A capacity of zero.
     #[error("{0} must be at least 1")]
     ZeroCapacity(&'static str),
+    /// A duration outside 1 ms – 1 h.
+    #[error("{0} must be between 1 ms and 1 h")]
+    Duration(&'static str),
 }
 
 impl EndpointConfig {
@@ -100,6 +122,14 @@ impl EndpointConfig {
         }
         if self.token_len > 8 {
             return Err(ConfigError::TokenLength(self.token_len));
+        }
+        for (name, value) in [
+            ("observe_lapse_slack", self.observe_lapse_slack),
+            ("notification_reset_window", self.notification_reset_window),
+        ] {
+            if value < Duration::from_millis(1) || value > Duration::from_secs(3600) {
+                return Err(ConfigError::Duration(name));
+            }
         }
         for (name, value) in [
             ("dedup_per_peer", self.dedup_per_peer),
@@ -130,6 +160,8 @@ impl Default for EndpointConfig {
             extra_known_options: Vec::new(),
             strict_message_ids: true,
             unimplemented_options: vec![OptionNumber::BLOCK1.0, OptionNumber::BLOCK2.0],
+            observe_lapse_slack: Duration::from_secs(10),
+            notification_reset_window: Duration::from_secs(10),
         }
     }
 }
@@ -151,6 +183,10 @@ pub struct RequestId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IncomingId(pub u64);
 
+/// Identifies a notification sent with [`Endpoint::notify`] (server role, RFC 7641).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NotificationId(pub u64);
+
 /// What the endpoint reports to the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -163,19 +199,43 @@ pub enum Event {
         /// The request (type, message ID and token as received).
         request: Message,
     },
-    /// The response to a request.
+    /// The response to a request. For a request that registers an observation (GET or FETCH
+    /// with Observe 0), this is the first response; if it is a 2.xx with an Observe option the
+    /// observation is established and later responses arrive as [`Event::Notification`].
     Response {
         /// The request it answers.
         id: RequestId,
         /// The response as received.
         response: Message,
     },
-    /// A request that ended without a response.
+    /// A later response of an established observation (RFC 7641 §3.2): fresh (§3.4: stale and
+    /// duplicate ones are dropped) and so in Observe order. A notification that is not a 2.xx
+    /// with an Observe option (an error, or the server stopped serving the observation) is the
+    /// observation's last event ([`observe::continues_observation`](crate::observe::continues_observation)).
+    Notification {
+        /// The registering request.
+        id: RequestId,
+        /// The notification as received.
+        response: Message,
+    },
+    /// A request that ended without a response, or an observation that ended without a last
+    /// notification ([`RequestError::ObservationLapsed`], say).
     RequestFailed {
         /// The request.
         id: RequestId,
         /// Why.
         error: RequestError,
+    },
+    /// A confirmable notification was acknowledged: the observer is still listening
+    /// ([`ObserverRegistry::confirmed`](crate::observe::ObserverRegistry::confirmed)).
+    NotificationAcked(NotificationId),
+    /// A notification failed. For [`NotificationFailure::Reset`], [`NotificationFailure::Timeout`]
+    /// and [`NotificationFailure::Aborted`], remove the observer (RFC 7641 §3.6, §4.5).
+    NotificationFailed {
+        /// The notification.
+        id: NotificationId,
+        /// Why.
+        reason: NotificationFailure,
     },
 }
 
@@ -188,7 +248,7 @@ pub struct Stats {
     pub datagrams_out: u64,
     /// CON retransmissions sent.
     pub retransmissions: u64,
-    /// Requests that failed by time-out (no ACK, or no response in time).
+    /// Requests and CON notifications that failed by time-out (no ACK, or no response in time).
     pub timeouts: u64,
     /// Duplicates detected.
     pub duplicates: u64,
@@ -205,6 +265,10 @@ pub struct Stats {
     /// Responses sent with a message ID reused within EXCHANGE_LIFETIME, because every ID was
     /// in use with that peer (requests fail instead).
     pub message_ids_reused: u64,
+    /// Notifications received and dropped as stale (RFC 7641 §3.4).
+    pub stale_notifications: u64,
+    /// Notifications sent with [`Endpoint::notify`] (first transmissions).
+    pub notifications_sent: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -221,6 +285,8 @@ impl std::ops::AddAssign for Stats {
         self.overloaded += other.overloaded;
         self.peers_refused += other.peers_refused;
         self.message_ids_reused += other.message_ids_reused;
+        self.stale_notifications += other.stale_notifications;
+        self.notifications_sent += other.notifications_sent;
     }
 }
 
@@ -229,6 +295,8 @@ impl std::ops::AddAssign for Stats {
 enum Purpose {
     Request(RequestId),
     SeparateResponse,
+    /// A notification (CON, retransmitted; or NON, kept for the reset window).
+    Notification(NotificationId, Token),
 }
 
 /// A CON or NON we sent and may hear back about by message ID (ACK or RST).
@@ -262,6 +330,8 @@ struct Peer {
     tokens: HashMap<Token, RequestId>,
     /// Incoming requests handed to the application and not yet answered.
     pending_incoming: usize,
+    /// Notification streams (server role) with a CON notification in flight, by token.
+    streams: HashMap<Token, notify::Stream>,
     last_activity: Instant,
     /// When each block of message IDs was last left, once this peer used more than one block.
     mid_blocks: Option<Box<[Option<Instant>; MID_BLOCKS]>>,
@@ -271,6 +341,7 @@ impl Peer {
     fn is_idle(&self) -> bool {
         self.outgoing.is_empty()
             && self.tokens.is_empty()
+            && self.streams.is_empty()
             && self.queue.is_empty()
             && self.pending_incoming == 0
     }
@@ -322,6 +393,9 @@ pub struct Endpoint {
     /// same delay, so arrival order is deadline order: a FIFO instead of a heap entry per
     /// request, trimmed from the front as requests are answered (assumes `now` never goes back).
     separate_acks: VecDeque<(Instant, IncomingId)>,
+    /// When each NON notification stops being matched against RSTs: every one waits
+    /// [`EndpointConfig::notification_reset_window`], so a FIFO as for `separate_acks`.
+    non_notifications: VecDeque<(Instant, SocketAddr, u16, NotificationId)>,
     sweep_scheduled: bool,
     /// After a scan found no idle peer to evict, new peers are refused without scanning.
     no_room_until: Option<Instant>,
@@ -351,6 +425,7 @@ impl Endpoint {
             hasher,
             timers: BTreeSet::new(),
             separate_acks: VecDeque::new(),
+            non_notifications: VecDeque::new(),
             sweep_scheduled: false,
             no_room_until: None,
             transmits: VecDeque::new(),
@@ -412,10 +487,8 @@ impl Endpoint {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timer = self.timers.first().map(|(at, _)| *at);
         let ack = self.separate_acks.front().map(|(at, _)| *at);
-        match (timer, ack) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let non = self.non_notifications.front().map(|(at, ..)| *at);
+        [timer, ack, non].into_iter().flatten().min()
     }
 
     /// Handles one received datagram.
@@ -469,6 +542,13 @@ impl Endpoint {
             }
             self.separate_acks.pop_front();
             self.on_separate_ack_timer(now, id);
+        }
+        while let Some(&(at, peer, mid, id)) = self.non_notifications.front() {
+            if at > now {
+                break;
+            }
+            self.non_notifications.pop_front();
+            self.forget_non_notification(peer, mid, id);
         }
         while let Some(&(at, timer)) = self.timers.first() {
             if at > now {
@@ -548,6 +628,7 @@ impl Endpoint {
                     outgoing: HashMap::with_hasher(self.hasher.clone()),
                     tokens: HashMap::with_hasher(self.hasher.clone()),
                     pending_incoming: 0,
+                    streams: HashMap::with_hasher(self.hasher.clone()),
                     last_activity: now,
                     mid_blocks: None,
                 },
@@ -684,6 +765,9 @@ impl Endpoint {
     }
 
     fn on_retransmit_timer(&mut self, now: Instant, peer: SocketAddr, mid: u16) {
+        if self.notification_takes_over(now, peer, mid) {
+            return; // RFC 7641 §4.5.2: a newer notification went out in this one's place
+        }
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -719,6 +803,10 @@ impl Endpoint {
             }
             Purpose::SeparateResponse => {
                 tracing::debug!(%peer, mid, "separate response never acknowledged");
+            }
+            Purpose::Notification(id, token) => {
+                self.stats.timeouts += 1;
+                self.fail_stream(peer, token, Some(id), NotificationFailure::Timeout);
             }
         }
     }

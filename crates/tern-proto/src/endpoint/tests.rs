@@ -654,6 +654,7 @@ fn lossy_run(seed: u64, requests: usize, ty: MessageType) {
                 Event::Response { id, response } => (id, Ok(response.payload)),
                 Event::RequestFailed { id, error } => (id, Err(error)),
                 Event::Request { .. } => continue,
+                other => panic!("seed {seed}: no observation, yet {other:?}"),
             };
             assert!(
                 outcomes.insert(id, outcome).is_none(),
