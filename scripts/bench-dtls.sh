@@ -7,10 +7,12 @@
 #   4. a flood of spoofed ClientHellos from distinct source addresses (`tern dtls-load flood`)
 #      while a legitimate client (`tern bench -c 1`) keeps requesting: Tern only.
 # Waits (bounded) for a quiet machine first. Writes the section between <!-- bench:dtls --> and
-# <!-- /bench:dtls --> of BENCHMARKS.md, keeping the rest of the file.
+# <!-- /bench:dtls --> of BENCHMARKS.md, keeping the rest of the file. --memory-only runs part 3
+# alone and prints its rows, writing nothing.
 #
 #   bash scripts/bench-dtls.sh [-d SECONDS] [-c CONCURRENCY] [--hs-concurrency N] [-n SESSIONS]
 #        [--flood N] [--flood-rate PER_S] [--max-load L] [--quiet-wait SECONDS] [--no-build] [-o FILE]
+#        [--memory-only]
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,7 +32,9 @@ IDENTITY=bench
 KEY=bench-secret-0123
 HINT=CoAP
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+MEMORY_ONLY=0
+
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         -d|--duration) DURATION="$2"; shift 2 ;;
@@ -42,6 +46,7 @@ while [ $# -gt 0 ]; do
         --max-load) MAX_LOAD="$2"; shift 2 ;;
         --quiet-wait) QUIET_WAIT="$2"; shift 2 ;;
         --no-build) BUILD=0; shift ;;
+        --memory-only) MEMORY_ONLY=1; shift ;;
         -o|--output) OUT="$2"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench-dtls: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -277,6 +282,7 @@ date -u +"%Y-%m-%d %H:%M UTC" >"$WORK/date"
 
 # 1 and 2: handshakes/s and requests/s, each server on a fresh process.
 for name in tern libcoap; do
+    [ "$MEMORY_ONLY" -eq 1 ] && break
     start_server "$name"
     measure "$name.hs" $((DURATION + 60)) "$TERN" dtls-load handshakes "127.0.0.1:$DTLS_PORT" \
         -u "$IDENTITY" -k "$KEY" -c "$HS_CONCURRENCY" -d "$DURATION" --json
@@ -322,6 +328,20 @@ for name in tern libcoap; do
     wait "$load_pid" 2>/dev/null || log "$name: some sessions failed: $(tail -n 1 "$WORK/$name.mem.err")"
     stop "$SERVER_PID"
 done
+
+if [ "$MEMORY_ONLY" -eq 1 ]; then
+    for name in tern libcoap; do
+        read -r rss0 rss1 <"$WORK/$name.mem.rss"
+        python3 -c "
+import json, sys
+j = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])
+r0, r1 = int(sys.argv[3]), int(sys.argv[4])
+print(f\"{sys.argv[1]}: {j['sessions']} sessions, {j['failures']} failures, RSS {r0} -> {r1} kB, \"
+      f\"server {(r1 - r0) / max(1, j['sessions']):.1f} KB/session, client {j['client_bytes_per_session'] / 1024:.1f} KB/session\")" \
+            "$name" "$WORK/$name.mem.json" "$rss0" "$rss1"
+    done
+    exit 0
+fi
 
 # 4: spoofed ClientHello flood against Tern, with a legitimate client requesting throughout.
 start_server tern
@@ -509,20 +529,25 @@ Tern/libcoap: requests/s **{num(rr, 2)}×**, p99 latency **{num(ratio(rps['tern'
 
 \`tern dtls-load sessions -n {int("$SESSIONS")}\`: {int("$SESSIONS")} sessions from as many sockets, each a full handshake and one GET \`/\`,
 then all held idle. Server RSS after a warm-up of 100 sessions (opened and closed), and again with all sessions up;
-growth ÷ sessions. The load tool's own RSS growth per session (client-side OpenSSL SSL object and buffers, the
-channel, no CoAP state) is beside it for comparison.
+growth ÷ sessions. The load tool's own RSS growth per session (its DTLS channels — OpenSSL's SSL object only
+during the handshake, as on the server — and sockets, no CoAP state) is beside it for comparison.
 
 | server | sessions | failures | RSS before kB | RSS with sessions kB | server KB/session | client KB/session |
 |---|---:|---:|---:|---:|---:|---:|
 {chr(10).join(mem_rows)}
 
-What dominates (heaptrack of \`tern serve\` holding about 700 sessions, at f222e93): OpenSSL's per-session
-allocations — the record read/write buffers (about 34 KB allocated per session, from \`DTLSv1_listen\`), the
-handshake message buffer \`init_buf\` that DTLS keeps after the handshake for retransmissions (about 22 KB
-allocated), and the \`SSL\` object (about 7.6 KB); Tern's own per-peer state (channel, datagram pipe, layer and
-message-layer peer entries, deduplication) was under 2 KB per session. Resident memory is below these
-allocated sizes because the buffers are not fully touched. The client side, which has no CoAP state, holds
-about as much per session, which agrees.
+What dominated, up to d346dd0 (43.5 KB/session then; heaptrack of \`tern serve\` holding 2,000 sessions): OpenSSL's
+\`SSL\` object, kept for the whole session — its record read/write buffers (34 KB allocated per session, from
+\`DTLSv1_listen\`; \`SSL_MODE_RELEASE_BUFFERS\` is ignored for DTLS by OpenSSL 3.0), the handshake message buffer
+\`init_buf\` that DTLS keeps after the handshake for retransmissions (22 KB allocated, 16 KB of it zeroed and so
+resident; no OpenSSL call frees it short of \`SSL_free\`) and the \`SSL\` object itself (7.6 KB); malloc
+fragmentation was not a factor (\`MALLOC_ARENA_MAX=1\` or \`malloc_trim\` changed nothing). Since then a channel
+established with an AEAD suite (the CoAP suites are AES-CCM-8) takes the session keys from OpenSSL (RFC 5246 key
+expansion from the master secret), protects and checks its records itself — sequence numbers, replay window,
+close_notify and alerts, its last flight resent if the peer repeats its Finished — and frees the \`SSL\`
+object; the server's session cache is off. What is left per session (heaptrack, 2,000 sessions): the
+hash-table entries of the DTLS layer and the message layer (the largest share; their capacity doubles), the
+channel's record state (about 180 bytes: keys, sequence number, replay window) and a few small queues.
 
 ### Spoofed ClientHello flood (Tern)
 

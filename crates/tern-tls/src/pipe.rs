@@ -13,6 +13,10 @@ pub const MAX_QUEUED: usize = 64;
 pub struct DatagramPipe {
     pub(crate) incoming: VecDeque<Vec<u8>>,
     pub(crate) outgoing: VecDeque<Vec<u8>>,
+    /// The latest epoch OpenSSL wrote records in, and the next sequence number in it: where a
+    /// channel's own record layer carries on after the handshake.
+    pub(crate) write_epoch: u16,
+    pub(crate) next_write: u64,
 }
 
 impl DatagramPipe {
@@ -41,6 +45,13 @@ impl Read for DatagramPipe {
 impl Write for DatagramPipe {
     /// Each write is one datagram.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for (h, _) in crate::record::records(buf) {
+            if h.epoch > self.write_epoch {
+                (self.write_epoch, self.next_write) = (h.epoch, h.sequence + 1);
+            } else if h.epoch == self.write_epoch {
+                self.next_write = self.next_write.max(h.sequence + 1);
+            }
+        }
         self.outgoing.push_back(buf.to_vec());
         Ok(buf.len())
     }

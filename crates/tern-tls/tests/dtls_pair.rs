@@ -145,6 +145,10 @@ fn psk_handshake_with_cookie_then_data_both_ways_and_close_notify() {
         server.poll_event(),
         Some(ChannelEvent::Established)
     ));
+    assert_eq!(
+        server.poll_event(),
+        Some(ChannelEvent::AlertReceived(tern_tls::Alert::CLOSE_NOTIFY))
+    );
     assert!(
         matches!(server.poll_event(), Some(ChannelEvent::Closed(r)) if r.contains("close_notify"))
     );
