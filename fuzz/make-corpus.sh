@@ -42,3 +42,32 @@ printf '%s' '</sensors/temp>;rt="temperature-c";if="sensor";obs,</sensors/light>
 printf '%s' '</time>;rt="clock";obs,</echo>;ct=0;sz=128;title="say \"hi\""' >"$l/escapes"
 printf '%s' ' <a> ; rt = "x, y;z" ; ct="0 41" ;obs , , </b>;title*=UTF-8'"'"'de'"'"'n%c3%a4chstes,' >"$l/tolerant"
 printf '%s' '<http://www.example.com/sensors/t123>;anchor="/sensors/temp";rel="describedby"' >"$l/anchor"
+
+b=corpus/block
+mkdir -p "$b"
+# Records of [op][length, 2 bytes][datagram]; op's low two bits pick the machine: 0 assembler,
+# 1 Block2 server, 2 Block2Fetch, 3 Block1Send; its high nibble advances the clock by 16 s steps.
+# Three Block1 blocks of PUT /f (0/1/16 with Size1 37, 1/1/16, 2/0/16).
+hex "$b/put-three-blocks" \
+    00001e 4103000101 b166 d10308 d11425 ff 61616161616161616161616161616161 \
+    00001b 4103000202 b166 d10318 ff 62626262626262626262626262626262 \
+    000010 4103000303 b166 d10320 ff 6363636363
+# GET /f with a 64-byte payload (the fuzz handler answers 40 copies: 3 blocks), then Block2
+# 1/0/1024 from the cache and 9/0/1024 past the end.
+hex "$b/get-blocks" \
+    010048 4101000101 b166 ff 78787878787878787878787878787878787878787878787878787878787878787878787878787878787878787878787878787878787878787878787878787878 \
+    010009 4101000202 b166 c116 \
+    010009 4101000303 b166 c196
+# Responses to the fetch: Block2 0/1/16 and 1/0/16 with ETag "e".
+hex "$b/fetch-responses" \
+    02001a 6045000141 65 d10608 ff 64646464646464646464646464646464 \
+    02000d 6045000241 65 d10610 ff 656565
+# Responses to the send: 2.31 with Block1 0/1/64, 2.31 asking for 32-byte blocks, 4.13 Size1 100.
+hex "$b/send-responses" \
+    030007 605f0001 d10e0a \
+    030007 605f0002 d10e19 \
+    030007 608d0003 d12f64
+# Block 0 with a Request-Tag, then 240 s later block 1: the transfer expired (4.08).
+hex "$b/expiry" \
+    00001d 40030001 b166 d10308 d1fc07 ff 61616161616161616161616161616161 \
+    f00010 40030002 b166 d10310 d1fc07 ff 626262

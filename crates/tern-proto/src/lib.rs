@@ -1,5 +1,5 @@
-//! Sans-IO CoAP (RFC 7252): the message codec, the option registry, URIs, link format and the
-//! message layer.
+//! Sans-IO CoAP (RFC 7252): the message codec, the option registry, URIs, link format, the
+//! message layer and block-wise transfers (RFC 7959).
 //!
 //! Nothing in this crate opens a socket or reads a clock. The message layer takes datagrams and
 //! [`Instant`](std::time::Instant)s in and hands out datagrams to send, events and the time of its
@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod block;
 pub mod code;
 pub mod dedup;
 pub mod endpoint;
