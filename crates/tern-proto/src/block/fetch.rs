@@ -16,8 +16,9 @@ use crate::option::OptionNumber;
 /// What to do after a response, as decided by [`Block2Fetch::handle_response`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Block2Step {
-    /// Send this request for the next block (message ID, and the token when empty, are the
-    /// message layer's to assign).
+    /// Send this request for the next block. Its message ID and token are empty, for the
+    /// message layer to assign: a fresh token per request (RFC 9175 §4), so that a late
+    /// response to an earlier block cannot be taken for this one.
     Send(Message),
     /// The transfer is over: the last response, carrying the whole body as payload, without
     /// Block2 and Size2, and with the first response's Observe option if it had one. A
@@ -31,8 +32,8 @@ pub enum Block2Step {
 pub struct Block2Fetch {
     /// The original request, as every follow-up request repeats it.
     template: Message,
-    /// The token the next response must carry; empty when the message layer assigns tokens
-    /// and matches responses itself.
+    /// The token the next response must carry: the original request's, if it had one, for the
+    /// first response; empty (the message layer matches) for follow-up requests.
     expected_token: Token,
     max_body_size: usize,
     body: Vec<u8>,
@@ -48,15 +49,13 @@ impl Block2Fetch {
     ///
     /// Follow-up requests repeat `request` with its message ID cleared, a Block2 option, and
     /// without Observe (RFC 7959 §2.6: only the first request registers), Block1, Size1,
-    /// Size2 and Request-Tag; the payload is repeated only for FETCH (RFC 8132 §2.3.2). They
-    /// keep the request's token unless it observes (that token stays with the observation);
-    /// an empty token leaves the choice to the message layer.
+    /// Size2 and Request-Tag; the payload is repeated only for FETCH (RFC 8132 §2.3.2). Their
+    /// token is left empty for the message layer to choose (an observation keeps its own).
+    /// When `request` carries a token, the first response must carry it too.
     pub fn new(request: &Message, max_body_size: usize) -> Self {
         let mut template = request.clone();
         template.mid = 0;
-        if template.options.contains(OptionNumber::OBSERVE) {
-            template.token = Token::EMPTY;
-        }
+        template.token = Token::EMPTY;
         for n in [
             OptionNumber::OBSERVE,
             OptionNumber::BLOCK1,

@@ -60,10 +60,16 @@ struct InFlight {
 }
 
 /// Sends a request body block-wise. See the module documentation.
+///
+/// Only the first request keeps the original request's token (and its response must carry
+/// it); every later one has an empty token and message ID for the message layer to assign, a
+/// fresh token per request (RFC 9175 §4).
 #[derive(Debug, Clone)]
 pub struct Block1Send {
-    /// The request without its payload, as every block repeats it.
+    /// The request without its payload, token and message ID, as every block repeats it.
     template: Message,
+    /// The original request's token, for the first request.
+    first_token: Token,
     body: Vec<u8>,
     config: Block1SendConfig,
     /// `None` while a body that fits one block is sent as a plain request.
@@ -94,6 +100,7 @@ impl Block1Send {
             return Err(TransferError::TooManyBlocks { size });
         }
         let body = std::mem::take(&mut request.payload);
+        let first_token = std::mem::take(&mut request.token);
         request.mid = 0;
         for n in [
             OptionNumber::BLOCK1,
@@ -107,6 +114,7 @@ impl Block1Send {
         }
         let mut send = Block1Send {
             template: request,
+            first_token,
             body,
             config,
             in_flight: None,
@@ -119,6 +127,7 @@ impl Block1Send {
 
     fn first_request(&mut self) -> Message {
         let mut request = self.template.clone();
+        request.token = std::mem::take(&mut self.first_token);
         self.expected_token = request.token;
         if self.body.len() <= size_of_szx(self.config.szx) {
             request.payload = self.body.clone();
@@ -165,7 +174,7 @@ impl Block1Send {
     }
 
     /// Starts over from block 0 (after [`TransferError::EntityIncomplete`], say) and returns
-    /// the first request again.
+    /// the first request again (with an empty token: the original one has been used).
     pub fn restart(&mut self) -> Message {
         self.finished = false;
         self.first_request()
@@ -272,6 +281,7 @@ impl Block1Send {
         }
         let mut last = self.template.clone();
         last.token = self.expected_token;
+        // The fetch checks the final response's token as its first.
         let mut fetch = Block2Fetch::new(&last, self.config.max_response_body);
         match fetch.handle_response(response)? {
             Block2Step::Send(request) => Ok(Block1Step::Fetch(Box::new(fetch), request)),

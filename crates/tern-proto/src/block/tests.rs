@@ -979,6 +979,34 @@ fn send_reports_4_13_and_4_08_and_protocol_errors() {
 }
 
 #[test]
+fn send_keeps_the_token_for_the_first_request_only() {
+    let data = body(200);
+    let config = Block1SendConfig {
+        szx: 2,
+        ..Block1SendConfig::default()
+    };
+    let mut request = put(&data);
+    request.token = Token::new(&[4, 2]).unwrap();
+    request.mid = 77;
+    let (mut send, first) = Block1Send::start(request, config).unwrap();
+    assert_eq!((first.token, first.mid), (Token::new(&[4, 2]).unwrap(), 0));
+    let mut r = Message::new(MessageType::Ack, Code::CONTINUE);
+    block(0, true, 2).write(&mut r.options, OptionNumber::BLOCK1);
+    let wrong = send.clone().handle_response(r.clone()).unwrap_err();
+    assert!(matches!(wrong, TransferError::TokenMismatch { .. }));
+    r.token = first.token;
+    let Ok(Block1Step::Send(next)) = send.handle_response(r) else {
+        panic!()
+    };
+    assert!(next.token.is_empty());
+    // Any token is taken for a request the message layer tokenised.
+    let mut r = Message::new(MessageType::Ack, Code::CONTINUE);
+    block(1, true, 2).write(&mut r.options, OptionNumber::BLOCK1);
+    r.token = Token::new(&[9]).unwrap();
+    assert!(matches!(send.handle_response(r), Ok(Block1Step::Send(_))));
+}
+
+#[test]
 fn send_goes_on_when_the_server_processes_blocks_as_they_come() {
     let data = body(200);
     let config = Block1SendConfig {

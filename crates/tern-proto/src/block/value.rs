@@ -79,6 +79,12 @@ impl BlockValue {
         }
     }
 
+    /// Block `num` of the largest power-of-two size in 16..=1024 not above `size` (a preferred
+    /// size such as an MTU budget: 1000 gives 512).
+    pub fn with_size(num: u32, more: bool, size: usize) -> Result<Self, BlockValueError> {
+        Self::new(num, more, szx_for_size(size))
+    }
+
     /// The block of `size` bytes (rounded down to a power of two in 16..=1024) that starts at
     /// byte `offset`, rounded down to a block boundary; fails when its number exceeds
     /// [`MAX_NUM`].
@@ -250,6 +256,11 @@ mod tests {
         assert_eq!(szx_for_size(1000), 5);
         assert_eq!(szx_for_size(1024), 6);
         assert_eq!(szx_for_size(usize::MAX), 6);
+        assert_eq!(
+            BlockValue::with_size(3, true, 1000),
+            BlockValue::new(3, true, 5)
+        );
+        assert_eq!(BlockValue::with_size(0, false, 5000).unwrap().size(), 1024);
         let b = BlockValue::at_offset(4096, true, 1000).unwrap();
         assert_eq!((b.num(), b.szx(), b.offset()), (8, 5, 4096));
         // An offset that is not on a boundary rounds down.
