@@ -536,7 +536,7 @@ during the handshake, as on the server — and sockets, no CoAP state) is beside
 |---|---:|---:|---:|---:|---:|---:|
 {chr(10).join(mem_rows)}
 
-What dominated, up to d346dd0 (43.5 KB/session then; heaptrack of \`tern serve\` holding 2,000 sessions): OpenSSL's
+What dominated, up to 8be7142 (43.7 KB/session there; heaptrack of \`tern serve\` holding 2,000 sessions): OpenSSL's
 \`SSL\` object, kept for the whole session — its record read/write buffers (34 KB allocated per session, from
 \`DTLSv1_listen\`; \`SSL_MODE_RELEASE_BUFFERS\` is ignored for DTLS by OpenSSL 3.0), the handshake message buffer
 \`init_buf\` that DTLS keeps after the handshake for retransmissions (22 KB allocated, 16 KB of it zeroed and so
