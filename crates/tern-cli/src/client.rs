@@ -37,6 +37,10 @@ pub struct RequestArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 90.0, value_parser = parse_timeout)]
     timeout: f64,
+    /// Block size for block-wise transfers (16, 32, 64, 128, 256, 512 or 1024 bytes): asked of
+    /// the server for the response, and used for a request body.
+    #[arg(short = 'b', long = "block-size", value_parser = parse_block_size)]
+    block_size: Option<usize>,
     /// Write the payload to a file instead of stdout.
     #[arg(short = 'o', long = "output")]
     output: Option<String>,
@@ -61,6 +65,19 @@ pub struct RequestArgs {
     /// Do not verify the server's certificate.
     #[arg(long = "no-verify", conflicts_with = "ca")]
     no_verify: bool,
+}
+
+/// A block size: a power of two from 16 to 1024.
+fn parse_block_size(text: &str) -> Result<usize, String> {
+    let size: usize = text
+        .parse()
+        .map_err(|_| format!("block size {text:?} is not a number"))?;
+    if !(16..=1024).contains(&size) || !size.is_power_of_two() {
+        return Err(format!(
+            "block size {size} is not one of 16, 32, 64, 128, 256, 512, 1024"
+        ));
+    }
+    Ok(size)
 }
 
 /// Certificate settings from the flags, if any certificate flag was given.
@@ -195,6 +212,9 @@ pub async fn run(method: Code, args: RequestArgs) -> Result<ExitCode, String> {
         .request(method, &args.uri)
         .payload(payload)
         .timeout(Duration::from_secs_f64(args.timeout));
+    if let Some(size) = args.block_size {
+        request = request.block_size(size);
+    }
     if let Some(cf) = args.content_format {
         request = request.content_format(cf);
     }

@@ -233,8 +233,8 @@ fn aiocoap_dtls_client_puts_then_gets_under_store_with_a_hex_key() {
         &format!("{{\"hex\": \"{hex}\"}}"),
     );
     // a short value, and one near the largest single-message payload (1,024 bytes: aiocoap
-    // switches to block-wise transfer above that)
-    for (key, len) in [("small", 24), ("large", 1000)] {
+    // switches to block-wise transfer above that), and one that goes block-wise both ways)
+    for (key, len) in [("small", 24), ("large", 1000), ("blocks", 5000)] {
         let text = random_text(len);
         let uri = coaps(dtls, &format!("/store/{key}"));
         let put = aiocoap(

@@ -132,3 +132,75 @@ fn libcoap_client_get_well_known_core_from_tern() {
         );
     }
 }
+
+/// A body of `len` bytes that is not a repetition of a short pattern.
+fn body(len: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_u32;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            // Printable, so that coap-client's output handling cannot mangle it.
+            b'!' + (state % 90) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn libcoap_client_block_wise_put_then_get_of_1_mb_on_tern() {
+    let Some(client) = require_peer("coap-client-notls") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("tern-blocks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = dir.join("served");
+    let (server, addr) = start_tern_server_with(&["--files", files.to_str().unwrap()]);
+    let data = body(1_000_000);
+    let input = dir.join("in.bin");
+    let output = dir.join("out.bin");
+    std::fs::write(&input, &data).unwrap();
+    let limit = std::time::Duration::from_secs(120);
+    let target = uri(addr, "/files/big.bin");
+    let put = run_with_timeout(
+        &client,
+        [
+            "-b",
+            "64",
+            "-m",
+            "put",
+            "-f",
+            input.to_str().unwrap(),
+            &target,
+        ],
+        limit,
+    );
+    assert!(!put.timed_out(), "PUT hung\n{}", put.describe());
+    assert!(
+        !has_error_code_line(&put.all_output()),
+        "PUT failed\n{}\n{}",
+        put.describe(),
+        server.output()
+    );
+    let stored = std::fs::read(files.join("big.bin")).unwrap_or_default();
+    assert!(
+        stored == data,
+        "stored {} bytes, not the 1 MB sent",
+        stored.len()
+    );
+    let get = run_with_timeout(
+        &client,
+        ["-b", "64", "-o", output.to_str().unwrap(), &target],
+        limit,
+    );
+    assert!(!get.timed_out(), "GET hung\n{}", get.describe());
+    let fetched = std::fs::read(&output).unwrap_or_default();
+    assert!(
+        fetched == data,
+        "fetched {} bytes, not the 1 MB stored\n{}\n{}",
+        fetched.len(),
+        get.describe(),
+        server.output()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

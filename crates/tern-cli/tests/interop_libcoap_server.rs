@@ -115,3 +115,48 @@ fn tern_get_missing_resource_on_libcoap_is_4_04() {
         out.describe()
     );
 }
+
+#[test]
+fn tern_block_wise_put_then_get_of_100_kb_on_libcoap() {
+    let Some(bin) = require_peer("coap-server-notls") else {
+        return;
+    };
+    let (_server, addr) = start_libcoap_server(&bin);
+    let dir = std::env::temp_dir().join(format!("tern-blocks-srv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.txt");
+    let output = dir.join("out.txt");
+    let text = random_text(100 * 1024);
+    std::fs::write(&input, &text).unwrap();
+    let put = tern([
+        "put",
+        &uri(addr, "/example_data"),
+        "-f",
+        input.to_str().unwrap(),
+        "-b",
+        "1024",
+        "--timeout",
+        "10",
+    ]);
+    assert!(put.success(), "tern put failed\n{}", put.describe());
+    let get = tern([
+        "get",
+        &uri(addr, "/example_data"),
+        "-b",
+        "256",
+        "-o",
+        output.to_str().unwrap(),
+        "--timeout",
+        "10",
+    ]);
+    assert!(get.success(), "tern get failed\n{}", get.describe());
+    let fetched = std::fs::read_to_string(&output).unwrap_or_default();
+    assert!(
+        fetched == text,
+        "fetched {} bytes, not the {} stored\n{}",
+        fetched.len(),
+        text.len(),
+        get.describe()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

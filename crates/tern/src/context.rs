@@ -628,7 +628,11 @@ impl Context {
     }
 
     /// A bound endpoint of the peer's address family, else an ephemeral one made on demand.
-    fn endpoint_for(&self, peer: SocketAddr, secure: bool) -> Result<Arc<EndpointHandle>, Error> {
+    pub(crate) fn endpoint_for(
+        &self,
+        peer: SocketAddr,
+        secure: bool,
+    ) -> Result<Arc<EndpointHandle>, Error> {
         if secure && self.inner.client_dtls.is_none() {
             let stored = self
                 .inner

@@ -13,8 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use tern_proto::block::{
+    Block1Action, Block1Assembler, Block1Config, Block2Config, Block2Lookup, Block2Server,
+    BlockValue,
+};
 use tern_proto::endpoint::{RequestError, RequestParams, Stats};
-use tern_proto::{Code, Endpoint, Event, IncomingId, Message, RequestId, TransmissionParams};
+use tern_proto::{
+    Code, Endpoint, Event, IncomingId, Message, OptionNumber, RequestId, TransmissionParams,
+};
 use tern_tls::{DtlsContext, LayerEvent, SecurityLayer};
 
 use crate::session::{SessionEvent, SessionState};
@@ -38,6 +44,8 @@ pub(crate) enum Command {
     Respond {
         id: IncomingId,
         response: Message,
+        /// What the block-wise layer needs to finish the response.
+        exchange: Box<BlockExchange>,
     },
     Cancel(u64),
     /// Closes the session with a peer; its waiting requests fail with the reason.
@@ -49,6 +57,28 @@ pub(crate) enum Command {
     Stats(oneshot::Sender<Stats>),
     PeerParams(SocketAddr, TransmissionParams),
     Shutdown,
+}
+
+/// A request whose handler runs, as the block-wise layer needs it for the response: the peer,
+/// the request without its body (kept for FETCH, whose body is part of its key), and the
+/// Block1 block the final response acknowledges.
+pub(crate) struct BlockExchange {
+    peer: SocketAddr,
+    request: Message,
+    block1: Option<BlockValue>,
+}
+
+/// A fresh random seed for the block-wise tables' hashers (keyed so that peers cannot aim
+/// collisions); falls back to the clock's nanoseconds if the system has no randomness.
+fn seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    if getrandom::getrandom(&mut seed).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        seed[..16].copy_from_slice(&nanos.to_le_bytes());
+    }
+    seed
 }
 
 /// Receive batches handled before the driver looks at commands and timers again, so that a
@@ -71,6 +101,10 @@ pub(crate) struct Driver<L: SecurityLayer> {
     local: SocketAddr,
     /// For a session's own endpoint: the session's state, kept up to date here.
     session_state: Option<Arc<Mutex<SessionState>>>,
+    /// Request bodies arriving in blocks.
+    block1: Block1Assembler,
+    /// Large response bodies, served block by block.
+    block2: Block2Server,
 }
 
 impl<L: SecurityLayer> Driver<L> {
@@ -103,6 +137,8 @@ impl<L: SecurityLayer> Driver<L> {
             events,
             local,
             session_state,
+            block1: Block1Assembler::new(Block1Config::default(), seed()),
+            block2: Block2Server::new(Block2Config::default(), seed()),
         }
     }
 
@@ -219,11 +255,11 @@ impl<L: SecurityLayer> Driver<L> {
                     let _ = reply.send(Err(e));
                 }
             },
-            Command::Respond { id, response } => {
-                if let Err(e) = self.endpoint.respond(now, id, response) {
-                    tracing::warn!(error = %e, "response not sent");
-                }
-            }
+            Command::Respond {
+                id,
+                response,
+                exchange,
+            } => self.answer(now, id, response, *exchange),
             Command::Cancel(ticket) => {
                 if let Some(id) = self.tickets.remove(&ticket) {
                     self.waiting.remove(&id);
@@ -295,13 +331,46 @@ impl<L: SecurityLayer> Driver<L> {
     /// and answered piggybacked without a task. The others run as tasks and answer through the
     /// command channel; the message layer sends the empty ACK if they are slow.
     fn dispatch(&mut self, id: IncomingId, peer: SocketAddr, message: Message) {
+        let now = Instant::now();
         let Some(router) = self.router.clone() else {
-            let _ = self.endpoint.respond(
-                Instant::now(),
-                id,
-                Message::new(message.ty, Code::NOT_FOUND),
-            );
+            let _ = self
+                .endpoint
+                .respond(now, id, Message::new(message.ty, Code::NOT_FOUND));
             return;
+        };
+        // Block-wise (RFC 7959): a request body arriving in blocks is reassembled before the
+        // handler sees it; later blocks of a large response come from the cache.
+        let (message, block1) = if message.options.contains(OptionNumber::BLOCK1) {
+            match self.block1.handle(now, peer, message) {
+                Block1Action::Complete(assembled) => (assembled.request, assembled.block1),
+                Block1Action::Continue(reply) | Block1Action::Reject(reply) => {
+                    if let Err(e) = self.endpoint.respond(now, id, reply) {
+                        tracing::warn!(error = %e, "response not sent");
+                    }
+                    return;
+                }
+            }
+        } else {
+            (message, None)
+        };
+        if message.options.contains(OptionNumber::BLOCK2) {
+            if let Block2Lookup::Respond(reply) = self.block2.handle_request(now, peer, &message) {
+                if let Err(e) = self.endpoint.respond(now, id, reply) {
+                    tracing::warn!(error = %e, "response not sent");
+                }
+                return;
+            }
+        }
+        let mut kept = Message::new(message.ty, message.code);
+        kept.token = message.token;
+        kept.options = message.options.clone();
+        if message.code == Code::FETCH {
+            kept.payload = message.payload.clone();
+        }
+        let exchange = BlockExchange {
+            peer,
+            request: kept,
+            block1,
         };
         let request = Request {
             peer,
@@ -333,6 +402,7 @@ impl<L: SecurityLayer> Driver<L> {
                     let _ = tx.send(Command::Respond {
                         id,
                         response: response.into_message(),
+                        exchange: Box::new(exchange),
                     });
                 });
                 return;
@@ -342,10 +412,34 @@ impl<L: SecurityLayer> Driver<L> {
                 Response::error(Code::INTERNAL_SERVER_ERROR, "handler failed")
             }
         };
-        if let Err(e) = self
-            .endpoint
-            .respond(Instant::now(), id, response.into_message())
+        self.answer(Instant::now(), id, response.into_message(), exchange);
+    }
+
+    /// Sends a handler's response: sliced into blocks when large, acknowledging the request's
+    /// last Block1 block when it came block-wise.
+    fn answer(
+        &mut self,
+        now: Instant,
+        id: IncomingId,
+        mut response: Message,
+        exchange: BlockExchange,
+    ) {
+        let block_size = 16usize << self.block2.config().default_szx;
+        if exchange.request.options.contains(OptionNumber::BLOCK2)
+            || response.payload.len() > block_size
         {
+            response = self
+                .block2
+                .respond(now, exchange.peer, &exchange.request, response);
+        }
+        if let Some(last) = exchange.block1 {
+            // RFC 7959 §2.3: the final response acknowledges the last block, M=0.
+            if response.code.is_success() {
+                last.with_more(false)
+                    .write(&mut response.options, OptionNumber::BLOCK1);
+            }
+        }
+        if let Err(e) = self.endpoint.respond(now, id, response) {
             tracing::warn!(error = %e, "response not sent");
         }
     }

@@ -197,10 +197,28 @@ impl Request {
 }
 
 /// Per-request client settings.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestOptions {
     /// Send as NON instead of CON.
     pub non_confirmable: bool,
-    /// Give up after this long; `None` waits as long as the protocol allows.
+    /// Give up after this long (per block of a block-wise transfer); `None` waits as long as
+    /// the protocol allows.
     pub timeout: Option<Duration>,
+    /// The block size exponent for block-wise transfers (0: 16 bytes … 6: 1024 bytes), asked
+    /// of the server for responses and used for request bodies; `None`: 1024 bytes, and
+    /// responses in whatever size the server picks.
+    pub block_szx: Option<u8>,
+    /// The largest response body fetched block-wise (default 64 MiB).
+    pub max_body_size: usize,
+}
+
+impl Default for RequestOptions {
+    fn default() -> Self {
+        RequestOptions {
+            non_confirmable: false,
+            timeout: None,
+            block_szx: None,
+            max_body_size: 64 << 20,
+        }
+    }
 }

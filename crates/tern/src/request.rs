@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use tern_proto::block::{
+    Block1Send, Block1SendConfig, Block1Step, Block2Fetch, Block2Step, BlockValue,
+};
 use tern_proto::endpoint::RequestParams;
 use tern_proto::uri::{CoapUri, Scheme, UriError};
 use tern_proto::{Code, ContentFormat, Message, MessageType, OptionNumber};
@@ -58,6 +61,12 @@ impl RequestBuilder {
         self
     }
 
+    /// Block size for block-wise transfers: 16, 32, … 1024 bytes (other values round down).
+    pub fn block_size(mut self, size: usize) -> Self {
+        self.request_options.block_szx = Some(tern_proto::block::value::szx_for_size(size));
+        self
+    }
+
     /// Gives up after `timeout`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.request_options.timeout = Some(timeout);
@@ -97,31 +106,76 @@ impl RequestBuilder {
         self
     }
 
-    /// Sends the request and waits for its response (of any code).
+    /// Sends the request and waits for its response (of any code). Block-wise transfers
+    /// (RFC 7959) are transparent: a payload larger than the block size goes in Block1
+    /// blocks, and a response that comes in Block2 blocks is fetched whole.
     pub async fn send(self) -> Result<Response, Error> {
         let message = self.build_message()?;
-        if let Some(session) = &self.session {
-            if session.is_closed() {
-                return Err(Error::SessionClosed);
-            }
-            // The token (up to 8 bytes) is chosen on sending: count it at its longest.
-            let size = message.encoded_len() + 8;
-            let max = session.max_pdu_size();
-            if size > max {
-                return Err(Error::TooLarge { size, max });
-            }
-            let (endpoint, peer) = session.target();
-            let params = RequestParams {
-                timeout: self.request_options.timeout,
-            };
-            return self.context.send_on(&endpoint, peer, message, params).await;
-        }
-        let uri = self.uri?;
-        let peer = resolve(&uri).await?;
         let params = RequestParams {
             timeout: self.request_options.timeout,
         };
-        let secure = uri.scheme == Scheme::Coaps;
-        self.context.send_via(peer, secure, message, params).await
+        let (endpoint, peer, max_pdu) = match &self.session {
+            Some(session) => {
+                if session.is_closed() {
+                    return Err(Error::SessionClosed);
+                }
+                let (endpoint, peer) = session.target();
+                (endpoint, peer, Some(session.max_pdu_size()))
+            }
+            None => {
+                let uri = self.uri.clone()?;
+                let peer = resolve(&uri).await?;
+                let secure = uri.scheme == Scheme::Coaps;
+                (self.context.endpoint_for(peer, secure)?, peer, None)
+            }
+        };
+        let szx = self
+            .request_options
+            .block_szx
+            .unwrap_or(tern_proto::block::value::MAX_SZX);
+        let config = Block1SendConfig {
+            szx,
+            request_tag: None,
+            max_response_body: self.request_options.max_body_size,
+        };
+        let mut message = message;
+        if self.request_options.block_szx.is_some() && matches!(message.code, Code::GET) {
+            // Early negotiation (RFC 7959 §2.4): ask for blocks of this size from the start.
+            BlockValue::new(0, false, szx)
+                .map_err(|e| Error::Config(e.to_string()))?
+                .write(&mut message.options, OptionNumber::BLOCK2);
+        }
+        let (mut sender, mut next) = Block1Send::start(message, config)?;
+        let mut fetch: Option<Box<Block2Fetch>> = None;
+        // Each round trip moves at least one block forward or ends the transfer; the block
+        // machines refuse more blocks than the limits allow, so this loop ends.
+        loop {
+            if let Some(max) = max_pdu {
+                // The token (up to 8 bytes) is chosen on sending: count it at its longest.
+                let size = next.encoded_len() + 8;
+                if size > max {
+                    return Err(Error::TooLarge { size, max });
+                }
+            }
+            let response = self
+                .context
+                .send_on(&endpoint, peer, next, params)
+                .await?
+                .into_message();
+            next = match &mut fetch {
+                Some(fetch) => match fetch.handle_response(response)? {
+                    Block2Step::Send(m) => m,
+                    Block2Step::Done(m) => return Ok(Response::from_message(m)),
+                },
+                None => match sender.handle_response(response)? {
+                    Block1Step::Send(m) => m,
+                    Block1Step::Done(m) => return Ok(Response::from_message(m)),
+                    Block1Step::Fetch(f, m) => {
+                        fetch = Some(f);
+                        m
+                    }
+                },
+            };
+        }
     }
 }

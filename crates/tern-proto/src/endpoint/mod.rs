@@ -39,7 +39,6 @@ use crate::code::MessageType;
 use crate::dedup::{DedupCache, DedupState};
 use crate::hash::{FromRng, HashMap, Hasher};
 use crate::message::{Message, Token};
-use crate::option::OptionNumber;
 use crate::reliability::TransmissionParams;
 use crate::wire::{self, Datagram};
 
@@ -159,7 +158,7 @@ impl Default for EndpointConfig {
             max_requests_per_peer: 1024,
             extra_known_options: Vec::new(),
             strict_message_ids: true,
-            unimplemented_options: vec![OptionNumber::BLOCK1.0, OptionNumber::BLOCK2.0],
+            unimplemented_options: Vec::new(),
             observe_lapse_slack: Duration::from_secs(10),
             notification_reset_window: Duration::from_secs(10),
         }

@@ -993,10 +993,15 @@ fn a_full_table_of_busy_peers_refuses_newcomers_cheaply_then_recovers() {
 }
 
 #[test]
-fn block_options_are_refused_until_block_wise_is_implemented() {
+fn options_declared_unimplemented_are_answered_4_02() {
     let t0 = Instant::now();
-    let mut server = endpoint(39);
-    // A PUT whose first Block1 says more blocks follow: answered 4.02, not handled as whole.
+    // An application that cannot handle blocks says so: a PUT whose first Block1 says more
+    // blocks follow is answered 4.02, not handled as whole.
+    let refusing = EndpointConfig {
+        unimplemented_options: vec![OptionNumber::BLOCK1.0],
+        ..Default::default()
+    };
+    let mut server = Endpoint::new(refusing, [39; 32]);
     server.handle(
         t0,
         addr(1),
@@ -1009,12 +1014,8 @@ fn block_options_are_refused_until_block_wise_is_implemented() {
         "Unrecognized critical option 27"
     );
     assert!(events(&mut server).is_empty());
-    // An application that handles blocks itself can say so.
-    let config = EndpointConfig {
-        unimplemented_options: Vec::new(),
-        ..Default::default()
-    };
-    let mut blocks = Endpoint::new(config, [40; 32]);
+    // By default Block1 reaches the application (the runtime's block-wise layer).
+    let mut blocks = Endpoint::new(EndpointConfig::default(), [40; 32]);
     blocks.handle(
         t0,
         addr(1),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::code::Code;
+use crate::option::OptionNumber;
 use crate::observe::OBSERVE_MODULUS;
 
 pub(super) const CLIENT: u16 = 1;
