@@ -172,6 +172,19 @@ files_of() { echo "$WORK/$1.cmd" "$WORK/$1.rc" "$WORK/$1.out" "$WORK/$1.err"; }
 # An error response code line (4.xx/5.xx) anywhere in a client's output.
 has_error_code() { grep -Eq '(^|[^0-9.])[45]\.[0-9][0-9]( |$)' "$WORK/$1.out" "$WORK/$1.err"; }
 
+# One cell's sub-checks: each miss adds a reason and the files that show it.
+cell_begin() { CELL_WHY=(); CELL_FILES=(); }
+cell_miss() { CELL_WHY+=("$1"); shift; CELL_FILES+=("$@"); }
+cell_end() { # cell_end ROW COL SERVER_LOG
+    if [ "${#CELL_WHY[@]}" -eq 0 ]; then
+        pass "$1" "$2"
+        return
+    fi
+    local why="" w
+    for w in "${CELL_WHY[@]}"; do why+="${why:+; }$w"; done
+    fail "$1" "$2" "$why" "${CELL_FILES[@]}" "$3"
+}
+
 # --- peers and servers ---------------------------------------------------------------------------
 LC_CLIENT="$(command -v coap-client-notls || true)"
 LC_SERVER="$(command -v coap-server-notls || true)"
@@ -180,7 +193,8 @@ KEY="m$$x$RANDOM" # a fresh store key per run
 
 TERN_PORT="$(free_port)"
 TERN_OK=1
-start_server tern-serve "$TERN_PORT" "$TERN" serve --bind "127.0.0.1:$TERN_PORT" || TERN_OK=0
+mkdir -p "$WORK/files" # tern serve's /files/ (the block-wise row)
+start_server tern-serve "$TERN_PORT" "$TERN" serve --bind "127.0.0.1:$TERN_PORT" --files "$WORK/files" || TERN_OK=0
 TERN_URI="coap://127.0.0.1:$TERN_PORT"
 LC_OK=0
 if [ -n "$LC_SERVER" ]; then
@@ -339,6 +353,83 @@ for c in "${COLS[@]}"; do
     "check_$c"
 done
 
+# --- block-wise (RFC 7959) ------------------------------------------------------------------------
+# Each cell: a body far larger than one block PUT then GET back, compared byte for byte (and, on
+# tern serve, the file /files/ stored too). Bodies are printable text made fresh per run.
+make_body() { # make_body FILE BYTES
+    python3 - "$1" "$2" "$KEY" <<'PY'
+import random, string, sys
+path, n, key = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+r = random.Random(key)
+alphabet = string.ascii_letters + string.digits + " \n"
+open(path, "w").write("".join(r.choice(alphabet) for _ in range(n)))
+PY
+}
+same_bytes() { cmp -s "$1" "$2"; }
+cmp_note() { # cmp_note NAME A B: a note file saying how two files differ
+    { ls -l "$2" "$3" 2>&1; cmp "$2" "$3" 2>&1 | head -n 3; } >"$WORK/$1.note" || true
+    echo "$WORK/$1.note"
+}
+
+# libcoap client → tern serve: -b 64 (szx 2) both ways, 200 KB
+check_block_lc_tern() {
+    local c=lc_tern in="$WORK/block-lc.in" out="$WORK/block-lc.out"
+    make_body "$in" 200000
+    cell_begin
+    lc b_lc_put -b 64 -m put -f "$in" "$TERN_URI/files/big.bin"
+    if has_error_code b_lc_put; then
+        cell_miss "PUT of 200 KB in 64-byte blocks answered an error" $(files_of b_lc_put)
+    fi
+    same_bytes "$in" "$WORK/files/big.bin" ||
+        cell_miss "the file tern serve stored differs from what was PUT" $(cmp_note b_lc_stored "$in" "$WORK/files/big.bin")
+    lc b_lc_get -b 64 -o "$out" "$TERN_URI/files/big.bin"
+    if has_error_code b_lc_get || ! same_bytes "$in" "$out"; then
+        cell_miss "GET in 64-byte blocks did not return the 200 KB PUT" $(files_of b_lc_get) $(cmp_note b_lc_get "$in" "$out")
+    fi
+    cell_end block $c "$WORK/tern-serve.log"
+}
+
+# tern client → libcoap server: Block1 PUT in 1024-byte blocks, Block2 GET in 256-byte blocks, 100 KB
+check_block_tern_lc() {
+    local c=tern_lc in="$WORK/block-t.in" out="$WORK/block-t.out"
+    make_body "$in" 100000
+    cell_begin
+    run b_t_put "$TERN" put --timeout 20 -b 1024 -f "$in" "$LC_URI/example_data"
+    [ "$(rc_of b_t_put)" = 0 ] || cell_miss "PUT of 100 KB in 1024-byte blocks failed" $(files_of b_t_put)
+    run b_t_get "$TERN" get --timeout 20 -b 256 -o "$out" "$LC_URI/example_data"
+    if [ "$(rc_of b_t_get)" != 0 ] || ! same_bytes "$in" "$out"; then
+        cell_miss "GET in 256-byte blocks did not return the 100 KB PUT" $(files_of b_t_get) $(cmp_note b_t_get "$in" "$out")
+    fi
+    cell_end block $c "$WORK/coap-server.log"
+}
+
+# aiocoap client → tern serve: 20 KB (aiocoap goes block-wise above 1024 bytes), its own block sizes
+check_block_aio_tern() {
+    local c=aio_tern in="$WORK/block-aio.in" out="$WORK/b_a_get.out"
+    make_body "$in" 20000
+    cell_begin
+    aio b_a_put -m PUT --payload "@$in" "$TERN_URI/files/a.txt"
+    [ "$(rc_of b_a_put)" = 0 ] && ! has_error_code b_a_put ||
+        cell_miss "PUT of 20 KB failed" $(files_of b_a_put)
+    same_bytes "$in" "$WORK/files/a.txt" ||
+        cell_miss "the file tern serve stored differs from what was PUT" $(cmp_note b_a_stored "$in" "$WORK/files/a.txt")
+    aio b_a_get "$TERN_URI/files/a.txt"
+    if [ "$(rc_of b_a_get)" != 0 ] || ! same_bytes "$in" "$out"; then
+        cell_miss "GET did not return the 20 KB PUT" $(files_of b_a_get) $(cmp_note b_a_cmp "$in" "$out")
+    fi
+    cell_end block $c "$WORK/tern-serve.log"
+}
+
+for c in "${COLS[@]}"; do
+    blocker="$(column_blocker "$c")"
+    if [ -n "$blocker" ]; then
+        fail block "$c" "$blocker" "$(server_log "$c")"
+        continue
+    fi
+    log "running block-wise, ${COL_TITLE[$c]}"
+    "check_block_$c"
+done
+
 # --- coaps:// (DTLS 1.2): PSK and PKI ------------------------------------------------------------
 # Each cell is three checked exchanges over one kind of DTLS session: a GET whose payload is
 # checked, a PUT then GET round trip, and a GET of a missing path answered 4.04. Every server here
@@ -471,19 +562,6 @@ for sec in psk pki; do
     unset -n lsec
 done
 
-# One cell's sub-checks: each miss adds a reason and the files that show it.
-cell_begin() { CELL_WHY=(); CELL_FILES=(); }
-cell_miss() { CELL_WHY+=("$1"); shift; CELL_FILES+=("$@"); }
-cell_end() { # cell_end ROW COL SERVER_LOG
-    if [ "${#CELL_WHY[@]}" -eq 0 ]; then
-        pass "$1" "$2"
-        return
-    fi
-    local why="" w
-    for w in "${CELL_WHY[@]}"; do why+="${why:+; }$w"; done
-    fail "$1" "$2" "$why" "${CELL_FILES[@]}" "$3"
-}
-
 # libcoap client → tern serve
 check_dtls_lc_tern() { # check_dtls_lc_tern SEC
     local sec=$1 r="dtls_$1" p="lc_$1" uri
@@ -590,7 +668,6 @@ for c in "${COLS[@]}"; do
     na tcp "$c" "not implemented yet (issue 4)"
     na tls_psk "$c" "not implemented yet (issue 4)"
     na tls_pki "$c" "not implemented yet (issue 4)"
-    na block "$c" "not implemented yet (issue 5)"
     na observe "$c" "not implemented yet (issue 5)"
 done
 na oscore lc_tern "not implemented yet (issue 6); libcoap 4.3.1 as packaged has no OSCORE"
@@ -612,6 +689,10 @@ tern_version="$("$TERN" --version 2>/dev/null | awk '{print $2}')"
     echo "coaps:// cells: a GET with its payload checked, a PUT then GET round trip and a 4.04, each over DTLS"
     echo "with that row's credentials; PKI uses certificates from \`scripts/make-test-certs.sh\`, checked both"
     echo "ways (every server requires the client's certificate)."
+    echo "Block-wise cells: a body far larger than one block PUT then GET back and compared byte for byte:"
+    echo "libcoap \`-b 64\` with 200 KB on \`/files/\`, tern \`-b 1024\` PUT and \`-b 256\` GET with 100 KB on libcoap's"
+    echo "\`/example_data\`, aiocoap with 20 KB on \`/files/\` (its own block sizes); on tern serve the stored file is"
+    echo "compared too."
     echo "\`pass\`: the exchange worked and its result was checked; \`FAIL\`: see the footnote;"
     echo "\`n/s\`: not supported, with the reason."
     echo
