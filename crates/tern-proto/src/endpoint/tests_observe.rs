@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::code::Code;
-use crate::option::OptionNumber;
 use crate::observe::OBSERVE_MODULUS;
+use crate::option::OptionNumber;
 
 pub(super) const CLIENT: u16 = 1;
 pub(super) const SERVER: u16 = 2;
