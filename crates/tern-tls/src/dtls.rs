@@ -19,9 +19,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::sign::Signer;
 use openssl::ssl::{
     ErrorCode, NameType, SniError, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions,
     SslSessionCacheMode, SslStream, SslVersion,
@@ -34,6 +31,7 @@ use crate::alert::Alert;
 use crate::credentials::{Psk, PskStore};
 pub use crate::ffi::TimerPolicy;
 use crate::ffi::{self, ListenOutcome};
+use crate::hmac::Hmac;
 use crate::pipe::DatagramPipe;
 use crate::pki::{CertificateCheck, PkiError, PkiSettings};
 use crate::record;
@@ -83,6 +81,10 @@ pub struct DtlsSettings {
     /// authenticate, so a wrong key shows as a handshake that never finishes: this bounds it,
     /// and bounds how long a server holds a half-open handshake.
     pub handshake_timeout: Duration,
+    /// Whether a server issues session tickets (RFC 5077) so clients can resume (default off).
+    /// A ticket costs the server an encryption per full handshake, about 30% of a PSK
+    /// handshake's CPU, and Tern's clients do not resume; turn it on for peers that do.
+    pub session_tickets: bool,
 }
 
 impl Default for DtlsSettings {
@@ -99,6 +101,7 @@ impl Default for DtlsSettings {
                 max_us: 60_000_000,
             },
             handshake_timeout: Duration::from_secs(30),
+            session_tickets: false,
         }
     }
 }
@@ -137,8 +140,12 @@ fn base_builder(role: Role, settings: &DtlsSettings) -> Result<SslContextBuilder
     if role == Role::Server {
         // No server-side session cache: it would keep every session's SSL_SESSION (about
         // 1 KB) for up to 20,480 sessions after the channel is gone, and Tern's clients do not
-        // resume. Clients that do can still resume statelessly with a session ticket.
+        // resume. Clients that do can resume statelessly with a session ticket where
+        // `session_tickets` turns them on.
         b.set_session_cache_mode(SslSessionCacheMode::OFF);
+        if !settings.session_tickets {
+            b.set_options(SslOptions::NO_TICKET);
+        }
     }
     if let Some(pki) = &settings.pki {
         configure_pki(&mut b, role, pki)?;
@@ -300,21 +307,18 @@ impl DtlsContext {
         ffi::set_identity_hint(&mut b, settings.identity_hint.as_deref())?;
         let mut secret = [0u8; 32];
         openssl::rand::rand_bytes(&mut secret)?;
-        let cookie_key = PKey::hmac(&secret)?;
-        let verify_key = cookie_key.clone();
+        let cookie_key = Arc::new(CookieKey(Hmac::new(&secret)));
+        secret.zeroize();
+        let verify_key = Arc::clone(&cookie_key);
         b.set_cookie_generate_cb(move |ssl, out| {
-            let cookie = cookie_for(&cookie_key, stored_peer(ssl))?;
+            let cookie = cookie_key.cookie(stored_peer(ssl));
             let n = cookie.len().min(out.len());
             out[..n].copy_from_slice(&cookie[..n]);
             Ok(n)
         });
         b.set_cookie_verify_cb(move |ssl, cookie| {
-            match cookie_for(&verify_key, stored_peer(ssl)) {
-                Ok(expected) => {
-                    expected.len() == cookie.len() && openssl::memcmp::eq(&expected, cookie)
-                }
-                Err(_) => false,
-            }
+            let expected = verify_key.cookie(stored_peer(ssl));
+            expected.len() == cookie.len() && openssl::memcmp::eq(&expected, cookie)
         });
         Ok(DtlsContext {
             ctx: b.build(),
@@ -384,16 +388,38 @@ fn stored_peer(ssl: &openssl::ssl::SslRef) -> Option<SocketAddr> {
     *slot
 }
 
-/// HMAC-SHA256 of the peer address (RFC 6347 §4.2.1's Cookie = HMAC(Secret, Client-IP, ...)).
-fn cookie_for(
-    key: &PKey<openssl::pkey::Private>,
-    peer: Option<SocketAddr>,
-) -> Result<Vec<u8>, openssl::error::ErrorStack> {
-    let mut signer = Signer::new(MessageDigest::sha256(), key)?;
-    signer.update(peer.map(|p| p.to_string()).unwrap_or_default().as_bytes())?;
-    let mut mac = signer.sign_to_vec()?;
-    mac.truncate(16);
-    Ok(mac)
+/// The server's cookie secret, as a keyed HMAC-SHA256 made once per context.
+struct CookieKey(Hmac<openssl::sha::Sha256>);
+
+impl CookieKey {
+    /// Length of a cookie: 128 bits of the MAC are plenty against guessing within the secret's
+    /// life, and keep the second ClientHello short.
+    const LEN: usize = 16;
+
+    /// RFC 6347 §4.2.1's Cookie = HMAC(Secret, Client-IP, Client-Parameters), over the peer's
+    /// address and port (as bytes, without formatting them).
+    fn cookie(&self, peer: Option<SocketAddr>) -> [u8; Self::LEN] {
+        let mut input = [0u8; 19];
+        let used = match peer {
+            Some(SocketAddr::V4(a)) => {
+                input[0] = 4;
+                input[1..5].copy_from_slice(&a.ip().octets());
+                input[5..7].copy_from_slice(&a.port().to_be_bytes());
+                7
+            }
+            Some(SocketAddr::V6(a)) => {
+                input[0] = 6;
+                input[1..17].copy_from_slice(&a.ip().octets());
+                input[17..19].copy_from_slice(&a.port().to_be_bytes());
+                19
+            }
+            None => 1,
+        };
+        let mac = self.0.mac(&[&input[..used]]);
+        let mut cookie = [0u8; Self::LEN];
+        cookie.copy_from_slice(&mac[..Self::LEN]);
+        cookie
+    }
 }
 
 /// The state of a channel.
@@ -1261,5 +1287,34 @@ mod tests {
             "{events:?}"
         );
         assert!(matches!(server.state(), ChannelState::Closed(r) if r.contains("internal_error")));
+    }
+
+    /// Whether a datagram holds a plaintext NewSessionTicket (handshake type 4 in epoch 0).
+    fn holds_ticket(mut datagram: &[u8]) -> bool {
+        while datagram.len() >= 13 {
+            let length = usize::from(u16::from_be_bytes([datagram[11], datagram[12]]));
+            let epoch = u16::from_be_bytes([datagram[3], datagram[4]]);
+            if datagram[0] == 22 && epoch == 0 && datagram.get(13) == Some(&4) {
+                return true;
+            }
+            datagram = datagram.get(13 + length..).unwrap_or_default();
+        }
+        false
+    }
+
+    #[test]
+    fn session_tickets_are_issued_only_when_turned_on() {
+        for tickets in [false, true] {
+            let (client_ctx, mut server_ctx) = contexts(DEFAULT_CIPHERS, true, true);
+            let mut settings = server_ctx.settings().clone();
+            settings.session_tickets = tickets;
+            server_ctx = DtlsContext::server(settings).unwrap();
+            let seen = std::cell::Cell::new(false);
+            handshake(&client_ctx, &server_ctx, |_, d| {
+                seen.set(seen.get() || holds_ticket(d));
+                false
+            });
+            assert_eq!(seen.get(), tickets, "session_tickets = {tickets}");
+        }
     }
 }

@@ -6,6 +6,7 @@ pub mod alert;
 pub mod credentials;
 pub mod dtls;
 mod ffi;
+mod hmac;
 pub mod layer;
 mod pipe;
 pub mod pki;

@@ -13,6 +13,8 @@ use openssl::cipher_ctx::CipherCtx;
 use openssl::error::ErrorStack;
 use zeroize::Zeroize;
 
+use crate::hmac::{Digest, Hmac};
+
 /// The 13-byte DTLS 1.2 record header.
 pub const HEADER_LEN: usize = 13;
 
@@ -174,89 +176,6 @@ impl Drop for DirectionKeys {
     fn drop(&mut self) {
         self.key.zeroize();
         self.salt.zeroize();
-    }
-}
-
-/// The SHA-2 functions the PRF runs on: OpenSSL's plain digest contexts, which cost nothing to
-/// make or copy (no provider fetch, unlike `EVP_DigestSign`, with which the key expansion took
-/// about a quarter of a PSK handshake's CPU).
-trait Digest: Clone {
-    /// Input block size.
-    const BLOCK: usize;
-    fn start() -> Self;
-    fn absorb(&mut self, data: &[u8]);
-    fn output(self) -> Vec<u8>;
-}
-
-impl Digest for openssl::sha::Sha256 {
-    const BLOCK: usize = 64;
-    fn start() -> Self {
-        Self::new()
-    }
-    fn absorb(&mut self, data: &[u8]) {
-        self.update(data);
-    }
-    fn output(self) -> Vec<u8> {
-        self.finish().to_vec()
-    }
-}
-
-impl Digest for openssl::sha::Sha384 {
-    const BLOCK: usize = 128;
-    fn start() -> Self {
-        Self::new()
-    }
-    fn absorb(&mut self, data: &[u8]) {
-        self.update(data);
-    }
-    fn output(self) -> Vec<u8> {
-        self.finish().to_vec()
-    }
-}
-
-/// HMAC (RFC 2104) with the keyed inner and outer states made once.
-struct Hmac<D: Digest> {
-    inner: D,
-    outer: D,
-}
-
-impl<D: Digest> Hmac<D> {
-    fn new(key: &[u8]) -> Self {
-        let mut block = [0u8; 128];
-        if key.len() > D::BLOCK {
-            let mut d = D::start();
-            d.absorb(key);
-            let mut digest = d.output();
-            block[..digest.len()].copy_from_slice(&digest);
-            digest.zeroize();
-        } else {
-            block[..key.len()].copy_from_slice(key);
-        }
-        let mut pad = [0u8; 128];
-        let mut keyed = |byte: u8| {
-            for (p, k) in pad.iter_mut().zip(&block).take(D::BLOCK) {
-                *p = k ^ byte;
-            }
-            let mut d = D::start();
-            d.absorb(&pad[..D::BLOCK]);
-            d
-        };
-        let (inner, outer) = (keyed(0x36), keyed(0x5c));
-        pad.zeroize();
-        block.zeroize();
-        Hmac { inner, outer }
-    }
-
-    fn mac(&self, parts: &[&[u8]]) -> Vec<u8> {
-        let mut inner = self.inner.clone();
-        for part in parts {
-            inner.absorb(part);
-        }
-        let mut digest = inner.output();
-        let mut outer = self.outer.clone();
-        outer.absorb(&digest);
-        digest.zeroize();
-        outer.output()
     }
 }
 
