@@ -34,6 +34,9 @@ pub enum Error {
     /// The security layer refused its configuration.
     #[error(transparent)]
     Tls(#[from] tern_tls::TlsError),
+    /// A PSK identity or key out of bounds.
+    #[error("invalid credentials: {0}")]
+    Credential(#[from] tern_tls::CredentialError),
     /// A block-wise transfer failed (ETag changed, 4.13 with the server's limit, 4.08, ...).
     #[error("block-wise transfer failed: {0}")]
     Block(#[from] tern_proto::block::TransferError),

@@ -44,3 +44,8 @@ pub use session::{
 };
 pub use tern_proto::{self as proto, Code, ContentFormat, OptionNumber};
 pub use tern_tls::{self as tls, Psk};
+
+/// The README's Rust example, compiled as a doc test so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
