@@ -4,6 +4,10 @@
 //! driver wake-up sends and receives many datagrams). Reports requests/s, latency percentiles,
 //! retransmissions and time-outs.
 //!
+//! With `-b/--block-size` each request is a whole block-wise transfer (the client's transparent
+//! Block1/Block2 path, as `tern get -b`): the latency is the transfer's, and the report adds the
+//! body bytes moved and MB/s.
+//!
 //! coaps:// URIs run over DTLS with a PSK (`-u/--psk-identity`, `-k/--psk-key`): each client
 //! socket does its handshake with one request before the clock starts, so the figure is
 //! requests over established sessions (handshakes are `tern dtls-load handshakes`' job).
@@ -47,6 +51,10 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Block size (16 … 1024): each request becomes a whole block-wise transfer, and the
+    /// report adds body MB/s.
+    #[arg(short = 'b', long = "block-size")]
+    block_size: Option<usize>,
     /// PSK identity for coaps://.
     #[arg(short = 'u', long = "psk-identity", requires = "psk_key")]
     psk_identity: Option<String>,
@@ -71,6 +79,20 @@ struct WorkerResult {
     latencies_us: Vec<u32>,
     timeouts: u64,
     errors: u64,
+    /// Request and response body bytes of the successful requests.
+    body_bytes: u64,
+}
+
+/// What each worker sends: one prepared message, or a block-wise transfer.
+#[derive(Clone)]
+enum Load {
+    Message(Message),
+    Transfer {
+        method: Code,
+        uri: tern::proto::uri::CoapUri,
+        payload: Vec<u8>,
+        block_size: usize,
+    },
 }
 
 /// Sends one request over plain UDP or, with `secure`, over the context's DTLS session.
@@ -92,7 +114,7 @@ async fn worker(
     context: Context,
     secure: bool,
     peer: SocketAddr,
-    message: Message,
+    load: Load,
     timeout: Duration,
     until: Instant,
 ) -> WorkerResult {
@@ -102,10 +124,32 @@ async fn worker(
     };
     while Instant::now() < until {
         let start = Instant::now();
-        match send(&context, secure, peer, message.clone(), params).await {
+        let (sent, outcome) = match &load {
+            Load::Message(message) => (
+                message.payload.len(),
+                send(&context, secure, peer, message.clone(), params).await,
+            ),
+            Load::Transfer {
+                method,
+                uri,
+                payload,
+                block_size,
+            } => (
+                payload.len(),
+                context
+                    .request_uri(*method, uri.clone())
+                    .payload(payload.clone())
+                    .block_size(*block_size)
+                    .timeout(timeout)
+                    .send()
+                    .await,
+            ),
+        };
+        match outcome {
             Ok(response) if !response.code().is_error() => {
                 let us = start.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
                 result.latencies_us.push(us);
+                result.body_bytes += (sent + response.payload().len()) as u64;
             }
             Ok(_) => result.errors += 1,
             Err(Error::Request(_)) => result.timeouts += 1,
@@ -143,6 +187,16 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
             args.timeout
         ));
     }
+    if let Some(size) = args.block_size {
+        if !(16..=1024).contains(&size) || !size.is_power_of_two() {
+            return Err(format!(
+                "-b/--block-size must be 16, 32, 64, 128, 256, 512 or 1024, not {size}"
+            ));
+        }
+        if args.non {
+            return Err("-b/--block-size runs CON transfers; leave out --non".into());
+        }
+    }
     let method = match args.method {
         Method::Get => Code::GET,
         Method::Post => Code::POST,
@@ -162,6 +216,15 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
         tern::proto::uri::CoapUri::parse(&args.uri).map_err(|e| format!("invalid URI: {e}"))?;
     let peer = tern::resolve(&uri).await.map_err(|e| e.to_string())?;
     let secure = uri.scheme == tern::proto::uri::Scheme::Coaps;
+    let load = match args.block_size {
+        Some(block_size) => Load::Transfer {
+            method,
+            uri: uri.clone(),
+            payload: message.payload.clone(),
+            block_size,
+        },
+        None => Load::Message(message.clone()),
+    };
     let psk = match (&args.psk_identity, &args.psk_key) {
         (Some(identity), Some(key)) if secure => {
             let key =
@@ -251,18 +314,19 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     let mut tasks = Vec::new();
     for i in 0..args.concurrency {
         let context = contexts[i % sockets].clone();
-        let message = message.clone();
+        let load = load.clone();
         tasks.push(tokio::spawn(async move {
-            worker(context, secure, peer, message, timeout, until).await
+            worker(context, secure, peer, load, timeout, until).await
         }));
     }
     let mut latencies = Vec::new();
-    let (mut timeouts, mut errors) = (0, 0);
+    let (mut timeouts, mut errors, mut body_bytes) = (0, 0, 0);
     for task in tasks {
         let r = task.await.map_err(|e| format!("a worker failed: {e}"))?;
         latencies.extend(r.latencies_us);
         timeouts += r.timeouts;
         errors += r.errors;
+        body_bytes += r.body_bytes;
     }
     let elapsed = started.elapsed().as_secs_f64();
     let mut retransmissions = 0;
@@ -273,6 +337,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     latencies.sort_unstable();
     let requests = latencies.len();
     let rps = requests as f64 / elapsed;
+    let mbps = body_bytes as f64 / elapsed / 1e6;
     let (p50, p90, p99, p999) = (
         percentile(&latencies, 50.0),
         percentile(&latencies, 90.0),
@@ -281,7 +346,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     );
     if args.json {
         println!(
-            "{{\"requests\":{requests},\"rps\":{rps:.1},\"p50_us\":{p50},\"p90_us\":{p90},\"p99_us\":{p99},\"p999_us\":{p999},\"retransmissions\":{retransmissions},\"timeouts\":{timeouts},\"errors\":{errors},\"concurrency\":{},\"sockets\":{sockets},\"duration_s\":{elapsed:.2}}}",
+            "{{\"requests\":{requests},\"rps\":{rps:.1},\"p50_us\":{p50},\"p90_us\":{p90},\"p99_us\":{p99},\"p999_us\":{p999},\"retransmissions\":{retransmissions},\"timeouts\":{timeouts},\"errors\":{errors},\"body_bytes\":{body_bytes},\"mb_per_s\":{mbps:.3},\"concurrency\":{},\"sockets\":{sockets},\"duration_s\":{elapsed:.2}}}",
             args.concurrency
         );
     } else {
@@ -301,6 +366,8 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
         println!("  retransmissions {retransmissions}");
         println!("  timeouts        {timeouts}");
         println!("  errors          {errors}");
+        println!("  body bytes      {body_bytes}");
+        println!("  body MB/s       {mbps:.2}");
     }
     Ok(if requests == 0 {
         ExitCode::FAILURE
