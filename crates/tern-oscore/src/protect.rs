@@ -1,0 +1,389 @@
+//! Protecting and unprotecting messages (RFC 8613 §5, §8): the inner message (code, Class E
+//! options, payload) is encrypted into the payload of an outer message that keeps only the
+//! Class U options, the OSCORE option and a neutral code.
+
+use tern_proto::{Code, Message, MessageType, OptionNumber, Options};
+
+use crate::cbor;
+use crate::context::{nonce, partial_iv, sequence_of, SecurityContext};
+use crate::option::{OptionError, OscoreOption};
+use crate::replay::Replay;
+
+/// What binds a response to its request (§5.4: the request's kid and Partial IV are in every
+/// response's AAD, and a response without a Partial IV reuses the request's nonce).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestBinding {
+    /// The request's kid (the client's Sender ID).
+    pub kid: Vec<u8>,
+    /// The request's Partial IV.
+    pub partial_iv: Vec<u8>,
+    /// The request's AEAD nonce.
+    pub nonce: Vec<u8>,
+}
+
+/// Why a message could not be protected or unprotected. [`OscoreError::response_code`] gives
+/// the error response §8.2 prescribes to a request that fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OscoreError {
+    /// The message carries no OSCORE option.
+    #[error("the message is not OSCORE-protected")]
+    NotProtected,
+    /// The OSCORE option is malformed.
+    #[error(transparent)]
+    Option(#[from] OptionError),
+    /// A request without kid or Partial IV, or a notification without Partial IV.
+    #[error("the OSCORE option lacks its {0}")]
+    Missing(&'static str),
+    /// No security context for the kid (and kid context).
+    #[error("no security context for this kid")]
+    UnknownContext,
+    /// A replayed or too old sequence number.
+    #[error(transparent)]
+    Replay(#[from] Replay),
+    /// The AEAD refused the message: wrong key, tampered, or truncated.
+    #[error("the message did not decrypt")]
+    Decrypt,
+    /// The decrypted inner message is not well-formed.
+    #[error("the decrypted message is malformed")]
+    InnerFormat,
+    /// The sender's sequence numbers are used up; the context must be re-derived.
+    #[error("the sender sequence numbers are exhausted")]
+    SequenceExhausted,
+    /// The message cannot be protected as given (a Proxy-Uri, which would need decomposing
+    /// into its outer and inner parts, is refused rather than sent in the clear).
+    #[error("cannot protect this message: {0}")]
+    Unprotectable(&'static str),
+}
+
+impl OscoreError {
+    /// The error response code for a request that failed this way (§8.2), with its
+    /// deliberately generic diagnostic payload.
+    pub fn response_code(&self) -> (Code, &'static str) {
+        match self {
+            OscoreError::Option(_) | OscoreError::Missing(_) => (Code::BAD_OPTION, ""),
+            OscoreError::UnknownContext => (Code::UNAUTHORIZED, "Security context not found"),
+            OscoreError::Replay(_) => (Code::UNAUTHORIZED, "Replay detected"),
+            OscoreError::Decrypt | OscoreError::InnerFormat => {
+                (Code::BAD_REQUEST, "Decryption failed")
+            }
+            OscoreError::NotProtected
+            | OscoreError::SequenceExhausted
+            | OscoreError::Unprotectable(_) => (Code::INTERNAL_SERVER_ERROR, ""),
+        }
+    }
+}
+
+/// Options that stay outside (Class U, §4.1): the rest are encrypted. Observe goes both ways
+/// (inner and outer), as §4.1.3.5 asks.
+fn is_outer_only(number: OptionNumber) -> bool {
+    matches!(
+        number,
+        OptionNumber::URI_HOST
+            | OptionNumber::URI_PORT
+            | OptionNumber::PROXY_SCHEME
+            | OptionNumber::OSCORE
+            | OptionNumber::HOP_LIMIT
+    )
+}
+
+/// Splits a message's options into (inner, outer).
+fn split_options(message: &Message) -> Result<(Options, Options), OscoreError> {
+    let mut inner = Options::new();
+    let mut outer = Options::new();
+    for option in message.options.iter() {
+        if option.number == OptionNumber::PROXY_URI {
+            return Err(OscoreError::Unprotectable(
+                "Proxy-Uri must be split into Proxy-Scheme, Uri-Host, Uri-Port and path",
+            ));
+        }
+        if option.number == OptionNumber::OBSERVE {
+            inner.push(option.number, option.value.clone());
+            outer.push(option.number, option.value.clone());
+        } else if is_outer_only(option.number) {
+            outer.push(option.number, option.value.clone());
+        } else {
+            inner.push(option.number, option.value.clone());
+        }
+    }
+    Ok((inner, outer))
+}
+
+/// The plaintext of §5.3: inner code, inner options, payload marker and payload.
+fn plaintext(code: Code, inner: &Options, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![code.0];
+    inner.encode(&mut out);
+    if !payload.is_empty() {
+        out.push(0xff);
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// Parses a plaintext back into (code, options, payload), with the same rules as a CoAP
+/// message after its header (a 4-byte header with no token is put in front for the codec).
+fn parse_plaintext(plaintext: &[u8]) -> Result<(Code, Options, Vec<u8>), OscoreError> {
+    let (&code, rest) = plaintext.split_first().ok_or(OscoreError::InnerFormat)?;
+    let mut bytes = Vec::with_capacity(plaintext.len() + 3);
+    bytes.extend_from_slice(&[0x40, code, 0, 0]);
+    bytes.extend_from_slice(rest);
+    let message = Message::decode(&bytes).map_err(|_| OscoreError::InnerFormat)?;
+    let mut options = message.options;
+    // Outer-only options found inside are not honoured (§8.2 step 6).
+    options.retain(|o| !is_outer_only(o.number));
+    Ok((Code(code), options, message.payload))
+}
+
+/// The outer message: header and token of `message`, `outer` options with the OSCORE option,
+/// the ciphertext as payload.
+fn outer_message(
+    message: &Message,
+    code: Code,
+    mut outer: Options,
+    option: &OscoreOption,
+    ciphertext: Vec<u8>,
+) -> Result<Message, OscoreError> {
+    outer.set(OptionNumber::OSCORE, option.encode()?);
+    let mut m = Message::new(message.ty, code);
+    m.mid = message.mid;
+    m.token = message.token;
+    m.options = outer;
+    m.payload = ciphertext;
+    Ok(m)
+}
+
+/// Protects a request with the context's Sender Key and next sequence number; the binding is
+/// kept to unprotect the response. The kid context is sent when the context has an ID Context
+/// and `send_kid_context` is set.
+pub fn protect_request(
+    context: &mut SecurityContext,
+    request: &Message,
+    send_kid_context: bool,
+) -> Result<(Message, RequestBinding), OscoreError> {
+    let (inner, outer) = split_options(request)?;
+    let sequence = context
+        .take_sequence()
+        .ok_or(OscoreError::SequenceExhausted)?;
+    let piv = partial_iv(sequence);
+    let kid = context.sender_id().to_vec();
+    let nonce = nonce(context.common_iv(), &kid, &piv);
+    let aad = cbor::aad(context.aead(), &kid, &piv);
+    let ciphertext = context
+        .aead()
+        .seal(
+            context.sender_key().as_bytes(),
+            &nonce,
+            &aad,
+            &plaintext(request.code, &inner, &request.payload),
+        )
+        .map_err(|_| OscoreError::Decrypt)?;
+    let option = OscoreOption {
+        partial_iv: Some(piv.clone()),
+        kid_context: context
+            .id_context()
+            .filter(|_| send_kid_context)
+            .map(<[u8]>::to_vec),
+        kid: Some(kid.clone()),
+    };
+    // FETCH keeps Observe meaningful to proxies (§4.2); POST otherwise.
+    let code = if request.options.contains(OptionNumber::OBSERVE) {
+        Code::FETCH
+    } else {
+        Code::POST
+    };
+    let outer = outer_message(request, code, outer, &option, ciphertext)?;
+    Ok((
+        outer,
+        RequestBinding {
+            kid,
+            partial_iv: piv,
+            nonce,
+        },
+    ))
+}
+
+/// Reads the OSCORE option of a request: its kid, kid context and Partial IV, for finding the
+/// context before [`unprotect_request`].
+pub fn request_option(request: &Message) -> Result<OscoreOption, OscoreError> {
+    let value = request
+        .options
+        .get(OptionNumber::OSCORE)
+        .ok_or(OscoreError::NotProtected)?;
+    let option = OscoreOption::decode(value)?;
+    if option.kid.is_none() {
+        return Err(OscoreError::Missing("kid"));
+    }
+    if option.partial_iv.is_none() {
+        return Err(OscoreError::Missing("Partial IV"));
+    }
+    Ok(option)
+}
+
+/// Unprotects a request with the context its kid names: replay check, decryption, then the
+/// replay window moves. Returns the inner request (outer Class U options kept) and the binding
+/// for the response.
+pub fn unprotect_request(
+    context: &mut SecurityContext,
+    request: &Message,
+) -> Result<(Message, RequestBinding), OscoreError> {
+    let option = request_option(request)?;
+    let (Some(kid), Some(piv)) = (option.kid, option.partial_iv) else {
+        return Err(OscoreError::Missing("kid"));
+    };
+    if kid != context.recipient_id() {
+        return Err(OscoreError::UnknownContext);
+    }
+    let sequence = sequence_of(&piv).ok_or(OptionError::TooLong)?;
+    context.replay_window().check(sequence)?;
+    let nonce = nonce(context.common_iv(), &kid, &piv);
+    let aad = cbor::aad(context.aead(), &kid, &piv);
+    let plaintext = context
+        .aead()
+        .open(
+            context.recipient_key().as_bytes(),
+            &nonce,
+            &aad,
+            &request.payload,
+        )
+        .map_err(|_| OscoreError::Decrypt)?;
+    let (code, inner, payload) = parse_plaintext(&plaintext)?;
+    if !code.is_request() {
+        return Err(OscoreError::InnerFormat);
+    }
+    context.replay_window_mut().accept(sequence)?;
+    let mut message = Message::new(request.ty, code);
+    message.mid = request.mid;
+    message.token = request.token;
+    message.options = merge_outer(inner, &request.options);
+    message.payload = payload;
+    Ok((
+        message,
+        RequestBinding {
+            kid,
+            partial_iv: piv,
+            nonce,
+        },
+    ))
+}
+
+/// The inner options plus the outer Class U ones (not the OSCORE option; Observe from inside).
+fn merge_outer(mut inner: Options, outer: &Options) -> Options {
+    for o in outer.iter() {
+        if is_outer_only(o.number) && o.number != OptionNumber::OSCORE {
+            inner.push(o.number, o.value.clone());
+        }
+    }
+    inner
+}
+
+/// Protects a response to the request `binding` describes. With `fresh_nonce` (always for
+/// notifications, which carry Observe) the response takes the next sequence number as its
+/// own Partial IV; otherwise it reuses the request's nonce (§5.2).
+pub fn protect_response(
+    context: &mut SecurityContext,
+    binding: &RequestBinding,
+    response: &Message,
+    fresh_nonce: bool,
+) -> Result<Message, OscoreError> {
+    let (inner, outer) = split_options(response)?;
+    let observe = response.options.contains(OptionNumber::OBSERVE);
+    let (piv, nonce) = if fresh_nonce || observe {
+        let sequence = context
+            .take_sequence()
+            .ok_or(OscoreError::SequenceExhausted)?;
+        let piv = partial_iv(sequence);
+        let nonce = nonce(context.common_iv(), context.sender_id(), &piv);
+        (Some(piv), nonce)
+    } else {
+        (None, binding.nonce.clone())
+    };
+    let aad = cbor::aad(context.aead(), &binding.kid, &binding.partial_iv);
+    let ciphertext = context
+        .aead()
+        .seal(
+            context.sender_key().as_bytes(),
+            &nonce,
+            &aad,
+            &plaintext(response.code, &inner, &response.payload),
+        )
+        .map_err(|_| OscoreError::Decrypt)?;
+    let option = OscoreOption {
+        partial_iv: piv,
+        kid_context: None,
+        kid: None,
+    };
+    let code = if observe {
+        Code::CONTENT
+    } else {
+        Code::CHANGED
+    };
+    outer_message(response, code, outer, &option, ciphertext)
+}
+
+/// Unprotects a response to the request `binding` describes. A response with its own Partial
+/// IV (a notification, say) is checked against and recorded in the replay window.
+pub fn unprotect_response(
+    context: &mut SecurityContext,
+    binding: &RequestBinding,
+    response: &Message,
+) -> Result<Message, OscoreError> {
+    let value = response
+        .options
+        .get(OptionNumber::OSCORE)
+        .ok_or(OscoreError::NotProtected)?;
+    let option = OscoreOption::decode(value)?;
+    let sequence = match &option.partial_iv {
+        Some(piv) => {
+            let sequence = sequence_of(piv).ok_or(OptionError::TooLong)?;
+            context.replay_window().check(sequence)?;
+            Some(sequence)
+        }
+        None => None,
+    };
+    if response.options.contains(OptionNumber::OBSERVE) && sequence.is_none() {
+        return Err(OscoreError::Missing("Partial IV"));
+    }
+    let nonce = match &option.partial_iv {
+        Some(piv) => nonce(context.common_iv(), context.recipient_id(), piv),
+        None => binding.nonce.clone(),
+    };
+    let aad = cbor::aad(context.aead(), &binding.kid, &binding.partial_iv);
+    let plaintext = context
+        .aead()
+        .open(
+            context.recipient_key().as_bytes(),
+            &nonce,
+            &aad,
+            &response.payload,
+        )
+        .map_err(|_| OscoreError::Decrypt)?;
+    let (code, inner, payload) = parse_plaintext(&plaintext)?;
+    if !code.is_response() {
+        return Err(OscoreError::InnerFormat);
+    }
+    if let Some(sequence) = sequence {
+        context.replay_window_mut().accept(sequence)?;
+    }
+    let mut message = Message::new(response.ty, code);
+    message.mid = response.mid;
+    message.token = response.token;
+    message.options = merge_outer(inner, &response.options);
+    message.payload = payload;
+    Ok(message)
+}
+
+/// An unprotected error response to a request that failed OSCORE processing (§8.2): the code
+/// of [`OscoreError::response_code`], Max-Age 0 so that proxies do not cache it, and a generic
+/// diagnostic.
+pub fn error_response(request: &Message, error: &OscoreError) -> Message {
+    let (code, diagnostic) = error.response_code();
+    let ty = match request.ty {
+        MessageType::Con => MessageType::Ack,
+        _ => MessageType::Non,
+    };
+    let mut m = Message::new(ty, code);
+    m.mid = request.mid;
+    m.token = request.token;
+    m.options.set_uint(OptionNumber::MAX_AGE, 0);
+    m.payload = diagnostic.as_bytes().to_vec();
+    m
+}
