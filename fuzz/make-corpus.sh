@@ -71,3 +71,16 @@ hex "$b/send-responses" \
 hex "$b/expiry" \
     00001d 40030001 b166 d10308 d1fc07 ff 61616161616161616161616161616161 \
     f00010 40030002 b166 d10310 d1fc07 ff 626262
+
+o=corpus/oscore
+mkdir -p "$o"
+# Mode 0 (even first byte): option values of RFC 8613 C.4, C.5, C.6 and C.8.
+hex "$o/option-c4" 00 0914
+hex "$o/option-c5" 00 091400
+hex "$o/option-c6" 00 19140837cbf3210017a2d3
+hex "$o/option-c8" 00 0100
+# Mode 1 (odd): the protected request of C.4 (unprotects with the C.1 server context) and the
+# protected responses of C.7 and C.8 (unprotect with the C.1 client context and C.4's binding).
+hex "$o/request-c4" 01 44025d1f00003974396c6f63616c686f7374620914ff612f1092f1776f1c1668b3825e
+hex "$o/response-c7" 01 64445d1f0000397490ffdbaad1e9a7e7b2a813d3c31524378303cdafae119106
+hex "$o/response-c8" 01 64445d1f00003974920100ff4d4c13669384b67354b2b6175ff4b8658c666a6cf88e
