@@ -26,10 +26,14 @@ fn bench(c: &mut Criterion) {
     for size in [64usize, 1024] {
         let message = request(size);
         group.throughput(Throughput::Bytes(size as u64));
-        group.bench_with_input(BenchmarkId::new("protect_request", size), &message, |b, m| {
-            let (mut client, _) = contexts();
-            b.iter(|| protect_request(&mut client, m, false).unwrap());
-        });
+        group.bench_with_input(
+            BenchmarkId::new("protect_request", size),
+            &message,
+            |b, m| {
+                let (mut client, _) = contexts();
+                b.iter(|| protect_request(&mut client, m, false).unwrap());
+            },
+        );
         group.bench_with_input(
             BenchmarkId::new("unprotect_request", size),
             &message,

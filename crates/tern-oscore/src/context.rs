@@ -118,6 +118,11 @@ pub struct SecurityContext {
     sender_key: Key,
     /// The next sequence number to use.
     sender_sequence: u64,
+    /// With persistence on (Appendix B.1.1): numbers below this are durably reserved, and
+    /// none at or above it is used until a higher mark is stored.
+    persisted_limit: Option<u64>,
+    /// How many numbers each stored mark reserves ahead.
+    persist_step: u64,
     recipient_id: Vec<u8>,
     recipient_key: Key,
     replay: ReplayWindow,
@@ -169,6 +174,8 @@ impl SecurityContext {
             sender_id: params.sender_id.clone(),
             sender_key: Key(derive(params, &params.sender_id, Derived::Key, key_len)),
             sender_sequence: 0,
+            persisted_limit: None,
+            persist_step: 0,
             recipient_id: params.recipient_id.clone(),
             recipient_key: Key(derive(params, &params.recipient_id, Derived::Key, key_len)),
             replay,
@@ -221,15 +228,47 @@ impl SecurityContext {
         self.sender_sequence = self.sender_sequence.max(next);
     }
 
-    /// Takes the next sequence number, or `None` when they are used up (the context must then
-    /// be re-derived, §7.2.1).
-    pub(crate) fn take_sequence(&mut self) -> Option<u64> {
+    /// Turns on persistence of sequence numbers (Appendix B.1.1): from now on a number is only
+    /// used once a mark above it has been stored. `stored_mark` is the mark read back from
+    /// storage after a restart (`None` for a new context); sending continues from it, so a
+    /// number used before a crash is never used again. Each new mark reserves `step` numbers.
+    pub fn persist_sequence_numbers(&mut self, stored_mark: Option<u64>, step: u64) {
+        let start = stored_mark.unwrap_or(0).max(self.sender_sequence);
+        self.sender_sequence = start;
+        self.persisted_limit = Some(start);
+        self.persist_step = step.max(1);
+    }
+
+    /// The mark to store before the next message can be protected, when one is due: the
+    /// caller writes it durably, then reports it with [`SecurityContext::mark_stored`].
+    pub fn mark_to_store(&self) -> Option<u64> {
+        let limit = self.persisted_limit?;
+        (self.sender_sequence >= limit).then(|| {
+            self.sender_sequence
+                .saturating_add(self.persist_step)
+                .min(MAX_SEQUENCE_NUMBER + 1)
+        })
+    }
+
+    /// Records that `mark` is durably stored: numbers below it may be used.
+    pub fn mark_stored(&mut self, mark: u64) {
+        if let Some(limit) = &mut self.persisted_limit {
+            *limit = (*limit).max(mark);
+        }
+    }
+
+    /// Takes the next sequence number: `Err(Some(mark))` when `mark` must be stored first,
+    /// `Err(None)` when the numbers are used up (the context must be re-derived, §7.2.1).
+    pub(crate) fn take_sequence(&mut self) -> Result<u64, Option<u64>> {
         let n = self.sender_sequence;
         if n > MAX_SEQUENCE_NUMBER {
-            return None;
+            return Err(None);
+        }
+        if let Some(mark) = self.mark_to_store() {
+            return Err(Some(mark));
         }
         self.sender_sequence = n + 1;
-        Some(n)
+        Ok(n)
     }
 
     /// The recipient's replay window.
@@ -374,6 +413,27 @@ mod tests {
             ContextError::ReplayWindow(0)
         );
         assert!(!format!("{p:?}").contains("secret"));
+    }
+
+    #[test]
+    fn persisted_sequence_numbers_wait_for_their_mark() {
+        let mut c = client("", None, "00");
+        c.persist_sequence_numbers(Some(100), 10);
+        assert_eq!(c.sender_sequence(), 100);
+        assert_eq!(c.take_sequence(), Err(Some(110)));
+        c.mark_stored(110);
+        for n in 100..110 {
+            assert_eq!(c.take_sequence(), Ok(n));
+        }
+        assert_eq!(c.take_sequence(), Err(Some(120)));
+        // A stale mark reported late does not lower the limit.
+        c.mark_stored(105);
+        assert_eq!(c.mark_to_store(), Some(120));
+        // Without persistence numbers flow until exhausted.
+        let mut free = client("", None, "00");
+        free.resume_sender_sequence(MAX_SEQUENCE_NUMBER);
+        assert_eq!(free.take_sequence(), Ok(MAX_SEQUENCE_NUMBER));
+        assert_eq!(free.take_sequence(), Err(None));
     }
 
     #[test]

@@ -24,12 +24,14 @@ pub mod algorithm;
 mod cbor;
 pub mod context;
 pub mod option;
+pub mod persist;
 pub mod protect;
 pub mod replay;
 
 pub use algorithm::{Aead, AeadError};
 pub use context::{ContextError, ContextParams, Key, SecurityContext};
 pub use option::{OptionError, OscoreOption};
+pub use persist::SequenceFile;
 pub use protect::{
     error_response, protect_request, protect_response, request_option, unprotect_request,
     unprotect_response, OscoreError, RequestBinding,

@@ -49,6 +49,10 @@ pub enum OscoreError {
     /// The sender's sequence numbers are used up; the context must be re-derived.
     #[error("the sender sequence numbers are exhausted")]
     SequenceExhausted,
+    /// Sequence numbers are persisted and this mark must be stored before the next is used
+    /// ([`SecurityContext::mark_to_store`]).
+    #[error("sequence number mark {0} must be stored first")]
+    StoreMark(u64),
     /// The message cannot be protected as given (a Proxy-Uri, which would need decomposing
     /// into its outer and inner parts, is refused rather than sent in the clear).
     #[error("cannot protect this message: {0}")]
@@ -68,8 +72,16 @@ impl OscoreError {
             }
             OscoreError::NotProtected
             | OscoreError::SequenceExhausted
+            | OscoreError::StoreMark(_)
             | OscoreError::Unprotectable(_) => (Code::INTERNAL_SERVER_ERROR, ""),
         }
+    }
+}
+
+fn sequence_error(mark: Option<u64>) -> OscoreError {
+    match mark {
+        Some(mark) => OscoreError::StoreMark(mark),
+        None => OscoreError::SequenceExhausted,
     }
 }
 
@@ -160,9 +172,7 @@ pub fn protect_request(
     send_kid_context: bool,
 ) -> Result<(Message, RequestBinding), OscoreError> {
     let (inner, outer) = split_options(request)?;
-    let sequence = context
-        .take_sequence()
-        .ok_or(OscoreError::SequenceExhausted)?;
+    let sequence = context.take_sequence().map_err(sequence_error)?;
     let piv = partial_iv(sequence);
     let kid = context.sender_id().to_vec();
     let nonce = nonce(context.common_iv(), &kid, &piv);
@@ -287,9 +297,7 @@ pub fn protect_response(
     let (inner, outer) = split_options(response)?;
     let observe = response.options.contains(OptionNumber::OBSERVE);
     let (piv, nonce) = if fresh_nonce || observe {
-        let sequence = context
-            .take_sequence()
-            .ok_or(OscoreError::SequenceExhausted)?;
+        let sequence = context.take_sequence().map_err(sequence_error)?;
         let piv = partial_iv(sequence);
         let nonce = nonce(context.common_iv(), context.sender_id(), &piv);
         (Some(piv), nonce)
