@@ -27,6 +27,7 @@ pub mod option;
 pub mod persist;
 pub mod protect;
 pub mod replay;
+pub mod store;
 
 pub use algorithm::{Aead, AeadError};
 pub use context::{ContextError, ContextParams, Key, SecurityContext};
@@ -37,3 +38,4 @@ pub use protect::{
     unprotect_response, OscoreError, RequestBinding,
 };
 pub use replay::{Replay, ReplayWindow};
+pub use store::{ContextKey, ContextStore, StoreError};
