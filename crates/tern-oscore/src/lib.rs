@@ -23,6 +23,7 @@
 pub mod algorithm;
 mod cbor;
 pub mod context;
+pub mod folder;
 pub mod option;
 pub mod persist;
 pub mod protect;
@@ -31,6 +32,7 @@ pub mod store;
 
 pub use algorithm::{Aead, AeadError};
 pub use context::{ContextError, ContextParams, Key, SecurityContext};
+pub use folder::{ContextFolder, FolderError, LoadedContext};
 pub use option::{OptionError, OscoreOption};
 pub use persist::SequenceFile;
 pub use protect::{

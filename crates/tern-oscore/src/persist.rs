@@ -57,20 +57,7 @@ impl SequenceFile {
 
     /// Stores `mark` durably.
     pub fn store(&self, mark: u64) -> io::Result<()> {
-        let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty());
-        let mut tmp = self.path.clone().into_os_string();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(format!("{mark}\n").as_bytes())?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = dir {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        write_atomically(&self.path, format!("{mark}\n").as_bytes())
     }
 
     /// Stores the context's next mark if one is due, so that the next protection succeeds.
@@ -81,6 +68,25 @@ impl SequenceFile {
         }
         Ok(())
     }
+}
+
+/// Replaces `path` with `contents` so that a crash leaves the old file or the new one: a
+/// temporary file beside it, synced, renamed over it, the directory synced.
+pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let mut tmp = path.to_path_buf().into_os_string();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = dir {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
