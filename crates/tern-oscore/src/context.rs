@@ -126,6 +126,11 @@ pub struct SecurityContext {
     recipient_id: Vec<u8>,
     recipient_key: Key,
     replay: ReplayWindow,
+    /// False after the replay state was lost (Appendix B.1.2): requests are then not trusted
+    /// until one proves fresh by echoing `echo_challenge`.
+    replay_state_known: bool,
+    /// The Echo value last sent while the replay state is unknown.
+    echo_challenge: Option<Vec<u8>>,
 }
 
 /// HKDF-SHA256 output of `len` bytes for `info` (§3.2.1).
@@ -179,6 +184,8 @@ impl SecurityContext {
             recipient_id: params.recipient_id.clone(),
             recipient_key: Key(derive(params, &params.recipient_id, Derived::Key, key_len)),
             replay,
+            replay_state_known: true,
+            echo_challenge: None,
         })
     }
 
@@ -278,6 +285,35 @@ impl SecurityContext {
 
     pub(crate) fn replay_window_mut(&mut self) -> &mut ReplayWindow {
         &mut self.replay
+    }
+
+    /// Declares the replay state lost (a server restarted without it, Appendix B.1.2): until
+    /// a request echoes a challenge, requests decrypt but are refused with
+    /// [`OscoreError::FreshnessUnknown`](crate::OscoreError::FreshnessUnknown).
+    pub fn forget_replay_state(&mut self) {
+        self.replay.reset();
+        self.replay_state_known = false;
+        self.echo_challenge = None;
+    }
+
+    /// Whether the replay window can be trusted.
+    pub fn replay_state_known(&self) -> bool {
+        self.replay_state_known
+    }
+
+    pub(crate) fn echo_challenge(&self) -> Option<&[u8]> {
+        self.echo_challenge.as_deref()
+    }
+
+    pub(crate) fn set_echo_challenge(&mut self, challenge: Vec<u8>) {
+        self.echo_challenge = Some(challenge);
+    }
+
+    /// The replay state is known again, the window starting at `sequence`.
+    pub(crate) fn replay_state_recovered(&mut self, sequence: u64) {
+        self.replay.restart_at(sequence);
+        self.replay_state_known = true;
+        self.echo_challenge = None;
     }
 }
 

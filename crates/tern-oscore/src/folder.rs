@@ -74,8 +74,8 @@ pub struct LoadedContext {
     /// The stored mark (`next-to-send`), if `sequence.json` exists.
     pub stored_mark: Option<u64>,
     /// Whether `sequence.json` holds the replay window. Tern does not persist it, and
-    /// aiocoap writes "unknown" while it changes: a server must then not trust its window
-    /// (Appendix B.1.2).
+    /// aiocoap writes "unknown" while it changes; the context is then loaded with its replay
+    /// state forgotten, so that requests are challenged with Echo (Appendix B.1.2).
     pub replay_window_known: bool,
 }
 
@@ -247,6 +247,10 @@ impl ContextFolder {
         if let Some(next) = stored_mark {
             context.resume_sender_sequence(next);
         }
+        if !replay_window_known {
+            // Requests are challenged with Echo until one proves fresh (Appendix B.1.2).
+            context.forget_replay_state();
+        }
         Ok(LoadedContext {
             context,
             stored_mark,
@@ -332,6 +336,7 @@ mod tests {
         assert_eq!(again.stored_mark, Some(10));
         assert_eq!(again.context.sender_sequence(), 10);
         assert!(!again.replay_window_known);
+        assert!(!again.context.replay_state_known());
         fs::remove_dir_all(dir).unwrap();
     }
 

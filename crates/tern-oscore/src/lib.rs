@@ -36,8 +36,8 @@ pub use folder::{ContextFolder, FolderError, LoadedContext};
 pub use option::{OptionError, OscoreOption};
 pub use persist::SequenceFile;
 pub use protect::{
-    error_response, protect_request, protect_response, request_option, unprotect_request,
-    unprotect_response, OscoreError, RequestBinding,
+    echo_challenge, error_response, protect_request, protect_response, request_option,
+    unprotect_request, unprotect_response, OscoreError, RequestBinding,
 };
 pub use replay::{Replay, ReplayWindow};
 pub use store::{ContextKey, ContextStore, StoreError};

@@ -8,6 +8,7 @@ use crate::cbor;
 use crate::context::{nonce, partial_iv, sequence_of, SecurityContext};
 use crate::option::{OptionError, OscoreOption};
 use crate::replay::Replay;
+use subtle::ConstantTimeEq;
 
 /// What binds a response to its request (§5.4: the request's kid and Partial IV are in every
 /// response's AAD, and a response without a Partial IV reuses the request's nonce).
@@ -46,6 +47,11 @@ pub enum OscoreError {
     /// The decrypted inner message is not well-formed.
     #[error("the decrypted message is malformed")]
     InnerFormat,
+    /// The request decrypted, but the replay state is lost and the request did not echo the
+    /// current challenge: it may be a replay. Answer it with [`echo_challenge`] (Appendix B.1.2)
+    /// and do not act on it.
+    #[error("the request's freshness is unknown: challenge it with Echo")]
+    FreshnessUnknown(RequestBinding),
     /// The sender's sequence numbers are used up; the context must be re-derived.
     #[error("the sender sequence numbers are exhausted")]
     SequenceExhausted,
@@ -66,7 +72,9 @@ impl OscoreError {
         match self {
             OscoreError::Option(_) | OscoreError::Missing(_) => (Code::BAD_OPTION, ""),
             OscoreError::UnknownContext => (Code::UNAUTHORIZED, "Security context not found"),
-            OscoreError::Replay(_) => (Code::UNAUTHORIZED, "Replay detected"),
+            OscoreError::Replay(_) | OscoreError::FreshnessUnknown(_) => {
+                (Code::UNAUTHORIZED, "Replay detected")
+            }
             OscoreError::Decrypt | OscoreError::InnerFormat => {
                 (Code::BAD_REQUEST, "Decryption failed")
             }
@@ -243,7 +251,9 @@ pub fn unprotect_request(
         return Err(OscoreError::UnknownContext);
     }
     let sequence = sequence_of(&piv).ok_or(OptionError::TooLong)?;
-    context.replay_window().check(sequence)?;
+    if context.replay_state_known() {
+        context.replay_window().check(sequence)?;
+    }
     let nonce = nonce(context.common_iv(), &kid, &piv);
     let aad = cbor::aad(context.aead(), &kid, &piv);
     let plaintext = context
@@ -259,7 +269,24 @@ pub fn unprotect_request(
     if !code.is_request() {
         return Err(OscoreError::InnerFormat);
     }
-    context.replay_window_mut().accept(sequence)?;
+    if !context.replay_state_known() {
+        let echoed = inner.get(OptionNumber::ECHO);
+        let fresh = match (echoed, context.echo_challenge()) {
+            (Some(echoed), Some(challenge)) => bool::from(echoed.ct_eq(challenge)),
+            _ => false,
+        };
+        if !fresh {
+            return Err(OscoreError::FreshnessUnknown(RequestBinding {
+                kid,
+                partial_iv: piv,
+                nonce,
+            }));
+        }
+        // Everything up to this request is now suspect; later ones are accepted (§B.1.2).
+        context.replay_state_recovered(sequence);
+    } else {
+        context.replay_window_mut().accept(sequence)?;
+    }
     let mut message = Message::new(request.ty, code);
     message.mid = request.mid;
     message.token = request.token;
@@ -377,6 +404,33 @@ pub fn unprotect_response(
     message.options = merge_outer(inner, &response.options);
     message.payload = payload;
     Ok(message)
+}
+
+/// The protected 4.01 Unauthorized with an Echo option that challenges a request whose
+/// freshness is unknown (Appendix B.1.2, RFC 9175 §2.4). `challenge` must be unpredictable (at
+/// least 8 random bytes); the context remembers it, and the client's repeat of the request
+/// carrying it restores the replay window. The response takes a fresh Partial IV, as the
+/// request's nonce may be a replayed one.
+pub fn echo_challenge(
+    context: &mut SecurityContext,
+    binding: &RequestBinding,
+    request: &Message,
+    challenge: Vec<u8>,
+) -> Result<Message, OscoreError> {
+    if !(1..=40).contains(&challenge.len()) {
+        return Err(OscoreError::Unprotectable("an Echo value is 1 to 40 bytes"));
+    }
+    let ty = match request.ty {
+        MessageType::Con => MessageType::Ack,
+        _ => MessageType::Non,
+    };
+    let mut response = Message::new(ty, Code::UNAUTHORIZED);
+    response.mid = request.mid;
+    response.token = request.token;
+    response.options.set(OptionNumber::ECHO, challenge.clone());
+    let protected = protect_response(context, binding, &response, true)?;
+    context.set_echo_challenge(challenge);
+    Ok(protected)
 }
 
 /// An unprotected error response to a request that failed OSCORE processing (§8.2): the code

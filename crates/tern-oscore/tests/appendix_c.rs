@@ -201,3 +201,68 @@ proptest! {
         let _ = unprotect_request(&mut server, &m);
     }
 }
+
+/// Appendix B.1.2: a server that lost its replay state challenges the first request with a
+/// protected 4.01 + Echo, accepts the repeat that echoes it, and refuses the old request after.
+#[test]
+fn lost_replay_state_is_recovered_with_echo() {
+    use tern_oscore::echo_challenge;
+    use tern_proto::OptionNumber;
+    let (mut client, mut server) = contexts(SALT, None, "");
+    let mut request = Message::new(MessageType::Con, Code::PUT);
+    request.set_path("/valve");
+    request.payload = b"open".to_vec();
+    let (first, _) = protect_request(&mut client, &request, false).unwrap();
+    // Before the restart the server saw it; after, it remembers nothing.
+    unprotect_request(&mut server, &first).unwrap();
+    server.forget_replay_state();
+    assert!(!server.replay_state_known());
+    // The old request comes again (a replay): it decrypts but is not trusted.
+    let binding = match unprotect_request(&mut server, &first) {
+        Err(OscoreError::FreshnessUnknown(binding)) => binding,
+        other => panic!("expected FreshnessUnknown, got {other:?}"),
+    };
+    let challenge = echo_challenge(&mut server, &binding, &first, vec![0xec; 8]).unwrap();
+    assert_eq!(challenge.code, Code::CHANGED, "the 4.01 is inside");
+    // A genuine client gets the challenge: the replayed request's binding is the client's own
+    // for `first`, so it can read the 4.01 and its Echo.
+    let (_, client_binding) = {
+        let mut replayed_client = contexts(SALT, None, "").0;
+        protect_request(&mut replayed_client, &request, false).unwrap()
+    };
+    let inner = unprotect_response(&mut client, &client_binding, &challenge).unwrap();
+    assert_eq!(inner.code, Code::UNAUTHORIZED);
+    let echo = inner.options.get(OptionNumber::ECHO).unwrap().to_vec();
+    // A new request without the Echo is still challenged.
+    let (plain_retry, _) = protect_request(&mut client, &request, false).unwrap();
+    assert!(matches!(
+        unprotect_request(&mut server, &plain_retry),
+        Err(OscoreError::FreshnessUnknown(_))
+    ));
+    // The repeat with the Echo is accepted and restores the window.
+    let mut with_echo = request.clone();
+    with_echo.options.set(OptionNumber::ECHO, echo);
+    let (retry, _) = protect_request(&mut client, &with_echo, false).unwrap();
+    let (accepted, _) = unprotect_request(&mut server, &retry).unwrap();
+    assert_eq!(accepted.payload, b"open");
+    assert!(server.replay_state_known());
+    // Everything older is refused now, the replayed first request included.
+    assert!(matches!(
+        unprotect_request(&mut server, &first),
+        Err(OscoreError::Replay(_))
+    ));
+    assert!(matches!(
+        unprotect_request(&mut server, &plain_retry),
+        Err(OscoreError::Replay(_))
+    ));
+    // A wrong Echo value does not pass.
+    let (_, mut fresh_server) = contexts(SALT, None, "");
+    fresh_server.forget_replay_state();
+    let mut wrong = request.clone();
+    wrong.options.set(OptionNumber::ECHO, vec![1, 2, 3]);
+    let (wrong, _) = protect_request(&mut client, &wrong, false).unwrap();
+    assert!(matches!(
+        unprotect_request(&mut fresh_server, &wrong),
+        Err(OscoreError::FreshnessUnknown(_))
+    ));
+}
