@@ -65,6 +65,10 @@ pub struct RequestArgs {
     /// Do not verify the server's certificate.
     #[arg(long = "no-verify", conflicts_with = "ca")]
     no_verify: bool,
+    /// Protect the request with OSCORE, using the security context in this folder
+    /// (aiocoap's format: settings.json, secret.json, sequence.json)
+    #[arg(long = "oscore", value_name = "DIR", conflicts_with = "block_size")]
+    oscore: Option<String>,
 }
 
 /// A block size: a power of two from 16 to 1024.
@@ -227,10 +231,30 @@ pub async fn run(method: Code, args: RequestArgs) -> Result<ExitCode, String> {
     if args.non {
         request = request.non();
     }
-    let response = request.send().await.map_err(|e| match e {
-        Error::Request(inner) => format!("no response from {}: {inner}", args.uri),
-        other => other.to_string(),
-    })?;
+    let response = match &args.oscore {
+        Some(dir) => {
+            let (folder, mut security) = crate::oscore::load(dir)?;
+            let message = request.build_message().map_err(|e| e.to_string())?;
+            let uri = tern::proto::uri::CoapUri::parse(&args.uri)
+                .map_err(|e| format!("invalid URI: {e}"))?;
+            let peer = tern::resolve(&uri).await.map_err(|e| e.to_string())?;
+            let secure = uri.scheme == tern::proto::uri::Scheme::Coaps;
+            crate::oscore::send(
+                &context,
+                peer,
+                secure,
+                &folder,
+                &mut security,
+                message,
+                Duration::from_secs_f64(args.timeout),
+            )
+            .await?
+        }
+        None => request.send().await.map_err(|e| match e {
+            Error::Request(inner) => format!("no response from {}: {inner}", args.uri),
+            other => other.to_string(),
+        })?,
+    };
     if args.verbose {
         eprint!("{}", display::describe(&response));
     }

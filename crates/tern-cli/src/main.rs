@@ -6,6 +6,7 @@ mod client;
 mod display;
 mod dtls_load;
 mod files;
+mod oscore;
 mod serve;
 
 use std::process::ExitCode;
