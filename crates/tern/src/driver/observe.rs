@@ -36,12 +36,21 @@ use super::{seed, BlockExchange, Command, Driver};
 use crate::message::{Request, Response};
 use crate::router::{normalize, Router};
 
-/// How long a sent notification's id is remembered for its outcome: longer than a CON's
-/// retransmissions and the window in which a RST can answer a NON (EXCHANGE_LIFETIME, 247 s).
-const OUTCOME_WINDOW: Duration = Duration::from_secs(300);
+/// How long a CON notification's id is remembered for its outcome: longer than its
+/// retransmissions can last (EXCHANGE_LIFETIME, 247 s). A NON one is remembered for the
+/// endpoint's `notification_reset_window` (plus a second), the time a RST can answer it.
+const CON_OUTCOME_WINDOW: Duration = Duration::from_secs(300);
 
-/// Sent notifications remembered before old ones are pruned.
+/// Sent notifications remembered before old ones are first pruned.
 const OUTCOMES_PRUNE_AT: usize = 4096;
+
+/// A sent notification whose outcome may still be reported.
+struct Sent {
+    peer: SocketAddr,
+    token: Token,
+    at: Instant,
+    confirmable: bool,
+}
 
 /// Where a client observation's notifications go.
 pub(crate) type NotificationSender = mpsc::Sender<Result<Message, RequestError>>;
@@ -51,7 +60,9 @@ pub(crate) struct ServerObserve {
     /// Observers, each with its registration request.
     registry: ObserverRegistry<Message>,
     /// Which observer each sent notification went to, and when.
-    sent: std::collections::HashMap<NotificationId, (SocketAddr, Token, Instant)>,
+    sent: std::collections::HashMap<NotificationId, Sent>,
+    /// When `sent` is next pruned (doubling with what is left, so pruning stays amortized O(1)).
+    prune_at: usize,
     /// Changes announced by the application.
     changes: broadcast::Receiver<String>,
 }
@@ -61,6 +72,7 @@ impl ServerObserve {
         ServerObserve {
             registry: ObserverRegistry::new(router.observe_config().clone(), seed()),
             sent: std::collections::HashMap::new(),
+            prune_at: OUTCOMES_PRUNE_AT,
             changes: router.subscribe(),
         }
     }
@@ -207,6 +219,11 @@ impl<L: SecurityLayer> Driver<L> {
             return;
         }
         let confirmable = state.registry.should_confirm(now, peer, token);
+        let non_window = self
+            .endpoint
+            .config()
+            .notification_reset_window
+            .saturating_add(Duration::from_secs(1));
         if response.code.is_success() {
             response.options.set_uint(OptionNumber::OBSERVE, value);
         } else {
@@ -219,12 +236,24 @@ impl<L: SecurityLayer> Driver<L> {
             .notify(now, peer, token, response, confirmable)
         {
             Ok(id) => {
-                if state.sent.len() >= OUTCOMES_PRUNE_AT {
-                    state.sent.retain(|_, (_, _, at)| {
-                        now.saturating_duration_since(*at) < OUTCOME_WINDOW
+                if state.sent.len() >= state.prune_at {
+                    state.sent.retain(|_, s| {
+                        let window = if s.confirmable {
+                            CON_OUTCOME_WINDOW
+                        } else {
+                            non_window
+                        };
+                        now.saturating_duration_since(s.at) < window
                     });
+                    state.prune_at = OUTCOMES_PRUNE_AT.max(state.sent.len().saturating_mul(2));
                 }
-                state.sent.insert(id, (peer, token, now));
+                let sent = Sent {
+                    peer,
+                    token,
+                    at: now,
+                    confirmable,
+                };
+                state.sent.insert(id, sent);
             }
             Err(e) => tracing::warn!(%peer, error = %e, "notification not sent"),
         }
@@ -239,7 +268,7 @@ impl<L: SecurityLayer> Driver<L> {
         let Some(state) = self.observe.as_mut() else {
             return;
         };
-        let Some((peer, token, _)) = state.sent.remove(&id) else {
+        let Some(Sent { peer, token, .. }) = state.sent.remove(&id) else {
             return;
         };
         match failure {
