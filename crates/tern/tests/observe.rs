@@ -185,6 +185,56 @@ async fn past_the_cap_a_registration_is_served_as_a_plain_get() {
 }
 
 #[tokio::test]
+async fn past_the_overall_cap_a_registration_is_served_as_a_plain_get() {
+    let limits = RegistryConfig {
+        max_total: 1,
+        ..RegistryConfig::default()
+    };
+    let (srv, addr, _, _) = server(limits, TransmissionParams::default()).await;
+    let client = Context::client();
+    let one = client
+        .get(&format!("coap://{addr}/counter"))
+        .observe()
+        .await
+        .unwrap();
+    assert!(one.is_active());
+    let mut two = client
+        .get(&format!("coap://{addr}/short"))
+        .observe()
+        .await
+        .unwrap();
+    assert!(!two.is_active(), "the registry is full");
+    let r = two.next().await.unwrap().unwrap();
+    assert_eq!((r.payload(), observe_of(&r)), (&b"short"[..], None));
+    assert_eq!(srv.observer_count().await, 1);
+    one.cancel();
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn registering_the_same_token_again_replaces_the_observer() {
+    let (srv, addr, notifier, _) = default_server().await;
+    let (socket, token) = raw_register(addr).await;
+    // The same GET Observe 0 with the same token, a new message ID: one observer still.
+    let mut again = Message::new(MessageType::Con, Code::GET);
+    again.mid = 8;
+    again.token = token;
+    again.set_path("/counter");
+    again.options.set_uint(OptionNumber::OBSERVE, 0);
+    socket
+        .send_to(&again.to_bytes().unwrap(), addr)
+        .await
+        .unwrap();
+    let reply = recv(&socket).await.unwrap();
+    assert_eq!(observe_value(&reply), Some(2));
+    assert_eq!(srv.observer_count().await, 1);
+    notifier.notify("/counter");
+    let n = recv(&socket).await.unwrap();
+    assert_eq!((n.token, observe_value(&n)), (token, Some(3)));
+    srv.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_error_response_is_the_last_notification() {
     let (srv, addr, notifier, counter) = default_server().await;
     let client = Context::client();
