@@ -351,8 +351,7 @@ async fn an_unacknowledged_con_notification_removes_the_observer() {
     srv.shutdown().await;
 }
 
-#[tokio::test]
-async fn observe_over_dtls() {
+async fn dtls_server() -> (Context, SocketAddr, ResourceNotifier, Arc<AtomicU32>) {
     let store = PskMap::new();
     store.insert(Psk::new("sensor-7", "s3cret").unwrap());
     let (router, notifier, counter) = router(RegistryConfig::default());
@@ -367,6 +366,12 @@ async fn observe_over_dtls() {
         .await
         .unwrap();
     let addr = srv.local_addrs()[0];
+    (srv, addr, notifier, counter)
+}
+
+#[tokio::test]
+async fn observe_over_dtls() {
+    let (srv, addr, notifier, counter) = dtls_server().await;
     let client = Context::builder()
         .psk(Psk::new("sensor-7", "s3cret").unwrap())
         .build()
@@ -386,6 +391,30 @@ async fn observe_over_dtls() {
         assert_eq!(n.payload(), i.to_string().as_bytes());
     }
     obs.cancel();
+    wait_observers(&srv, 0).await;
+    srv.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_session_observes_and_closing_it_ends_the_observation_on_both_sides() {
+    let (srv, addr, notifier, _) = dtls_server().await;
+    let client = Context::client();
+    let session = client
+        .session(&format!("coaps://{addr}"))
+        .psk(Psk::new("sensor-7", "s3cret").unwrap())
+        .build()
+        .await
+        .unwrap();
+    let mut obs = session.get("/counter").observe().await.unwrap();
+    assert_eq!(obs.next().await.unwrap().unwrap().payload(), b"0");
+    wait_observers(&srv, 1).await;
+    notifier.notify("/counter");
+    timeout(WAIT, obs.next()).await.unwrap().unwrap().unwrap();
+    session.close();
+    // The observation fails with the channel; the server drops the closed session's observers.
+    let end = timeout(WAIT, obs.next()).await.unwrap();
+    assert!(matches!(end, Some(Err(_))), "{end:?}");
+    assert!(obs.next().await.is_none());
     wait_observers(&srv, 0).await;
     srv.shutdown().await;
 }
