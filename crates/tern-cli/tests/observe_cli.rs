@@ -9,16 +9,15 @@ use std::time::Duration;
 #[test]
 fn tern_get_observes_time_on_tern_serve() {
     let (server, addr) = start_tern_server();
-    let out = tern(["get", "-s", "4", &format!("coap://{addr}/time")]);
+    let out = tern(["get", "-s", "5", &format!("coap://{addr}/time")]);
     assert!(out.success(), "\n{}\n{}", out.describe(), server.output());
-    let lines: Vec<&str> = out.stdout.lines().collect();
-    let times = tern_times(&out.stdout);
-    assert_eq!(
-        lines.len(),
-        times.len(),
-        "one distinct time per line\n{}",
+    assert!(
+        out.stdout.lines().all(|l| tern_times(l).len() == 1),
+        "one time per line\n{}",
         out.describe()
     );
+    // The first response and the first notification may fall in the same second.
+    let times = tern_times(&out.stdout);
     assert!(
         times.len() >= 4,
         "\n{}\n{}",
@@ -26,7 +25,7 @@ fn tern_get_observes_time_on_tern_serve() {
         server.output()
     );
     assert!(
-        out.elapsed >= Duration::from_secs(3),
+        out.elapsed >= Duration::from_secs(4),
         "\n{}",
         out.describe()
     );
