@@ -430,6 +430,89 @@ for c in "${COLS[@]}"; do
     "check_block_$c"
 done
 
+# --- observe (RFC 7641) -------------------------------------------------------------------------
+# Each cell: an observation of /time for about 5 s, which must bring the first response and at
+# least three notifications, bringing new times (tern serve's /time and libcoap's both change once a
+# second). aiocoap-client 0.4.17 prints only the first response of an observation
+# (chrysn/aiocoap#395), so the aiocoap cell observes with aiocoap's library (the same install).
+distinct_times() { # distinct_times FILE: distinct tern serve times (YYYY-MM-DDTHH:MM:SSZ) in FILE
+    grep -oE '[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z' "$1" | sort -u | wc -l
+}
+
+# libcoap client → tern serve: coap-client -s 5 (its payloads are printed back to back)
+check_observe_lc_tern() {
+    local c=lc_tern n
+    cell_begin
+    run o_lc "$LC_CLIENT" -s 5 "$TERN_URI/time"
+    has_error_code o_lc && cell_miss "an error response" $(files_of o_lc)
+    n="$(distinct_times "$WORK/o_lc.out")"
+    [ "$n" -ge 4 ] || cell_miss "$n distinct times in 5 s, expected the first response and at least 3 notifications" $(files_of o_lc)
+    cell_end observe $c "$WORK/tern-serve.log"
+}
+
+# tern client → libcoap server: tern get -s 5, one line per notification
+check_observe_tern_lc() {
+    local c=tern_lc n
+    cell_begin
+    run o_t "$TERN" get -s 5 --timeout 20 "$LC_URI/time"
+    [ "$(rc_of o_t)" = 0 ] || cell_miss "tern get -s 5 failed" $(files_of o_t)
+    n="$(grep -v '^[[:space:]]*$' "$WORK/o_t.out" | sort -u | wc -l)"
+    [ "$n" -ge 4 ] || cell_miss "$n distinct times in 5 s, expected the first response and at least 3 notifications" $(files_of o_t)
+    cell_end observe $c "$WORK/coap-server.log"
+}
+
+# aiocoap → tern serve: aiocoap's observation API, 4 notifications in increasing Observe order (the
+# first response and the first notification may fall in the same second)
+check_observe_aio_tern() {
+    local c=aio_tern py
+    py="$(dirname "$AIOCOAP_CLIENT")/python"
+    cell_begin
+    cat >"$WORK/aio-observe.py" <<'PY'
+import asyncio, sys
+import aiocoap
+
+async def main(uri, want, limit):
+    ctx = await aiocoap.Context.create_client_context()
+    pr = ctx.request(aiocoap.Message(code=aiocoap.GET, uri=uri, observe=0))
+    r = await pr.response
+    print("first", r.code, r.payload.decode(), flush=True)
+    n = 0
+    async def notifications():
+        nonlocal n
+        async for r in pr.observation:
+            n += 1
+            print("notification", r.opt.observe, r.code, r.payload.decode(), flush=True)
+            if n >= want:
+                break
+    try:
+        await asyncio.wait_for(notifications(), limit)
+    except asyncio.TimeoutError:
+        pass
+    pr.observation.cancel()
+    await ctx.shutdown()
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3])))
+PY
+    run o_a "$py" "$WORK/aio-observe.py" "$TERN_URI/time" 4 8
+    [ "$(rc_of o_a)" = 0 ] || cell_miss "the aiocoap observation failed" $(files_of o_a)
+    local values
+    values="$(awk '$1 == "notification" && $3 == "2.05" { print $2 }' "$WORK/o_a.out")"
+    [ "$(echo "$values" | grep -c .)" = 4 ] || cell_miss "expected 4 notifications" $(files_of o_a)
+    [ "$values" = "$(echo "$values" | sort -n -u)" ] || cell_miss "Observe values not increasing" $(files_of o_a)
+    [ "$(distinct_times "$WORK/o_a.out")" -ge 4 ] || cell_miss "the notifications did not bring new times" $(files_of o_a)
+    cell_end observe $c "$WORK/tern-serve.log"
+}
+
+for c in "${COLS[@]}"; do
+    blocker="$(column_blocker "$c")"
+    if [ -n "$blocker" ]; then
+        fail observe "$c" "$blocker" "$(server_log "$c")"
+        continue
+    fi
+    log "running observe, ${COL_TITLE[$c]}"
+    "check_observe_$c"
+done
+
 # --- coaps:// (DTLS 1.2): PSK and PKI ------------------------------------------------------------
 # Each cell is three checked exchanges over one kind of DTLS session: a GET whose payload is
 # checked, a PUT then GET round trip, and a GET of a missing path answered 4.04. Every server here
@@ -668,7 +751,6 @@ for c in "${COLS[@]}"; do
     na tcp "$c" "not implemented yet (issue 4)"
     na tls_psk "$c" "not implemented yet (issue 4)"
     na tls_pki "$c" "not implemented yet (issue 4)"
-    na observe "$c" "not implemented yet (issue 5)"
 done
 na oscore lc_tern "not implemented yet (issue 6); libcoap 4.3.1 as packaged has no OSCORE"
 na oscore tern_lc "not implemented yet (issue 6); libcoap 4.3.1 as packaged has no OSCORE"
@@ -693,6 +775,9 @@ tern_version="$("$TERN" --version 2>/dev/null | awk '{print $2}')"
     echo "libcoap \`-b 64\` with 200 KB on \`/files/\`, tern \`-b 1024\` PUT and \`-b 256\` GET with 100 KB on libcoap's"
     echo "\`/example_data\`, aiocoap with 20 KB on \`/files/\` (its own block sizes); on tern serve the stored file is"
     echo "compared too."
+    echo "Observe cells: \`/time\` observed for about 5 s (libcoap \`-s 5\`, tern \`get -s 5\`, aiocoap's observation API,"
+    echo "since aiocoap-client 0.4.17 prints only the first response: chrysn/aiocoap#395): the first response and"
+    echo "at least 3 notifications (aiocoap: 4, in Observe order), with at least 4 different times."
     echo "\`pass\`: the exchange worked and its result was checked; \`FAIL\`: see the footnote;"
     echo "\`n/s\`: not supported, with the reason."
     echo

@@ -41,6 +41,9 @@ pub struct RequestArgs {
     /// the server for the response, and used for a request body.
     #[arg(short = 'b', long = "block-size", value_parser = parse_block_size)]
     block_size: Option<usize>,
+    /// Observe the resource (RFC 7641) for this many seconds, printing each notification.
+    #[arg(short = 's', long = "observe", value_parser = parse_timeout)]
+    observe: Option<f64>,
     /// Write the payload to a file instead of stdout.
     #[arg(short = 'o', long = "output")]
     output: Option<String>,
@@ -67,7 +70,7 @@ pub struct RequestArgs {
     no_verify: bool,
     /// Protect the request with OSCORE, using the security context in this folder
     /// (aiocoap's format: settings.json, secret.json, sequence.json)
-    #[arg(long = "oscore", value_name = "DIR", conflicts_with = "block_size")]
+    #[arg(long = "oscore", value_name = "DIR", conflicts_with_all = ["block_size", "observe"])]
     oscore: Option<String>,
 }
 
@@ -231,6 +234,11 @@ pub async fn run(method: Code, args: RequestArgs) -> Result<ExitCode, String> {
     if args.non {
         request = request.non();
     }
+    if let Some(seconds) = args.observe {
+        let status = observe(request, seconds, &args).await;
+        context.shutdown().await;
+        return status;
+    }
     let response = match &args.oscore {
         Some(dir) => {
             let (folder, mut security) = crate::oscore::load(dir)?;
@@ -271,16 +279,68 @@ pub async fn run(method: Code, args: RequestArgs) -> Result<ExitCode, String> {
     match &args.output {
         Some(path) => std::fs::write(path, response.payload())
             .map_err(|e| format!("cannot write {path}: {e}"))?,
-        None => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(response.payload())
-                .map_err(|e| format!("cannot write stdout: {e}"))?;
-            if !response.payload().ends_with(b"\n") && !response.payload().is_empty() {
-                let _ = out.write_all(b"\n");
-            }
-        }
+        None => print_payload(&response)?,
     }
     context.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a payload to stdout, ending it with a newline.
+fn print_payload(response: &tern::Response) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(response.payload())
+        .map_err(|e| format!("cannot write stdout: {e}"))?;
+    if !response.payload().ends_with(b"\n") && !response.payload().is_empty() {
+        let _ = out.write_all(b"\n");
+    }
+    out.flush().map_err(|e| format!("cannot write stdout: {e}"))
+}
+
+/// `-s SECONDS`: observes for that long, printing the first response and each notification
+/// (with `-o`, appending them to the file), then deregisters. Exit status 0 when the first
+/// response was a 2.xx; the observation ending early with an error response is an error.
+async fn observe(
+    request: tern::RequestBuilder,
+    seconds: f64,
+    args: &RequestArgs,
+) -> Result<ExitCode, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(seconds);
+    let mut observation = request.observe().await.map_err(|e| match e {
+        Error::Request(inner) => format!("no response from {}: {inner}", args.uri),
+        other => other.to_string(),
+    })?;
+    let mut output = match &args.output {
+        Some(path) => {
+            Some(std::fs::File::create(path).map_err(|e| format!("cannot write {path}: {e}"))?)
+        }
+        None => None,
+    };
+    while let Ok(item) = tokio::time::timeout_at(deadline, observation.next()).await {
+        let Some(item) = item else { break };
+        let response = item.map_err(|e| e.to_string())?;
+        if args.verbose {
+            eprint!("{}", display::describe(&response));
+        }
+        let code = response.code();
+        if !code.is_success() {
+            let name = code.name().map(|n| format!(" {n}")).unwrap_or_default();
+            return Err(format!(
+                "{code}{name}: {}",
+                String::from_utf8_lossy(response.payload())
+            ));
+        }
+        match output.as_mut() {
+            Some(file) => {
+                file.write_all(response.payload())
+                    .and_then(|()| file.write_all(b"\n"))
+                    .map_err(|e| format!("cannot write the output: {e}"))?;
+            }
+            None => print_payload(&response)?,
+        }
+    }
+    observation.cancel();
+    // Give the deregistration a moment to leave before the context shuts down.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(ExitCode::SUCCESS)
 }
 

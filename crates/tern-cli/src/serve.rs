@@ -213,7 +213,8 @@ pub fn demo_router(
                 .get(|_| async { Response::text(utc_now()) })
                 .rt("clock")
                 .title("Current UTC time")
-                .ct(ContentFormat::TEXT_PLAIN),
+                .ct(ContentFormat::TEXT_PLAIN)
+                .obs(),
         )
         .resource(
             "/whoami",
@@ -284,13 +285,18 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, String> {
         separate_response_delay: std::time::Duration::from_millis(args.separate_delay_ms),
         ..Default::default()
     };
-    let mut builder = Context::builder()
-        .endpoint_config(config)
-        .router(demo_router(
-            args.store_max_value,
-            args.store_max_entries,
-            files,
-        ));
+    let router = demo_router(args.store_max_value, args.store_max_entries, files);
+    // /time is observable (RFC 7641): its observers get the time once a second.
+    let notifier = router.notifier();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            notifier.notify("/time");
+        }
+    });
+    let mut builder = Context::builder().endpoint_config(config).router(router);
     for addr in &binds {
         builder = builder.bind(*addr);
     }

@@ -139,3 +139,102 @@ fn aiocoap_client_get_well_known_core_from_tern() {
         );
     }
 }
+
+/// The Python interpreter `aiocoap-client` runs on (its `#!` line), to drive aiocoap's library.
+fn aiocoap_python(client: &Path) -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string(client).ok()?;
+    let shebang = text.lines().next()?.strip_prefix("#!")?.trim();
+    let python = std::path::PathBuf::from(shebang.split_whitespace().next()?);
+    python.is_file().then_some(python)
+}
+
+/// Observes URI with aiocoap's library for at most LIMIT seconds or WANT notifications,
+/// printing `first CODE PAYLOAD` and then `notification CODE OBSERVE PAYLOAD` lines.
+const AIOCOAP_OBSERVE: &str = r#"
+import asyncio, sys
+import aiocoap
+
+async def main(uri, want, limit):
+    ctx = await aiocoap.Context.create_client_context()
+    req = aiocoap.Message(code=aiocoap.GET, uri=uri, observe=0)
+    pr = ctx.request(req)
+    r = await pr.response
+    print("first", r.code, r.payload.decode(), flush=True)
+    n = 0
+    async def notifications():
+        nonlocal n
+        async for r in pr.observation:
+            n += 1
+            print("notification", r.code, r.opt.observe, r.payload.decode(), flush=True)
+            if n >= want:
+                break
+    try:
+        await asyncio.wait_for(notifications(), limit)
+    except asyncio.TimeoutError:
+        pass
+    pr.observation.cancel()
+    await ctx.shutdown()
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3])))
+"#;
+
+/// RFC 7641: `aiocoap-client --observe` registers with `tern serve`'s `/time` and keeps
+/// observing until killed. aiocoap-client 0.4.17 prints only the first response
+/// (chrysn/aiocoap#395: its observation is cancelled locally after the first response), so
+/// the notifications themselves are checked with aiocoap's library in the test after this.
+#[test]
+fn aiocoap_client_observe_registers_on_tern() {
+    let Some(client) = require_peer("aiocoap-client") else {
+        return;
+    };
+    let (server, addr) = start_tern_server();
+    let out = run_with_timeout(
+        &client,
+        [
+            "--no-pretty-print",
+            "--no-color",
+            "--observe",
+            &uri(addr, "/time"),
+        ],
+        std::time::Duration::from_secs(4),
+    );
+    assert!(
+        out.timed_out(),
+        "aiocoap-client --observe ended: the registration was refused?\n{}\n{}",
+        out.describe(),
+        server.output()
+    );
+    assert_eq!(tern_times(&out.stdout).len(), 1, "\n{}", out.describe());
+}
+
+/// RFC 7641: aiocoap's observation client gets several notifications of `/time` from
+/// `tern serve`, in increasing Observe order, each a new time.
+#[test]
+fn aiocoap_observes_time_on_tern() {
+    let Some(client) = require_peer("aiocoap-client") else {
+        return;
+    };
+    let Some(python) = aiocoap_python(&client) else {
+        if peers_required() {
+            panic!("no Python interpreter in {}'s #! line", client.display());
+        }
+        eprintln!("skipping: no Python interpreter for aiocoap");
+        return;
+    };
+    let (server, addr) = start_tern_server();
+    let out = run_with_timeout(
+        &python,
+        ["-c", AIOCOAP_OBSERVE, &uri(addr, "/time"), "3", "8"],
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.success(), "\n{}\n{}", out.describe(), server.output());
+    let values: Vec<u32> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("notification 2.05 Content "))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(values.len(), 3, "\n{}\n{}", out.describe(), server.output());
+    assert!(values.windows(2).all(|w| w[0] < w[1]), "{values:?}");
+    assert!(tern_times(&out.stdout).len() >= 3, "\n{}", out.describe());
+}

@@ -215,3 +215,54 @@ fn tern_client_with_a_wrong_key_fails_with_a_clear_reason() {
         out.describe()
     );
 }
+
+/// RFC 7641 over coaps://: `coap-client-openssl -s 5` observes `tern serve`'s `/time` through a
+/// DTLS-PSK session and gets the first response and at least three notifications.
+#[test]
+fn libcoap_client_observes_time_on_tern_over_dtls_psk() {
+    let Some(bin) = require_peer("coap-client-openssl") else {
+        return;
+    };
+    let (server, dtls) = tern_dtls_server();
+    let out = coap_client(
+        &bin,
+        &["-s", "5", "-u", ID, "-k", KEY, &coaps(dtls, "/time")],
+    );
+    let times = tern_times(&out.stdout);
+    assert!(
+        times.len() >= 4,
+        "expected the first response and at least 3 notifications, got {times:?}\n{}\n{}",
+        out.describe(),
+        server.output()
+    );
+}
+
+/// RFC 7641 over coaps://: `tern get -s 5` observes `coap-server-openssl`'s `/time` through a
+/// DTLS-PSK session.
+#[test]
+fn tern_observes_time_on_libcoap_over_dtls_psk() {
+    let Some(bin) = require_peer("coap-server-openssl") else {
+        return;
+    };
+    let (_server, dtls) = libcoap_dtls_server(&bin, "hint");
+    let out = tern([
+        "get",
+        "-s",
+        "5",
+        "-u",
+        ID,
+        "-k",
+        KEY,
+        "--timeout",
+        "10",
+        &coaps(dtls, "/time"),
+    ]);
+    assert!(out.success(), "\n{}", out.describe());
+    let mut lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    lines.dedup();
+    assert!(lines.len() >= 4, "\n{}", out.describe());
+}

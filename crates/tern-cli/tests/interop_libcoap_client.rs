@@ -204,3 +204,27 @@ fn libcoap_client_block_wise_put_then_get_of_1_mb_on_tern() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// RFC 7641: `coap-client -s 5` observes `tern serve`'s `/time`, which notifies once a
+/// second; libcoap prints each notification's payload.
+#[test]
+fn libcoap_client_observes_time_on_tern() {
+    let Some(client) = require_peer("coap-client-notls") else {
+        return;
+    };
+    let (server, addr) = start_tern_server();
+    let out = run_with_timeout(&client, ["-s", "5", &uri(addr, "/time")], CLIENT_TIMEOUT);
+    assert!(!out.timed_out(), "coap-client hung\n{}", out.describe());
+    let times = tern_times(&out.stdout);
+    assert!(
+        times.len() >= 4,
+        "expected the first response and at least 3 notifications, got {times:?}\n{}\n{}",
+        out.describe(),
+        server.output()
+    );
+    assert!(
+        !has_error_code_line(&out.all_output()),
+        "\n{}",
+        out.describe()
+    );
+}

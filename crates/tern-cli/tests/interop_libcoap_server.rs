@@ -160,3 +160,31 @@ fn tern_block_wise_put_then_get_of_100_kb_on_libcoap() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// RFC 7641: `tern get -s 5` observes libcoap's `/time` (observable, changing once a second)
+/// and prints each notification on its own line, then deregisters and exits 0.
+#[test]
+fn tern_observes_time_on_libcoap() {
+    let Some(bin) = require_peer("coap-server-notls") else {
+        return;
+    };
+    let (_server, addr) = start_libcoap_server(&bin);
+    let out = tern(["get", "-s", "5", &uri(addr, "/time"), "--timeout", "10"]);
+    assert!(out.success(), "tern get -s failed\n{}", out.describe());
+    let mut lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    lines.dedup();
+    assert!(
+        lines.len() >= 4,
+        "expected the first response and at least 3 notifications\n{}",
+        out.describe()
+    );
+    assert!(
+        out.elapsed >= Duration::from_secs(4),
+        "tern get -s 5 ended early\n{}",
+        out.describe()
+    );
+}

@@ -467,6 +467,29 @@ impl Context {
         self.send_on(&endpoint, peer, message, params).await
     }
 
+    /// A fresh ticket naming a request to its driver.
+    pub(crate) fn next_ticket(&self) -> u64 {
+        self.inner
+            .next_ticket
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Observers registered with this context's bound endpoints (server role, RFC 7641).
+    pub async fn observer_count(&self) -> usize {
+        let mut total = 0;
+        for endpoint in &self.inner.bound {
+            let (reply, count) = oneshot::channel();
+            if endpoint
+                .commands
+                .send(Command::ObserverCount(reply))
+                .is_ok()
+            {
+                total += count.await.unwrap_or(0);
+            }
+        }
+        total
+    }
+
     /// Sends on a given endpoint (a session's).
     pub(crate) async fn send_on(
         &self,

@@ -4,6 +4,10 @@
 //!
 //! Between socket and endpoint sits a [`SecurityLayer`]: for a secure layer (DTLS) every
 //! datagram goes through it; a plain layer is skipped altogether, so coap:// pays nothing.
+//!
+//! Observe (RFC 7641), both roles, is in [`observe`].
+
+mod observe;
 
 use std::collections::HashMap;
 use std::io;
@@ -30,6 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::message::{Request, Response};
 use crate::router::Router;
 use crate::udp::{self, RecvBatch};
+use observe::{NotificationSender, ServerObserve};
 
 /// What the application asks of a driver.
 pub(crate) enum Command {
@@ -47,7 +52,29 @@ pub(crate) enum Command {
         /// What the block-wise layer needs to finish the response.
         exchange: Box<BlockExchange>,
     },
+    /// Registers an observation (RFC 7641): the first response answers `reply`, the later
+    /// ones go to `notifications`.
+    Observe {
+        ticket: u64,
+        peer: SocketAddr,
+        message: Message,
+        params: RequestParams,
+        reply: oneshot::Sender<Result<Message, RequestError>>,
+        notifications: NotificationSender,
+    },
+    /// A notification whose handler ran as a task (server role).
+    Notification {
+        peer: SocketAddr,
+        token: tern_proto::message::Token,
+        value: u32,
+        response: Message,
+    },
+    /// Cancels a request, or forgets an observation (its next notification draws a RST).
     Cancel(u64),
+    /// Ends an observation with a GET Observe 1 (RFC 7641 §3.6).
+    Deregister(u64),
+    /// Answers how many observers this endpoint has (server role).
+    ObserverCount(oneshot::Sender<usize>),
     /// Closes the session with a peer; its waiting requests fail with the reason.
     Disconnect(SocketAddr, String),
     /// Sets (or, with `None`, removes) the client credentials for a peer.
@@ -105,6 +132,11 @@ pub(crate) struct Driver<L: SecurityLayer> {
     block1: Block1Assembler,
     /// Large response bodies, served block by block.
     block2: Block2Server,
+    /// Observers of this endpoint's observable resources (with a router).
+    observe: Option<ServerObserve>,
+    /// Client observations: where their notifications go, and the ticket that cancels them.
+    streams: HashMap<RequestId, (u64, NotificationSender)>,
+    observe_tickets: HashMap<u64, RequestId>,
 }
 
 impl<L: SecurityLayer> Driver<L> {
@@ -123,6 +155,7 @@ impl<L: SecurityLayer> Driver<L> {
         let local = socket
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let observe = router.as_deref().map(ServerObserve::new);
         Driver {
             socket,
             endpoint,
@@ -139,6 +172,9 @@ impl<L: SecurityLayer> Driver<L> {
             session_state,
             block1: Block1Assembler::new(Block1Config::default(), seed()),
             block2: Block2Server::new(Block2Config::default(), seed()),
+            observe,
+            streams: HashMap::new(),
+            observe_tickets: HashMap::new(),
         }
     }
 
@@ -186,6 +222,7 @@ impl<L: SecurityLayer> Driver<L> {
                     }
                     self.receive(&mut batch);
                 }
+                path = observe::next_change(&mut self.observe) => self.on_change(path),
                 () = &mut sleep, if armed.is_some() => {
                     let now = Instant::now();
                     self.layer.handle_timeout(now);
@@ -260,11 +297,40 @@ impl<L: SecurityLayer> Driver<L> {
                 response,
                 exchange,
             } => self.answer(now, id, response, *exchange),
+            Command::Observe {
+                ticket,
+                peer,
+                message,
+                params,
+                reply,
+                notifications,
+            } => match self.endpoint.request(now, peer, message, params) {
+                Ok(id) => {
+                    self.waiting.insert(id, (ticket, reply));
+                    self.streams.insert(id, (ticket, notifications));
+                    self.observe_tickets.insert(ticket, id);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::Notification {
+                peer,
+                token,
+                value,
+                response,
+            } => self.send_notification(now, peer, token, value, response),
             Command::Cancel(ticket) => {
                 if let Some(id) = self.tickets.remove(&ticket) {
                     self.waiting.remove(&id);
                     self.endpoint.cancel(now, id);
+                } else {
+                    self.end_observation(now, ticket, false);
                 }
+            }
+            Command::Deregister(ticket) => self.end_observation(now, ticket, true),
+            Command::ObserverCount(reply) => {
+                let _ = reply.send(self.observer_count());
             }
             Command::Disconnect(peer, reason) => {
                 self.layer.disconnect(now, peer);
@@ -280,6 +346,7 @@ impl<L: SecurityLayer> Driver<L> {
                 }
                 self.endpoint
                     .abort_peer(now, peer, RequestError::ChannelFailed(reason));
+                self.forget_observer_peer(peer);
                 self.drain_layer(now);
                 self.set_session_state(SessionState::Closed);
             }
@@ -308,6 +375,7 @@ impl<L: SecurityLayer> Driver<L> {
             match event {
                 Event::Request { id, peer, request } => self.dispatch(id, peer, request),
                 Event::Response { id, response } => {
+                    self.observation_started(id, &response);
                     if let Some((ticket, reply)) = self.waiting.remove(&id) {
                         self.tickets.remove(&ticket);
                         let _ = reply.send(Ok(response));
@@ -316,13 +384,15 @@ impl<L: SecurityLayer> Driver<L> {
                 Event::RequestFailed { id, error } => {
                     if let Some((ticket, reply)) = self.waiting.remove(&id) {
                         self.tickets.remove(&ticket);
-                        let _ = reply.send(Err(error));
+                        let _ = reply.send(Err(error.clone()));
                     }
+                    self.observation_event(id, Err(error));
                 }
-                // wired in the observe runtime work
-                Event::Notification { .. }
-                | Event::NotificationAcked(_)
-                | Event::NotificationFailed { .. } => {}
+                Event::Notification { id, response } => self.observation_event(id, Ok(response)),
+                Event::NotificationAcked(id) => self.notification_outcome(id, None),
+                Event::NotificationFailed { id, reason } => {
+                    self.notification_outcome(id, Some(reason))
+                }
             }
         }
     }
@@ -432,6 +502,7 @@ impl<L: SecurityLayer> Driver<L> {
                 .block2
                 .respond(now, exchange.peer, &exchange.request, response);
         }
+        self.observe_response(now, &exchange, &mut response);
         if let Some(last) = exchange.block1 {
             // RFC 7959 §2.3: the final response acknowledges the last block, M=0.
             if response.code.is_success() {
@@ -506,6 +577,7 @@ impl<L: SecurityLayer> Driver<L> {
                 LayerEvent::Closed(peer, reason) => {
                     tracing::info!(%peer, %reason, "DTLS session closed");
                     self.set_session_state(SessionState::Closed);
+                    self.forget_observer_peer(peer);
                     self.endpoint.abort_peer(
                         now,
                         peer,
@@ -530,6 +602,7 @@ impl<L: SecurityLayer> Driver<L> {
                     SessionEvent::ServerSessionCreated { local, peer }
                 }
                 LayerEvent::ServerChannelFreed(peer, reason) => {
+                    self.forget_observer_peer(peer);
                     SessionEvent::ServerSessionDeleted {
                         local,
                         peer,

@@ -29,6 +29,7 @@ mod context;
 mod driver;
 mod error;
 mod message;
+mod observe;
 mod request;
 mod router;
 mod session;
@@ -37,8 +38,9 @@ mod udp;
 pub use context::{resolve, Context, ContextBuilder};
 pub use error::{Error, ErrorResponse};
 pub use message::{PeerIdentity, Request, RequestOptions, Response};
+pub use observe::Observation;
 pub use request::RequestBuilder;
-pub use router::{BoxFuture, Handler, Resource, Router};
+pub use router::{BoxFuture, Handler, Resource, ResourceNotifier, Router};
 pub use session::{
     Session, SessionBuilder, SessionEvent, SessionState, Transport, DEFAULT_MTU, MIN_MTU,
 };

@@ -9,9 +9,10 @@ use tern_proto::endpoint::RequestParams;
 use tern_proto::uri::{CoapUri, Scheme, UriError};
 use tern_proto::{Code, ContentFormat, Message, MessageType, OptionNumber};
 
-use crate::context::{resolve, Context};
+use crate::context::{resolve, Context, EndpointHandle};
 use crate::error::Error;
 use crate::message::{RequestOptions, Response};
+use crate::observe::Observation;
 use crate::session::Session;
 
 /// A client request being prepared; [`send`](Self::send) sends it.
@@ -106,15 +107,18 @@ impl RequestBuilder {
         self
     }
 
-    /// Sends the request and waits for its response (of any code). Block-wise transfers
-    /// (RFC 7959) are transparent: a payload larger than the block size goes in Block1
-    /// blocks, and a response that comes in Block2 blocks is fetched whole.
-    pub async fn send(self) -> Result<Response, Error> {
-        let message = self.build_message()?;
-        let params = RequestParams {
-            timeout: self.request_options.timeout,
-        };
-        let (endpoint, peer, max_pdu) = match &self.session {
+    /// Where the request goes: the endpoint, the peer, and the session's largest PDU.
+    pub(crate) async fn target(
+        &self,
+    ) -> Result<
+        (
+            std::sync::Arc<EndpointHandle>,
+            std::net::SocketAddr,
+            Option<usize>,
+        ),
+        Error,
+    > {
+        Ok(match &self.session {
             Some(session) => {
                 if session.is_closed() {
                     return Err(Error::SessionClosed);
@@ -128,7 +132,25 @@ impl RequestBuilder {
                 let secure = uri.scheme == Scheme::Coaps;
                 (self.context.endpoint_for(peer, secure)?, peer, None)
             }
+        })
+    }
+
+    /// Observes the resource (RFC 7641): sends a GET with Observe 0 and returns its
+    /// notifications as an [`Observation`], the first response first. See [`Observation`] for
+    /// ordering, cancellation and re-registration.
+    pub async fn observe(self) -> Result<Observation, Error> {
+        Observation::start(self).await
+    }
+
+    /// Sends the request and waits for its response (of any code). Block-wise transfers
+    /// (RFC 7959) are transparent: a payload larger than the block size goes in Block1
+    /// blocks, and a response that comes in Block2 blocks is fetched whole.
+    pub async fn send(self) -> Result<Response, Error> {
+        let message = self.build_message()?;
+        let params = RequestParams {
+            timeout: self.request_options.timeout,
         };
+        let (endpoint, peer, max_pdu) = self.target().await?;
         let szx = self
             .request_options
             .block_szx

@@ -5,13 +5,20 @@
 //! segment (read with [`Request::param`]), and a final `*` matches the rest of the path,
 //! including nothing (read with [`Request::rest`]). The first registered pattern that matches
 //! wins.
+//!
+//! A resource marked [`Resource::obs`] is observable (RFC 7641): a GET with Observe 0 registers
+//! the client, and [`ResourceNotifier::notify`] (from [`Router::notifier`]) tells every
+//! endpoint serving this router that the resource changed, so that its observers are sent the
+//! handler's new response (see the driver's `observe` module).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use tern_proto::link_format::{self, Link};
+use tern_proto::observe::RegistryConfig;
 use tern_proto::{Code, ContentFormat};
+use tokio::sync::broadcast;
 
 use crate::message::{Request, Response};
 
@@ -89,6 +96,7 @@ pub struct Resource {
     handlers: Vec<(Code, Arc<dyn Handler>)>,
     attrs: Vec<(String, Option<String>)>,
     hidden: bool,
+    observable: bool,
 }
 
 macro_rules! method_fns {
@@ -162,9 +170,13 @@ impl Resource {
         self.attr("title", title)
     }
 
-    /// Marks the resource observable (`obs`).
+    /// Marks the resource observable (RFC 7641): listed with `obs`, a GET with Observe 0
+    /// registers the client, and [`ResourceNotifier::notify`] sends it the new state.
     pub fn obs(mut self) -> Self {
-        self.attrs.push(("obs".to_string(), None));
+        if !self.observable {
+            self.attrs.push(("obs".to_string(), None));
+        }
+        self.observable = true;
         self
     }
 
@@ -192,16 +204,91 @@ struct Route {
     resource: Resource,
 }
 
+/// Changes announced before a slow endpoint loses the oldest (it then misses those changes;
+/// the next one brings its observers up to date).
+const CHANGE_BACKLOG: usize = 1024;
+
 /// Routes requests to handlers by path and method.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Router {
     routes: Arc<Vec<Route>>,
+    /// Paths of observable resources that changed, to every endpoint serving this router.
+    changes: broadcast::Sender<String>,
+    observe_config: RegistryConfig,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Router {
+            routes: Arc::default(),
+            changes: broadcast::channel(CHANGE_BACKLOG).0,
+            observe_config: RegistryConfig::default(),
+        }
+    }
+}
+
+/// Tells the endpoints serving a [`Router`] that an observable resource changed (RFC 7641
+/// §4.2). Cheap to clone; made by [`Router::notifier`].
+#[derive(Clone, Debug)]
+pub struct ResourceNotifier {
+    changes: broadcast::Sender<String>,
+}
+
+impl ResourceNotifier {
+    /// The resource at `path` (`/time`, say: the path of a request to it) changed: each of its
+    /// observers is sent the GET handler's new response, with the next Observe value. Returns
+    /// how many endpoints were told (0 when none serves the router yet).
+    pub fn notify(&self, path: &str) -> usize {
+        self.changes.send(normalize(path)).unwrap_or(0)
+    }
+}
+
+/// The key a resource's observers are kept under: its path segments joined by `/`, without a
+/// leading `/`.
+pub(crate) fn normalize(path: &str) -> String {
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    segments.join("/")
 }
 
 impl Router {
     /// An empty router (answers 4.04 to everything but `/.well-known/core`).
     pub fn new() -> Self {
         Router::default()
+    }
+
+    /// A handle to announce that observable resources changed.
+    pub fn notifier(&self) -> ResourceNotifier {
+        ResourceNotifier {
+            changes: self.changes.clone(),
+        }
+    }
+
+    /// Sets the observer limits and the CON interval (RFC 7641 §4.5, default 24 h) each
+    /// endpoint serving this router applies to its observers.
+    pub fn observe_limits(mut self, config: RegistryConfig) -> Self {
+        self.observe_config = config;
+        self
+    }
+
+    /// The observer limits ([`observe_limits`](Self::observe_limits)).
+    pub(crate) fn observe_config(&self) -> &RegistryConfig {
+        &self.observe_config
+    }
+
+    /// Changes announced by [`ResourceNotifier::notify`] from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.changes.subscribe()
+    }
+
+    /// Whether the resource a GET with these path segments reaches is observable.
+    pub(crate) fn is_observable(&self, segments: &[&str]) -> bool {
+        self.routes
+            .iter()
+            .find(|route| {
+                match_pattern(&route.pattern, segments).is_some()
+                    && route.resource.handlers.iter().any(|(c, _)| *c == Code::GET)
+            })
+            .is_some_and(|route| route.resource.observable)
     }
 
     fn routes_mut(&mut self) -> &mut Vec<Route> {
@@ -360,6 +447,7 @@ mod tests {
                 Resource::new()
                     .get(|_| async { Response::text("now") })
                     .rt("clock")
+                    .obs()
                     .obs(),
             )
             .get("/users/{id}", |r: Request| async move {
@@ -388,6 +476,23 @@ mod tests {
         let r405 = run(&r, Code::DELETE, "/time");
         assert_eq!(r405.code(), Code::METHOD_NOT_ALLOWED);
         assert_eq!(r405.payload(), b"Allowed: GET");
+    }
+
+    #[test]
+    fn observable_resources_and_change_notices() {
+        let r = router();
+        assert!(r.is_observable(&["time"]));
+        assert!(!r.is_observable(&["users", "1"]));
+        assert!(!r.is_observable(&["nope"]));
+        let links = run(&r, Code::GET, "/.well-known/core");
+        let text = String::from_utf8_lossy(links.payload()).into_owned();
+        assert_eq!(text.matches("obs").count(), 1, "{text}");
+        let notifier = r.notifier();
+        assert_eq!(notifier.notify("/time"), 0, "no endpoint listens yet");
+        let mut changes = r.subscribe();
+        assert_eq!(notifier.notify("//time/"), 1);
+        assert_eq!(changes.try_recv().unwrap(), "time");
+        assert_eq!(normalize("/a//b/"), "a/b");
     }
 
     #[test]

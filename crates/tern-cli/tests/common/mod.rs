@@ -444,3 +444,26 @@ pub fn has_error_code_line(text: &str) -> bool {
             && b[3].is_ascii_digit()
     })
 }
+
+// ---------------------------------------------------------------------------
+// Observe (RFC 7641)
+
+/// The distinct `/time` values of `tern serve` (`YYYY-MM-DDTHH:MM:SSZ`) in `text`, in order,
+/// whether or not they are separated (libcoap's client prints payloads back to back).
+pub fn tern_times(text: &str) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for piece in text.split_inclusive('Z') {
+        let t = piece.trim();
+        let looks_right = t.len() >= 20 && {
+            let tail = &t[t.len() - 20..];
+            tail.as_bytes()[4] == b'-' && tail.as_bytes()[10] == b'T' && tail.ends_with('Z')
+        };
+        if looks_right {
+            let tail = t[t.len() - 20..].to_string();
+            if !seen.contains(&tail) {
+                seen.push(tail);
+            }
+        }
+    }
+    seen
+}
