@@ -256,16 +256,7 @@ pub fn unprotect_request(
     }
     let nonce = nonce(context.common_iv(), &kid, &piv);
     let aad = cbor::aad(context.aead(), &kid, &piv);
-    let plaintext = context
-        .aead()
-        .open(
-            context.recipient_key().as_bytes(),
-            &nonce,
-            &aad,
-            &request.payload,
-        )
-        .map_err(|_| OscoreError::Decrypt)?;
-    let (code, inner, payload) = parse_plaintext(&plaintext)?;
+    let (code, inner, payload) = decrypt(context, &nonce, &aad, &request.payload)?;
     if !code.is_request() {
         return Err(OscoreError::InnerFormat);
     }
@@ -287,11 +278,7 @@ pub fn unprotect_request(
     } else {
         context.replay_window_mut().accept(sequence)?;
     }
-    let mut message = Message::new(request.ty, code);
-    message.mid = request.mid;
-    message.token = request.token;
-    message.options = merge_outer(inner, &request.options);
-    message.payload = payload;
+    let message = inner_message(request, code, inner, payload);
     Ok((
         message,
         RequestBinding {
@@ -300,6 +287,31 @@ pub fn unprotect_request(
             nonce,
         },
     ))
+}
+
+/// Opens the ciphertext with the Recipient Key and parses the plaintext.
+fn decrypt(
+    context: &SecurityContext,
+    nonce: &[u8],
+    aad: &[u8],
+    ciphertext: &[u8],
+) -> Result<(Code, Options, Vec<u8>), OscoreError> {
+    let plaintext = context
+        .aead()
+        .open(context.recipient_key().as_bytes(), nonce, aad, ciphertext)
+        .map_err(|_| OscoreError::Decrypt)?;
+    parse_plaintext(&plaintext)
+}
+
+/// The unprotected message: the outer header and token, the inner code, options and payload,
+/// and the outer Class U options.
+fn inner_message(outer: &Message, code: Code, inner: Options, payload: Vec<u8>) -> Message {
+    let mut message = Message::new(outer.ty, code);
+    message.mid = outer.mid;
+    message.token = outer.token;
+    message.options = merge_outer(inner, &outer.options);
+    message.payload = payload;
+    message
 }
 
 /// The inner options plus the outer Class U ones (not the OSCORE option; Observe from inside).
@@ -382,27 +394,14 @@ pub fn unprotect_response(
         None => binding.nonce.clone(),
     };
     let aad = cbor::aad(context.aead(), &binding.kid, &binding.partial_iv);
-    let plaintext = context
-        .aead()
-        .open(
-            context.recipient_key().as_bytes(),
-            &nonce,
-            &aad,
-            &response.payload,
-        )
-        .map_err(|_| OscoreError::Decrypt)?;
-    let (code, inner, payload) = parse_plaintext(&plaintext)?;
+    let (code, inner, payload) = decrypt(context, &nonce, &aad, &response.payload)?;
     if !code.is_response() {
         return Err(OscoreError::InnerFormat);
     }
     if let Some(sequence) = sequence {
         context.replay_window_mut().accept(sequence)?;
     }
-    let mut message = Message::new(response.ty, code);
-    message.mid = response.mid;
-    message.token = response.token;
-    message.options = merge_outer(inner, &response.options);
-    message.payload = payload;
+    let message = inner_message(response, code, inner, payload);
     Ok(message)
 }
 
