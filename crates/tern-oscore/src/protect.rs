@@ -185,15 +185,14 @@ pub fn protect_request(
     let kid = context.sender_id().to_vec();
     let nonce = nonce(context.common_iv(), &kid, &piv);
     let aad = cbor::aad(context.aead(), &kid, &piv);
-    let ciphertext = context
-        .aead()
-        .seal(
-            context.sender_key().as_bytes(),
-            &nonce,
-            &aad,
-            &plaintext(request.code, &inner, &request.payload),
-        )
-        .map_err(|_| OscoreError::Decrypt)?;
+    let ciphertext = encrypt(
+        context,
+        &nonce,
+        &aad,
+        request.code,
+        &inner,
+        &request.payload,
+    )?;
     let option = OscoreOption {
         partial_iv: Some(piv.clone()),
         kid_context: context
@@ -289,6 +288,27 @@ pub fn unprotect_request(
     ))
 }
 
+/// Encrypts the plaintext of (code, inner options, payload) with the Sender Key.
+fn encrypt(
+    context: &SecurityContext,
+    nonce: &[u8],
+    aad: &[u8],
+    code: Code,
+    inner: &Options,
+    payload: &[u8],
+) -> Result<Vec<u8>, OscoreError> {
+    context
+        .aead()
+        .seal(
+            context.sender_key().as_bytes(),
+            nonce,
+            aad,
+            &plaintext(code, inner, payload),
+        )
+        // Only a key or nonce of the wrong size is refused, which derived contexts never have.
+        .map_err(|_| OscoreError::Unprotectable("the AEAD refused the key or nonce"))
+}
+
 /// Opens the ciphertext with the Recipient Key and parses the plaintext.
 fn decrypt(
     context: &SecurityContext,
@@ -344,15 +364,14 @@ pub fn protect_response(
         (None, binding.nonce.clone())
     };
     let aad = cbor::aad(context.aead(), &binding.kid, &binding.partial_iv);
-    let ciphertext = context
-        .aead()
-        .seal(
-            context.sender_key().as_bytes(),
-            &nonce,
-            &aad,
-            &plaintext(response.code, &inner, &response.payload),
-        )
-        .map_err(|_| OscoreError::Decrypt)?;
+    let ciphertext = encrypt(
+        context,
+        &nonce,
+        &aad,
+        response.code,
+        &inner,
+        &response.payload,
+    )?;
     let option = OscoreOption {
         partial_iv: piv,
         kid_context: None,
