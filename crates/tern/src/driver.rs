@@ -12,29 +12,23 @@ mod observe;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
-use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use tern_proto::block::{
-    Block1Action, Block1Assembler, Block1Config, Block2Config, Block2Lookup, Block2Server,
-    BlockValue,
-};
 use tern_proto::endpoint::{RequestError, RequestParams, Stats};
-use tern_proto::{
-    Code, Endpoint, Event, IncomingId, Message, OptionNumber, RequestId, TransmissionParams,
-};
+use tern_proto::{Code, Endpoint, Event, IncomingId, Message, RequestId, TransmissionParams};
 use tern_tls::{DtlsContext, LayerEvent, SecurityLayer};
 
 use crate::session::{SessionEvent, SessionState};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::message::{Request, Response};
+use crate::message::Request;
 use crate::router::Router;
 use crate::udp::{self, RecvBatch};
 use observe::{NotificationSender, ServerObserve};
+
+use crate::handling::{run_handler, BlockExchange, BlockTables};
 
 /// What the application asks of a driver.
 pub(crate) enum Command {
@@ -86,28 +80,6 @@ pub(crate) enum Command {
     Shutdown,
 }
 
-/// A request whose handler runs, as the block-wise layer needs it for the response: the peer,
-/// the request without its body (kept for FETCH, whose body is part of its key), and the
-/// Block1 block the final response acknowledges.
-pub(crate) struct BlockExchange {
-    peer: SocketAddr,
-    request: Message,
-    block1: Option<BlockValue>,
-}
-
-/// A fresh random seed for the block-wise tables' hashers (keyed so that peers cannot aim
-/// collisions); falls back to the clock's nanoseconds if the system has no randomness.
-fn seed() -> [u8; 32] {
-    let mut seed = [0u8; 32];
-    if getrandom::getrandom(&mut seed).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        seed[..16].copy_from_slice(&nanos.to_le_bytes());
-    }
-    seed
-}
-
 /// Receive batches handled before the driver looks at commands and timers again, so that a
 /// flood of datagrams cannot starve them.
 const MAX_BATCHES_PER_WAKE: usize = 8;
@@ -128,10 +100,8 @@ pub(crate) struct Driver<L: SecurityLayer> {
     local: SocketAddr,
     /// For a session's own endpoint: the session's state, kept up to date here.
     session_state: Option<Arc<Mutex<SessionState>>>,
-    /// Request bodies arriving in blocks.
-    block1: Block1Assembler,
-    /// Large response bodies, served block by block.
-    block2: Block2Server,
+    /// Request bodies arriving in blocks, large response bodies served block by block.
+    blocks: BlockTables,
     /// Observers of this endpoint's observable resources (with a router).
     observe: Option<ServerObserve>,
     /// Client observations: where their notifications go, and the ticket that cancels them.
@@ -170,8 +140,7 @@ impl<L: SecurityLayer> Driver<L> {
             events,
             local,
             session_state,
-            block1: Block1Assembler::new(Block1Config::default(), seed()),
-            block2: Block2Server::new(Block2Config::default(), seed()),
+            blocks: BlockTables::new(),
             observe,
             streams: HashMap::new(),
             observe_tickets: HashMap::new(),
@@ -410,37 +379,14 @@ impl<L: SecurityLayer> Driver<L> {
         };
         // Block-wise (RFC 7959): a request body arriving in blocks is reassembled before the
         // handler sees it; later blocks of a large response come from the cache.
-        let (message, block1) = if message.options.contains(OptionNumber::BLOCK1) {
-            match self.block1.handle(now, peer, message) {
-                Block1Action::Complete(assembled) => (assembled.request, assembled.block1),
-                Block1Action::Continue(reply) | Block1Action::Reject(reply) => {
-                    if let Err(e) = self.endpoint.respond(now, id, reply) {
-                        tracing::warn!(error = %e, "response not sent");
-                    }
-                    return;
-                }
-            }
-        } else {
-            (message, None)
-        };
-        if message.options.contains(OptionNumber::BLOCK2) {
-            if let Block2Lookup::Respond(reply) = self.block2.handle_request(now, peer, &message) {
+        let (message, exchange) = match self.blocks.before(now, peer, message) {
+            Ok(ready) => ready,
+            Err(reply) => {
                 if let Err(e) = self.endpoint.respond(now, id, reply) {
                     tracing::warn!(error = %e, "response not sent");
                 }
                 return;
             }
-        }
-        let mut kept = Message::new(message.ty, message.code);
-        kept.token = message.token;
-        kept.options = message.options.clone();
-        if message.code == Code::FETCH {
-            kept.payload = message.payload.clone();
-        }
-        let exchange = BlockExchange {
-            peer,
-            request: kept,
-            block1,
         };
         let request = Request {
             peer,
@@ -449,40 +395,21 @@ impl<L: SecurityLayer> Driver<L> {
             params: Vec::new(),
             rest: None,
         };
-        let mut future = router.dispatch(request);
-        let mut cx = TaskContext::from_waker(Waker::noop());
-        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));
-        let response = match polled {
-            Ok(Poll::Ready(response)) => response,
-            Ok(Poll::Pending) => {
-                let tx = self.command_tx.clone();
-                let limit = self.handler_timeout;
-                tokio::spawn(async move {
-                    // A handler that hangs must not hold its pending slot forever.
-                    let response = match tokio::time::timeout(limit, tokio::spawn(future)).await {
-                        Ok(Ok(response)) => response,
-                        Ok(Err(_)) => {
-                            Response::error(Code::INTERNAL_SERVER_ERROR, "handler failed")
-                        }
-                        Err(_) => {
-                            tracing::warn!(%peer, "handler timed out");
-                            Response::error(Code::SERVICE_UNAVAILABLE, "handler timed out")
-                        }
-                    };
-                    let _ = tx.send(Command::Respond {
-                        id,
-                        response: response.into_message(),
-                        exchange: Box::new(exchange),
-                    });
-                });
-                return;
-            }
-            Err(_) => {
-                tracing::error!(%peer, "handler panicked");
-                Response::error(Code::INTERNAL_SERVER_ERROR, "handler failed")
-            }
-        };
-        self.answer(Instant::now(), id, response.into_message(), exchange);
+        let ready = run_handler(
+            router.dispatch(request),
+            peer,
+            self.handler_timeout,
+            &self.command_tx,
+            exchange,
+            move |response, exchange| Command::Respond {
+                id,
+                response: response.into_message(),
+                exchange: Box::new(exchange),
+            },
+        );
+        if let Some((response, exchange)) = ready {
+            self.answer(Instant::now(), id, response.into_message(), exchange);
+        }
     }
 
     /// Sends a handler's response: sliced into blocks when large, acknowledging the request's
@@ -494,22 +421,10 @@ impl<L: SecurityLayer> Driver<L> {
         mut response: Message,
         exchange: BlockExchange,
     ) {
-        let block_size = 16usize << self.block2.config().default_szx;
-        if exchange.request.options.contains(OptionNumber::BLOCK2)
-            || response.payload.len() > block_size
-        {
-            response = self
-                .block2
-                .respond(now, exchange.peer, &exchange.request, response);
-        }
+        let block_size = self.blocks.block_size();
+        response = self.blocks.slice(now, response, &exchange, block_size);
         self.observe_response(now, &exchange, &mut response);
-        if let Some(last) = exchange.block1 {
-            // RFC 7959 §2.3: the final response acknowledges the last block, M=0.
-            if response.code.is_success() {
-                last.with_more(false)
-                    .write(&mut response.options, OptionNumber::BLOCK1);
-            }
-        }
+        BlockTables::acknowledge(&mut response, &exchange);
         if let Err(e) = self.endpoint.respond(now, id, response) {
             tracing::warn!(error = %e, "response not sent");
         }

@@ -28,6 +28,7 @@
 mod context;
 mod driver;
 mod error;
+mod handling;
 mod message;
 mod observe;
 mod request;

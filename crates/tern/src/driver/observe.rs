@@ -21,19 +21,18 @@
 //! later one supersedes it).
 
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
-use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tern_proto::endpoint::{NotificationFailure, NotificationId, RequestError};
 use tern_proto::message::Token;
 use tern_proto::observe::{self, ObserverRegistry};
-use tern_proto::{Code, Message, OptionNumber, RequestId};
+use tern_proto::{Message, OptionNumber, RequestId};
 use tern_tls::SecurityLayer;
 use tokio::sync::{broadcast, mpsc};
 
-use super::{seed, BlockExchange, Command, Driver};
-use crate::message::{Request, Response};
+use super::{Command, Driver};
+use crate::handling::{run_handler, seed, BlockExchange};
+use crate::message::Request;
 use crate::router::{normalize, Router};
 
 /// How long a CON notification's id is remembered for its outcome: longer than its
@@ -163,39 +162,21 @@ impl<L: SecurityLayer> Driver<L> {
                 params: Vec::new(),
                 rest: None,
             };
-            let mut future = router.dispatch(request);
-            let mut cx = TaskContext::from_waker(Waker::noop());
-            let polled =
-                std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));
-            let response = match polled {
-                Ok(Poll::Ready(response)) => response,
-                Ok(Poll::Pending) => {
-                    let tx = self.command_tx.clone();
-                    let limit = self.handler_timeout;
-                    tokio::spawn(async move {
-                        let response = match tokio::time::timeout(limit, tokio::spawn(future)).await
-                        {
-                            Ok(Ok(response)) => response,
-                            Ok(Err(_)) => {
-                                Response::error(Code::INTERNAL_SERVER_ERROR, "handler failed")
-                            }
-                            Err(_) => {
-                                Response::error(Code::SERVICE_UNAVAILABLE, "handler timed out")
-                            }
-                        };
-                        let _ = tx.send(Command::Notification {
-                            peer,
-                            token,
-                            value,
-                            response: response.into_message(),
-                        });
-                    });
-                    continue;
-                }
-                Err(_) => {
-                    tracing::error!(%peer, "handler panicked");
-                    Response::error(Code::INTERNAL_SERVER_ERROR, "handler failed")
-                }
+            let ready = run_handler(
+                router.dispatch(request),
+                peer,
+                self.handler_timeout,
+                &self.command_tx,
+                (),
+                move |response, ()| Command::Notification {
+                    peer,
+                    token,
+                    value,
+                    response: response.into_message(),
+                },
+            );
+            let Some((response, ())) = ready else {
+                continue;
             };
             self.send_notification(now, peer, token, value, response.into_message());
         }

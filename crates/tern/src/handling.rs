@@ -1,0 +1,168 @@
+//! Server-side request handling shared by the datagram and stream drivers: block-wise
+//! reassembly and slicing around the handler (RFC 7959), and handlers polled once in place,
+//! run as a task only if they wait.
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use tern_proto::block::{
+    Block1Action, Block1Assembler, Block1Config, Block2Config, Block2Lookup, Block2Server,
+    BlockValue,
+};
+use tern_proto::{Code, Message, OptionNumber};
+use tokio::sync::mpsc;
+
+use crate::driver::Command;
+use crate::message::Response;
+use crate::router::BoxFuture;
+
+/// A request whose handler runs, as the block-wise layer needs it for the response: the peer,
+/// the request without its body (kept for FETCH, whose body is part of its key), and the
+/// Block1 block the final response acknowledges.
+pub(crate) struct BlockExchange {
+    pub(crate) peer: SocketAddr,
+    pub(crate) request: Message,
+    pub(crate) block1: Option<BlockValue>,
+}
+
+/// A fresh random seed for the block-wise tables' hashers (keyed so that peers cannot aim
+/// collisions); falls back to the clock's nanoseconds if the system has no randomness.
+pub(crate) fn seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    if getrandom::getrandom(&mut seed).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        seed[..16].copy_from_slice(&nanos.to_le_bytes());
+    }
+    seed
+}
+
+/// The server's block-wise state: request bodies arriving in blocks, and large response
+/// bodies served block by block.
+pub(crate) struct BlockTables {
+    block1: Block1Assembler,
+    block2: Block2Server,
+}
+
+impl BlockTables {
+    pub(crate) fn new() -> Self {
+        BlockTables {
+            block1: Block1Assembler::new(Block1Config::default(), seed()),
+            block2: Block2Server::new(Block2Config::default(), seed()),
+        }
+    }
+
+    /// The block size responses are sliced to when the request asks for none.
+    pub(crate) fn block_size(&self) -> usize {
+        16usize << self.block2.config().default_szx
+    }
+
+    /// Before the handler: a request body arriving in blocks is reassembled, and later blocks
+    /// of a large response come from the cache. `Ok` is the request for the handler with what
+    /// its response needs; `Err` is the reply to send as it is.
+    pub(crate) fn before(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        message: Message,
+    ) -> Result<(Message, BlockExchange), Message> {
+        let (message, block1) = if message.options.contains(OptionNumber::BLOCK1) {
+            match self.block1.handle(now, peer, message) {
+                Block1Action::Complete(assembled) => (assembled.request, assembled.block1),
+                Block1Action::Continue(reply) | Block1Action::Reject(reply) => return Err(reply),
+            }
+        } else {
+            (message, None)
+        };
+        if message.options.contains(OptionNumber::BLOCK2) {
+            if let Block2Lookup::Respond(reply) = self.block2.handle_request(now, peer, &message) {
+                return Err(reply);
+            }
+        }
+        let mut kept = Message::new(message.ty, message.code);
+        kept.token = message.token;
+        kept.options = message.options.clone();
+        if message.code == Code::FETCH {
+            kept.payload = message.payload.clone();
+        }
+        let exchange = BlockExchange {
+            peer,
+            request: kept,
+            block1,
+        };
+        Ok((message, exchange))
+    }
+
+    /// Slices a handler's response into blocks when it is larger than `max_payload` (or the
+    /// request asked for blocks).
+    pub(crate) fn slice(
+        &mut self,
+        now: Instant,
+        response: Message,
+        exchange: &BlockExchange,
+        max_payload: usize,
+    ) -> Message {
+        if exchange.request.options.contains(OptionNumber::BLOCK2)
+            || response.payload.len() > max_payload
+        {
+            self.block2
+                .respond(now, exchange.peer, &exchange.request, response)
+        } else {
+            response
+        }
+    }
+
+    /// Ends a block-wise request: the final response acknowledges the last Block1 block, M=0
+    /// (RFC 7959 §2.3).
+    pub(crate) fn acknowledge(response: &mut Message, exchange: &BlockExchange) {
+        if let Some(last) = exchange.block1 {
+            if response.code.is_success() {
+                last.with_more(false)
+                    .write(&mut response.options, OptionNumber::BLOCK1);
+            }
+        }
+    }
+}
+
+/// Runs a handler's future: polled once in place, so that most handlers answer without a
+/// task; one that waits runs as a task bounded by `limit`, and its response goes back to the
+/// driver as the command `reply` makes of it and `context`. Returns the response with
+/// `context` if it was ready.
+pub(crate) fn run_handler<T: Send + 'static>(
+    mut future: BoxFuture,
+    peer: SocketAddr,
+    limit: Duration,
+    commands: &mpsc::UnboundedSender<Command>,
+    context: T,
+    reply: impl FnOnce(Response, T) -> Command + Send + 'static,
+) -> Option<(Response, T)> {
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    let polled = std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx)));
+    match polled {
+        Ok(Poll::Ready(response)) => Some((response, context)),
+        Ok(Poll::Pending) => {
+            let tx = commands.clone();
+            tokio::spawn(async move {
+                // A handler that hangs must not hold its pending slot forever.
+                let response = match tokio::time::timeout(limit, tokio::spawn(future)).await {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(_)) => Response::error(Code::INTERNAL_SERVER_ERROR, "handler failed"),
+                    Err(_) => {
+                        tracing::warn!(%peer, "handler timed out");
+                        Response::error(Code::SERVICE_UNAVAILABLE, "handler timed out")
+                    }
+                };
+                let _ = tx.send(reply(response, context));
+            });
+            None
+        }
+        Err(_) => {
+            tracing::error!(%peer, "handler panicked");
+            let response = Response::error(Code::INTERNAL_SERVER_ERROR, "handler failed");
+            Some((response, context))
+        }
+    }
+}
