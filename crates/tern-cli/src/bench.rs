@@ -19,6 +19,7 @@ use clap::{Args, ValueEnum};
 use std::net::SocketAddr;
 
 use tern::proto::endpoint::RequestParams;
+use tern::proto::uri::Scheme;
 use tern::proto::{Message, TransmissionParams};
 use tern::{Code, Context, Error};
 
@@ -95,24 +96,21 @@ enum Load {
     },
 }
 
-/// Sends one request over plain UDP or, with `secure`, over the context's DTLS session.
+/// Sends one request over the URI's transport: UDP, the context's DTLS session, or its TCP
+/// or TLS connection.
 async fn send(
     context: &Context,
-    secure: bool,
+    scheme: Scheme,
     peer: SocketAddr,
     message: Message,
     params: RequestParams,
 ) -> Result<tern::Response, Error> {
-    if secure {
-        context.send_secure(peer, message, params).await
-    } else {
-        context.send(peer, message, params).await
-    }
+    context.send_over(scheme, peer, message, params).await
 }
 
 async fn worker(
     context: Context,
-    secure: bool,
+    scheme: Scheme,
     peer: SocketAddr,
     load: Load,
     timeout: Duration,
@@ -127,7 +125,7 @@ async fn worker(
         let (sent, outcome) = match &load {
             Load::Message(message) => (
                 message.payload.len(),
-                send(&context, secure, peer, message.clone(), params).await,
+                send(&context, scheme, peer, message.clone(), params).await,
             ),
             Load::Transfer {
                 method,
@@ -215,7 +213,11 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
     let uri =
         tern::proto::uri::CoapUri::parse(&args.uri).map_err(|e| format!("invalid URI: {e}"))?;
     let peer = tern::resolve(&uri).await.map_err(|e| e.to_string())?;
-    let secure = uri.scheme == tern::proto::uri::Scheme::Coaps;
+    let scheme = uri.scheme;
+    let secure = scheme == Scheme::Coaps;
+    if scheme == Scheme::CoapsTcp {
+        return Err("tern bench does not run over coaps+tcp:// yet; use coap+tcp://".into());
+    }
     let load = match args.block_size {
         Some(block_size) => Load::Transfer {
             method,
@@ -282,8 +284,9 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
         let context = builder.build().await.map_err(|e| e.to_string())?;
         contexts.push(context);
     }
-    if secure {
-        // Handshakes first, all sockets at once, outside the measured time.
+    if secure || scheme.is_reliable() {
+        // Handshakes (DTLS; TCP connect and CSM exchange) first, all sockets at once,
+        // outside the measured time.
         let params = RequestParams {
             timeout: Some(timeout),
         };
@@ -291,7 +294,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
         for context in &contexts {
             let (context, message) = (context.clone(), message.clone());
             warmups.push(tokio::spawn(async move {
-                context.send_secure(peer, message, params).await
+                send(&context, scheme, peer, message, params).await
             }));
         }
         for warmup in warmups {
@@ -304,7 +307,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
                     for context in &contexts {
                         context.shutdown().await;
                     }
-                    return Err(format!("DTLS session to {peer} not established: {e}"));
+                    return Err(format!("{scheme} session to {peer} not established: {e}"));
                 }
             }
         }
@@ -316,7 +319,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
         let context = contexts[i % sockets].clone();
         let load = load.clone();
         tasks.push(tokio::spawn(async move {
-            worker(context, secure, peer, load, timeout, until).await
+            worker(context, scheme, peer, load, timeout, until).await
         }));
     }
     let mut latencies = Vec::new();
@@ -355,7 +358,11 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
             args.uri,
             args.concurrency,
             if args.non { "NON" } else { "CON" },
-            if secure { ", DTLS-PSK" } else { "" }
+            match scheme {
+                Scheme::Coaps => ", DTLS-PSK",
+                Scheme::CoapTcp => ", TCP",
+                _ => "",
+            }
         );
         println!("  requests        {requests}");
         println!("  requests/s      {rps:.0}");

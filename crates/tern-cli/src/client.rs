@@ -209,10 +209,15 @@ pub async fn run(method: Code, args: RequestArgs) -> Result<ExitCode, String> {
             handshake_timeout: Duration::from_secs_f64(args.timeout),
             ..Default::default()
         });
-    } else if args.uri.to_ascii_lowercase().starts_with("coaps:") && !have_pki {
-        return Err(
-            "coaps:// needs credentials: -u IDENTITY -k KEY, or -C CA (with -c CERT -j KEY)".into(),
-        );
+    } else if !have_pki {
+        let lower = args.uri.to_ascii_lowercase();
+        for scheme in ["coaps", "coaps+tcp"] {
+            if lower.starts_with(&format!("{scheme}:")) {
+                return Err(format!(
+                    "{scheme}:// needs credentials: -u IDENTITY -k KEY, or -C CA (with -c CERT -j KEY)"
+                ));
+            }
+        }
     }
     let context = builder.build().await.map_err(|e| e.to_string())?;
     let mut request = context

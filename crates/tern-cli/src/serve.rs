@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
+use tern::proto::uri::Scheme;
 use tern::proto::EndpointConfig;
 use tern::tls::credentials::parse_key;
 use tern::tls::{DtlsSettings, PskMap};
@@ -43,10 +44,24 @@ pub struct ServeArgs {
     /// Milliseconds a handler may take before a CON request gets an empty ACK.
     #[arg(long, default_value_t = 1000)]
     separate_delay_ms: u64,
+    /// TCP (coap+tcp://) address to listen on (repeatable). Default: the UDP addresses, as
+    /// libcoap's server listens on both.
+    #[arg(long = "tcp-bind")]
+    tcp_bind: Vec<SocketAddr>,
+    /// Do not listen on TCP.
+    #[arg(long, conflicts_with = "tcp_bind")]
+    no_tcp: bool,
     /// DTLS (coaps://) address to listen on (repeatable). Default with a PSK: 0.0.0.0:5684 and
     /// [::]:5684.
     #[arg(long = "dtls-bind")]
     dtls_bind: Vec<SocketAddr>,
+    /// TLS (coaps+tcp://) address to listen on (repeatable). Default with credentials: the
+    /// DTLS addresses.
+    #[arg(long = "tls-bind")]
+    tls_bind: Vec<SocketAddr>,
+    /// Do not listen on TLS.
+    #[arg(long, conflicts_with = "tls_bind")]
+    no_tls: bool,
     /// A PSK identity clients may use (with --psk-key).
     #[arg(long, requires = "psk_key")]
     psk_identity: Option<String>,
@@ -300,6 +315,16 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, String> {
     for addr in &binds {
         builder = builder.bind(*addr);
     }
+    let tcp_binds = if args.no_tcp {
+        Vec::new()
+    } else if args.tcp_bind.is_empty() {
+        binds.clone()
+    } else {
+        args.tcp_bind.clone()
+    };
+    for addr in &tcp_binds {
+        builder = builder.bind_tcp(*addr);
+    }
     let mut psks = Vec::new();
     if let (Some(identity), Some(key)) = (&args.psk_identity, &args.psk_key) {
         let key = parse_key(key).map_err(|e| format!("--psk-key: {e}"))?;
@@ -350,15 +375,34 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, String> {
         for addr in &dtls_binds {
             builder = builder.bind_dtls(*addr);
         }
+        // TLS takes the DTLS credentials (the context derives its TLS server settings from
+        // them) and, by default, the same addresses, as libcoap's server does.
+        if !args.no_tls {
+            let tls_binds = if args.tls_bind.is_empty() {
+                &dtls_binds
+            } else {
+                &args.tls_bind
+            };
+            for addr in tls_binds {
+                builder = builder.bind_tls(*addr);
+            }
+        }
+    } else if !args.tls_bind.is_empty() {
+        return Err("--tls-bind needs credentials: --psk-identity and --psk-key, --psk-file, or --cert and --key".into());
     }
     let context = builder
         .build()
         .await
         .map_err(|e| format!("cannot listen on {binds:?}: {e}"))?;
-    let plain = binds.len();
-    for (i, addr) in context.local_addrs().into_iter().enumerate() {
-        let scheme = if i < plain { "coap" } else { "coaps" };
-        eprintln!("listening on {addr} ({scheme})");
+    for scheme in [
+        Scheme::Coap,
+        Scheme::Coaps,
+        Scheme::CoapTcp,
+        Scheme::CoapsTcp,
+    ] {
+        for addr in context.listen_addrs(scheme) {
+            eprintln!("listening on {addr} ({scheme})");
+        }
     }
     tokio::signal::ctrl_c()
         .await

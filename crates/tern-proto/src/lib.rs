@@ -18,6 +18,7 @@ pub mod observe;
 pub mod option;
 pub mod reliability;
 pub mod sim;
+pub mod stream;
 pub mod uri;
 pub mod wire;
 

@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use tern_tls::{
     DtlsContext, DtlsLayer, DtlsLimits, DtlsSettings, PkiSettings, PlainLayer, Psk, SecurityLayer,
+    TlsContext, TlsSettings,
 };
 
 use crate::driver::{Command, Driver};
@@ -23,6 +24,8 @@ use crate::message::{RequestOptions, Response};
 use crate::request::RequestBuilder;
 use crate::router::Router;
 use crate::session::{SessionBuilder, SessionEvent, SessionState, DEFAULT_MTU};
+use crate::stream::{self, default_server_config, Listener, StreamLimits, StreamSetup};
+use tern_proto::stream::StreamConfig;
 use tokio::sync::broadcast;
 
 pub(crate) struct EndpointHandle {
@@ -31,6 +34,22 @@ pub(crate) struct EndpointHandle {
     secure: bool,
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl EndpointHandle {
+    pub(crate) fn new(
+        local: SocketAddr,
+        secure: bool,
+        commands: mpsc::UnboundedSender<Command>,
+        task: JoinHandle<()>,
+    ) -> Self {
+        EndpointHandle {
+            local,
+            secure,
+            commands,
+            task: Mutex::new(Some(task)),
+        }
+    }
 }
 
 struct Inner {
@@ -54,6 +73,26 @@ struct Inner {
     ephemeral: Mutex<Vec<Arc<EndpointHandle>>>,
     /// Per-peer transmission parameters, applied to endpoints made later too.
     peer_params: Mutex<Vec<(SocketAddr, TransmissionParams)>>,
+    /// What stream connections (coap+tcp://, coaps+tcp://) share.
+    stream: Arc<StreamSetup>,
+    /// Listening stream sockets.
+    listeners: Vec<Listener>,
+    /// Client stream connections, one per peer and security, made on first use.
+    stream_clients: Mutex<HashMap<(SocketAddr, bool), Arc<EndpointHandle>>>,
+    /// Held while a client stream connection is being set up.
+    connecting: tokio::sync::Mutex<()>,
+    /// Client-side TLS with the context's credentials, if it has any.
+    tls_client: Option<TlsContext>,
+    /// The settings `tls_client` was made from, the base of per-peer and sessions' own.
+    tls_client_settings: TlsSettings,
+}
+
+impl Drop for Inner {
+    /// The context is gone: its stream connections and listeners end too (its datagram
+    /// drivers end when their command channels close).
+    fn drop(&mut self) {
+        self.stream.shut_down();
+    }
 }
 
 /// Session events kept for a slow subscriber before the oldest are dropped.
@@ -72,6 +111,13 @@ pub struct ContextBuilder {
     router: Option<Router>,
     config: EndpointConfig,
     handler_timeout: Duration,
+    tcp_binds: Vec<SocketAddr>,
+    tls_binds: Vec<SocketAddr>,
+    tls_server: Option<TlsSettings>,
+    tls_client: Option<TlsSettings>,
+    stream_client: StreamConfig,
+    stream_server: StreamConfig,
+    stream_limits: StreamLimits,
 }
 
 impl Default for ContextBuilder {
@@ -85,6 +131,13 @@ impl Default for ContextBuilder {
             router: None,
             config: EndpointConfig::default(),
             handler_timeout: DEFAULT_HANDLER_TIMEOUT,
+            tcp_binds: Vec::new(),
+            tls_binds: Vec::new(),
+            tls_server: None,
+            tls_client: None,
+            stream_client: StreamConfig::default(),
+            stream_server: default_server_config(),
+            stream_limits: StreamLimits::default(),
         }
     }
 }
@@ -138,6 +191,54 @@ impl ContextBuilder {
     /// Caps on DTLS channels and handshakes per endpoint.
     pub fn dtls_limits(mut self, limits: DtlsLimits) -> Self {
         self.dtls_limits = limits;
+        self
+    }
+
+    /// Listens for coap+tcp:// on a TCP address (repeatable; port 0 for an ephemeral port).
+    pub fn bind_tcp(mut self, addr: SocketAddr) -> Self {
+        self.tcp_binds.push(addr);
+        self
+    }
+
+    /// Listens for coaps+tcp:// (TLS) on a TCP address (repeatable); needs
+    /// [`tls_server`](Self::tls_server) settings, or takes the credentials of
+    /// [`dtls_server`](Self::dtls_server).
+    pub fn bind_tls(mut self, addr: SocketAddr) -> Self {
+        self.tls_binds.push(addr);
+        self
+    }
+
+    /// Server-side TLS settings for coaps+tcp:// (PSK store, certificates, versions, ALPN).
+    pub fn tls_server(mut self, settings: TlsSettings) -> Self {
+        self.tls_server = Some(settings);
+        self
+    }
+
+    /// Client-side TLS settings for coaps+tcp:// (versions, suites, ALPN, time-outs). Without
+    /// credentials of their own they take the context's ([`psk`](Self::psk),
+    /// [`pki`](Self::pki)), which coaps:// and coaps+tcp:// share.
+    pub fn tls_client(mut self, settings: TlsSettings) -> Self {
+        self.tls_client = Some(settings);
+        self
+    }
+
+    /// Settings of the stream connections this context opens as a client (Max-Message-Size,
+    /// keepalive, time-outs).
+    pub fn stream_client_config(mut self, config: StreamConfig) -> Self {
+        self.stream_client = config;
+        self
+    }
+
+    /// Settings of the stream connections this context's listeners accept (by default as a
+    /// client's, released after 300 s idle: [`default_server_config`]).
+    pub fn stream_server_config(mut self, config: StreamConfig) -> Self {
+        self.stream_server = config;
+        self
+    }
+
+    /// Caps on the connections each listener holds.
+    pub fn stream_limits(mut self, limits: StreamLimits) -> Self {
+        self.stream_limits = limits;
         self
     }
 
@@ -212,8 +313,56 @@ impl ContextBuilder {
                 None,
             )?);
         }
+        let mut setup = StreamSetup::new(
+            router.clone(),
+            self.handler_timeout,
+            events.clone(),
+            self.stream_server,
+            self.stream_client,
+            self.stream_limits,
+        );
+        let tls_server = self.tls_server.clone().or_else(|| {
+            self.dtls_server.as_ref().map(|d| TlsSettings {
+                psk_store: d.psk_store.clone(),
+                identity_hint: d.identity_hint.clone(),
+                pki: d.pki.clone(),
+                ..TlsSettings::default()
+            })
+        });
+        match tls_server {
+            Some(settings) => setup.tls_server = Some(TlsContext::server(settings)?),
+            None if !self.tls_binds.is_empty() => return Err(Error::Config(
+                "bind_tls needs tls_server or dtls_server settings (a PSK store or certificates)"
+                    .into(),
+            )),
+            None => {}
+        }
+        let mut tls_client = self.tls_client.clone().unwrap_or_default();
+        if tls_client.psk.is_none() && tls_client.pki.is_none() {
+            tls_client.psk = self.dtls_client.psk.clone();
+            tls_client.pki = self.dtls_client.pki.clone();
+        }
+        let tls_client_ctx = if tls_client.psk.is_some() || tls_client.pki.is_some() {
+            Some(TlsContext::client(tls_client.clone())?)
+        } else {
+            None
+        };
+        let stream = Arc::new(setup);
+        let mut listeners = Vec::new();
+        for addr in &self.tcp_binds {
+            listeners.push(stream::listen(*addr, false, stream.clone())?);
+        }
+        for addr in &self.tls_binds {
+            listeners.push(stream::listen(*addr, true, stream.clone())?);
+        }
         Ok(Context {
             inner: Arc::new(Inner {
+                stream,
+                listeners,
+                stream_clients: Mutex::new(HashMap::new()),
+                connecting: tokio::sync::Mutex::new(()),
+                tls_client: tls_client_ctx,
+                tls_client_settings: tls_client,
                 events: events.clone(),
                 next_ticket: Default::default(),
                 handler_timeout: self.handler_timeout,
@@ -311,9 +460,24 @@ impl Context {
 
     /// A client-only context; sockets are bound on first use.
     pub fn client() -> Context {
+        let events = broadcast::channel(EVENT_BACKLOG).0;
+        let stream = Arc::new(StreamSetup::new(
+            None,
+            DEFAULT_HANDLER_TIMEOUT,
+            events.clone(),
+            default_server_config(),
+            StreamConfig::default(),
+            StreamLimits::default(),
+        ));
         Context {
             inner: Arc::new(Inner {
-                events: broadcast::channel(EVENT_BACKLOG).0,
+                stream,
+                listeners: Vec::new(),
+                stream_clients: Mutex::new(HashMap::new()),
+                connecting: tokio::sync::Mutex::new(()),
+                tls_client: None,
+                tls_client_settings: TlsSettings::default(),
+                events,
                 next_ticket: Default::default(),
                 handler_timeout: DEFAULT_HANDLER_TIMEOUT,
                 client_dtls: None,
@@ -368,9 +532,120 @@ impl Context {
         closed
     }
 
-    /// The addresses this context listens on.
+    /// The UDP addresses this context listens on (coap:// and coaps://).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.inner.bound.iter().map(|e| e.local).collect()
+    }
+
+    /// The addresses this context listens on for one scheme.
+    pub fn listen_addrs(&self, scheme: Scheme) -> Vec<SocketAddr> {
+        match scheme {
+            Scheme::Coap | Scheme::Coaps => {
+                let secure = scheme == Scheme::Coaps;
+                let bound = self.inner.bound.iter().filter(|e| e.secure == secure);
+                bound.map(|e| e.local).collect()
+            }
+            Scheme::CoapTcp | Scheme::CoapsTcp => {
+                let secure = scheme == Scheme::CoapsTcp;
+                let listening = self.inner.listeners.iter().filter(|l| l.secure == secure);
+                listening.map(|l| l.local).collect()
+            }
+        }
+    }
+
+    /// Stream connections open now on this context's listeners.
+    pub fn open_connections(&self) -> usize {
+        self.inner
+            .listeners
+            .iter()
+            .map(|l| l.open_connections())
+            .sum()
+    }
+
+    /// The client connection to a stream peer: the open one, else a new one.
+    pub(crate) async fn stream_endpoint(
+        &self,
+        peer: SocketAddr,
+        secure: bool,
+    ) -> Result<Arc<EndpointHandle>, Error> {
+        let key = (peer, secure);
+        let open = |clients: &HashMap<_, Arc<EndpointHandle>>| {
+            clients
+                .get(&key)
+                .filter(|e| !e.commands.is_closed())
+                .cloned()
+        };
+        if let Some(e) = open(
+            &*self
+                .inner
+                .stream_clients
+                .lock()
+                .map_err(|_| Error::Closed)?,
+        ) {
+            return Ok(e);
+        }
+        // One connection set-up at a time, so that concurrent first requests to a peer share
+        // one connection rather than each opening their own.
+        let _connecting = self.inner.connecting.lock().await;
+        if let Some(e) = open(
+            &*self
+                .inner
+                .stream_clients
+                .lock()
+                .map_err(|_| Error::Closed)?,
+        ) {
+            return Ok(e);
+        }
+        let tls = if secure {
+            Some(self.client_tls_for(peer, None)?)
+        } else {
+            None
+        };
+        let handle = stream::connect(peer, None, tls.as_ref(), &self.inner.stream, None).await?;
+        let mut clients = self
+            .inner
+            .stream_clients
+            .lock()
+            .map_err(|_| Error::Closed)?;
+        clients.insert(key, handle.clone());
+        Ok(handle)
+    }
+
+    /// The client TLS context for `peer`: `own` credentials (a session's) if given, else the
+    /// key store's for the peer, else the context's.
+    pub(crate) fn client_tls_for(
+        &self,
+        peer: SocketAddr,
+        own: Option<(Option<Psk>, Option<PkiSettings>)>,
+    ) -> Result<TlsContext, Error> {
+        let stored = self
+            .inner
+            .peer_keys
+            .lock()
+            .map_err(|_| Error::Closed)?
+            .get(&peer)
+            .map(|ctx| (ctx.settings().psk.clone(), ctx.settings().pki.clone()));
+        match own.or(stored) {
+            Some((psk, pki)) => Ok(TlsContext::client(TlsSettings {
+                psk,
+                pki,
+                ..self.inner.tls_client_settings.clone()
+            })?),
+            None => self.inner.tls_client.clone().ok_or(Error::NoCredentials),
+        }
+    }
+
+    /// What a stream session's own connection is set up with.
+    pub(crate) fn stream_setup(&self) -> &StreamSetup {
+        &self.inner.stream
+    }
+
+    /// Registers a session's own endpoint, so that shutdown and stats reach it.
+    pub(crate) fn track_session_endpoint(&self, handle: &Arc<EndpointHandle>) {
+        if let Ok(mut sessions) = self.inner.sessions.lock() {
+            sessions.retain(|s| s.strong_count() > 0);
+            sessions.push(Arc::downgrade(handle));
+        }
     }
 
     /// A GET request builder.
@@ -454,6 +729,25 @@ impl Context {
         params: RequestParams,
     ) -> Result<Response, Error> {
         self.send_via(peer, true, message, params).await
+    }
+
+    /// Sends a prepared message to a peer over the transport of `scheme`: UDP, DTLS (with
+    /// this context's credentials), or this context's TCP or TLS connection to the peer
+    /// (opened on first use). Waits for the response.
+    pub async fn send_over(
+        &self,
+        scheme: Scheme,
+        peer: SocketAddr,
+        message: Message,
+        params: RequestParams,
+    ) -> Result<Response, Error> {
+        let endpoint = match scheme {
+            Scheme::Coap => self.endpoint_for(peer, false)?,
+            Scheme::Coaps => self.endpoint_for(peer, true)?,
+            Scheme::CoapTcp => self.stream_endpoint(peer, false).await?,
+            Scheme::CoapsTcp => self.stream_endpoint(peer, true).await?,
+        };
+        self.send_on(&endpoint, peer, message, params).await
     }
 
     pub(crate) async fn send_via(
@@ -559,6 +853,10 @@ impl Context {
     /// Stops every endpoint after sending what is queued; waiting requests fail with
     /// [`Error::Closed`].
     pub async fn shutdown(&self) {
+        self.inner.stream.shut_down();
+        for listener in &self.inner.listeners {
+            listener.stopped().await;
+        }
         for endpoint in self.all_endpoints() {
             let _ = endpoint.commands.send(Command::Shutdown);
             let task = endpoint.task.lock().ok().and_then(|mut t| t.take());
@@ -572,6 +870,9 @@ impl Context {
         let mut all = self.inner.bound.clone();
         if let Ok(e) = self.inner.ephemeral.lock() {
             all.extend(e.iter().cloned());
+        }
+        if let Ok(clients) = self.inner.stream_clients.lock() {
+            all.extend(clients.values().cloned());
         }
         if let Ok(mut sessions) = self.inner.sessions.lock() {
             sessions.retain(|s| s.strong_count() > 0);
@@ -780,9 +1081,9 @@ impl Context {
 
     async fn secure_peer(&self, uri: &str) -> Result<SocketAddr, Error> {
         let uri = CoapUri::parse(uri)?;
-        if uri.scheme != Scheme::Coaps {
+        if !uri.scheme.is_secure() {
             return Err(Error::Config(format!(
-                "the key store holds keys for coaps:// peers, not {}",
+                "the key store holds keys for coaps:// and coaps+tcp:// peers, not {}",
                 uri.scheme
             )));
         }

@@ -24,11 +24,11 @@ pub enum Error {
     #[error("host {0:?} has no address this context can reach")]
     NoAddress(String),
     /// A scheme this build does not serve yet.
-    #[error("the {0} scheme is not supported yet (coap:// and coaps:// are)")]
+    #[error("the {0} scheme is not supported here")]
     UnsupportedScheme(Scheme),
-    /// coaps:// without credentials.
+    /// coaps:// or coaps+tcp:// without credentials.
     #[error(
-        "coaps:// needs credentials: give the context a PSK (identity and key) or certificates"
+        "coaps:// and coaps+tcp:// need credentials: give the context a PSK (identity and key) or certificates"
     )]
     NoCredentials,
     /// The security layer refused its configuration.

@@ -34,6 +34,7 @@ mod observe;
 mod request;
 mod router;
 mod session;
+mod stream;
 mod udp;
 
 pub use context::{resolve, Context, ContextBuilder};
@@ -45,6 +46,8 @@ pub use router::{BoxFuture, Handler, Resource, ResourceNotifier, Router};
 pub use session::{
     Session, SessionBuilder, SessionEvent, SessionState, Transport, DEFAULT_MTU, MIN_MTU,
 };
+pub use stream::{default_server_config, StreamLimits};
+pub use tern_proto::stream::StreamConfig;
 pub use tern_proto::{self as proto, Code, ContentFormat, OptionNumber};
 pub use tern_tls::{self as tls, Psk};
 

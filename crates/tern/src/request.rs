@@ -83,9 +83,6 @@ impl RequestBuilder {
     /// The message this builder would send (message ID and token are assigned on sending).
     pub fn build_message(&self) -> Result<Message, Error> {
         let uri = self.uri.as_ref().map_err(|e| Error::Uri(e.clone()))?;
-        if !matches!(uri.scheme, Scheme::Coap | Scheme::Coaps) {
-            return Err(Error::UnsupportedScheme(uri.scheme));
-        }
         let ty = if self.request_options.non_confirmable {
             MessageType::Non
         } else {
@@ -124,13 +121,27 @@ impl RequestBuilder {
                     return Err(Error::SessionClosed);
                 }
                 let (endpoint, peer) = session.target();
-                (endpoint, peer, Some(session.max_pdu_size()))
+                // A stream connection checks sizes against the peer's CSM itself.
+                let max_pdu = (!session.transport().is_stream()).then(|| session.max_pdu_size());
+                (endpoint, peer, max_pdu)
             }
             None => {
                 let uri = self.uri.clone()?;
                 let peer = resolve(&uri).await?;
-                let secure = uri.scheme == Scheme::Coaps;
-                (self.context.endpoint_for(peer, secure)?, peer, None)
+                match uri.scheme {
+                    Scheme::Coap | Scheme::Coaps => {
+                        let secure = uri.scheme == Scheme::Coaps;
+                        (self.context.endpoint_for(peer, secure)?, peer, None)
+                    }
+                    Scheme::CoapTcp | Scheme::CoapsTcp => {
+                        let secure = uri.scheme == Scheme::CoapsTcp;
+                        (
+                            self.context.stream_endpoint(peer, secure).await?,
+                            peer,
+                            None,
+                        )
+                    }
+                }
             }
         })
     }
@@ -151,6 +162,7 @@ impl RequestBuilder {
             timeout: self.request_options.timeout,
         };
         let (endpoint, peer, max_pdu) = self.target().await?;
+        let stream = self.uri.as_ref().is_ok_and(|uri| uri.scheme.is_reliable());
         let szx = self
             .request_options
             .block_szx
@@ -159,6 +171,13 @@ impl RequestBuilder {
             szx,
             request_tag: None,
             max_response_body: self.request_options.max_body_size,
+            // Over TCP and TLS a body goes whole unless a block size was asked for; the
+            // connection refuses it if it is larger than the peer's Max-Message-Size.
+            whole_up_to: if stream && self.request_options.block_szx.is_none() {
+                self.request_options.max_body_size
+            } else {
+                0
+            },
         };
         let mut message = message;
         if self.request_options.block_szx.is_some() && matches!(message.code, Code::GET) {

@@ -8,7 +8,7 @@
 use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tern_proto::uri::{CoapUri, Scheme};
@@ -27,6 +27,17 @@ pub enum Transport {
     Udp,
     /// coaps:// — DTLS 1.2 over UDP.
     Dtls,
+    /// coap+tcp:// — TCP (RFC 8323).
+    Tcp,
+    /// coaps+tcp:// — TLS over TCP (RFC 8323).
+    Tls,
+}
+
+impl Transport {
+    /// Whether the transport is a reliable byte stream (TCP or TLS).
+    pub fn is_stream(self) -> bool {
+        matches!(self, Transport::Tcp | Transport::Tls)
+    }
 }
 
 impl fmt::Display for Transport {
@@ -34,6 +45,8 @@ impl fmt::Display for Transport {
         f.write_str(match self {
             Transport::Udp => "UDP",
             Transport::Dtls => "DTLS",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         })
     }
 }
@@ -63,7 +76,7 @@ pub enum SessionEvent {
         local: SocketAddr,
         /// The peer.
         peer: SocketAddr,
-        /// UDP or DTLS.
+        /// UDP, DTLS, TCP or TLS.
         transport: Transport,
     },
     /// A DTLS handshake started (a client's first request, or a server's valid cookie).
@@ -195,11 +208,12 @@ impl SessionBuilder {
     /// starts with the first request. Credentials and settings are checked here, before any
     /// traffic.
     pub async fn build(self) -> Result<Session, Error> {
-        let uri = self.uri?;
+        let uri = self.uri.clone()?;
         let transport = match uri.scheme {
             Scheme::Coap => Transport::Udp,
             Scheme::Coaps => Transport::Dtls,
-            other => return Err(Error::UnsupportedScheme(other)),
+            Scheme::CoapTcp => Transport::Tcp,
+            Scheme::CoapsTcp => Transport::Tls,
         };
         if self.mtu < MIN_MTU {
             return Err(Error::Config(format!(
@@ -220,6 +234,9 @@ impl SessionBuilder {
                 .validate()
                 .map_err(|e| Error::Config(e.to_string()))?;
         }
+        if transport.is_stream() {
+            return self.build_stream(uri, peer, transport).await;
+        }
         let own_credentials = self.psk.is_some() || self.pki.is_some();
         let (client, record_overhead) = match transport {
             Transport::Udp if own_credentials || self.dtls.is_some() => {
@@ -227,7 +244,7 @@ impl SessionBuilder {
                     "DTLS credentials or settings were given for a coap:// session".into(),
                 ))
             }
-            Transport::Udp => (None, 0),
+            Transport::Udp | Transport::Tcp | Transport::Tls => (None, 0),
             Transport::Dtls => {
                 let ctx = if own_credentials || self.dtls.is_some() {
                     let mut settings = self
@@ -259,7 +276,7 @@ impl SessionBuilder {
         };
         let state = Arc::new(Mutex::new(match transport {
             Transport::Udp => SessionState::Established,
-            Transport::Dtls => SessionState::Connecting,
+            _ => SessionState::Connecting,
         }));
         let endpoint =
             self.context
@@ -286,6 +303,76 @@ impl SessionBuilder {
                 closed: AtomicBool::new(false),
                 mtu: AtomicU16::new(self.mtu),
                 record_overhead,
+                peer_max_message_size: None,
+                app_data: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// A session over TCP or TLS: its own connection, opened now.
+    async fn build_stream(
+        self,
+        uri: CoapUri,
+        peer: SocketAddr,
+        transport: Transport,
+    ) -> Result<Session, Error> {
+        let secure = transport == Transport::Tls;
+        if !secure && (self.psk.is_some() || self.pki.is_some() || self.dtls.is_some()) {
+            return Err(Error::Config(
+                "TLS credentials or settings were given for a coap+tcp:// session".into(),
+            ));
+        }
+        if self.params.is_some() {
+            return Err(Error::Config(
+                "retransmission parameters mean nothing on a coap+tcp:// or coaps+tcp:// session"
+                    .into(),
+            ));
+        }
+        if self.dtls.is_some() {
+            return Err(Error::Config(
+                "DTLS settings were given for a stream session; TLS takes the context's \
+                 tls_client settings"
+                    .into(),
+            ));
+        }
+        let tls = if secure {
+            let own = (self.psk.is_some() || self.pki.is_some()).then(|| (self.psk, self.pki));
+            Some(self.context.client_tls_for(peer, own)?)
+        } else {
+            None
+        };
+        let state = Arc::new(Mutex::new(SessionState::Connecting));
+        // RFC 8323 §5.3.1: 1152 bytes until the peer's CSM says otherwise.
+        let peer_max = Arc::new(AtomicU32::new(1152));
+        let endpoint = crate::stream::connect(
+            peer,
+            self.local,
+            tls.as_ref(),
+            self.context.stream_setup(),
+            Some(crate::stream::SessionLink {
+                state: state.clone(),
+                peer_max_message_size: peer_max.clone(),
+            }),
+        )
+        .await?;
+        self.context.track_session_endpoint(&endpoint);
+        self.context.emit(SessionEvent::Created {
+            local: endpoint.local,
+            peer,
+            transport,
+        });
+        Ok(Session {
+            inner: Arc::new(SessionInner {
+                context: self.context,
+                uri,
+                peer,
+                transport,
+                endpoint,
+                state,
+                closed: AtomicBool::new(false),
+                mtu: AtomicU16::new(self.mtu),
+                record_overhead: 0,
+                peer_max_message_size: Some(peer_max),
                 app_data: Mutex::new(None),
             }),
         })
@@ -315,6 +402,8 @@ struct SessionInner {
     closed: AtomicBool,
     mtu: AtomicU16,
     record_overhead: usize,
+    /// For TCP and TLS: the peer's Max-Message-Size, kept up to date by the driver.
+    peer_max_message_size: Option<Arc<AtomicU32>>,
     app_data: Mutex<Option<Arc<dyn Any + Send + Sync>>>,
 }
 
@@ -354,14 +443,14 @@ impl Session {
         self.inner.endpoint.local
     }
 
-    /// UDP or DTLS.
+    /// UDP, DTLS, TCP or TLS.
     pub fn transport(&self) -> Transport {
         self.inner.transport
     }
 
-    /// Whether the session is protected (DTLS).
+    /// Whether the session is protected (DTLS or TLS).
     pub fn is_secure(&self) -> bool {
-        self.inner.transport == Transport::Dtls
+        matches!(self.inner.transport, Transport::Dtls | Transport::Tls)
     }
 
     /// Where the session is in its life.
@@ -418,8 +507,12 @@ impl Session {
     /// The largest CoAP message this session sends in one datagram: the MTU less the IP and
     /// UDP headers (28 bytes for IPv4, 48 for IPv6) and, for DTLS, the record overhead of its
     /// cipher suites (29 bytes for AES-128-CCM-8). A larger request fails with
-    /// [`Error::TooLarge`] before it is sent.
+    /// [`Error::TooLarge`] before it is sent. Over TCP and TLS it is the peer's
+    /// Max-Message-Size (RFC 8323 §5.3.1: 1152 until the peer's CSM says otherwise).
     pub fn max_pdu_size(&self) -> usize {
+        if let Some(max) = &self.inner.peer_max_message_size {
+            return max.load(Ordering::Relaxed) as usize;
+        }
         let ip_udp = if self.inner.peer.is_ipv4() { 28 } else { 48 };
         usize::from(self.mtu()).saturating_sub(ip_udp + self.inner.record_overhead)
     }

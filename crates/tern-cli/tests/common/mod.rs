@@ -368,18 +368,21 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let args: Vec<_> = args
-        .into_iter()
-        .map(|a| a.as_ref().to_os_string())
-        .collect();
-    let cmdline = std::iter::once(program.as_os_str())
-        .chain(args.iter().map(|a| a.as_os_str()))
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    run_command_with_timeout(cmd, limit)
+}
+
+/// Run a prepared command (arguments, environment) with stdin closed; kill it if it runs past
+/// `limit`.
+pub fn run_command_with_timeout(mut cmd: Command, limit: Duration) -> RunOutput {
+    let cmdline = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
         .map(|a| a.to_string_lossy().into_owned())
         .collect::<Vec<_>>()
         .join(" ");
     let start = Instant::now();
-    let mut child = Command::new(program)
-        .args(&args)
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -466,4 +469,13 @@ pub fn tern_times(text: &str) -> Vec<String> {
         }
     }
     seen
+}
+
+/// A fresh empty directory under the system's temp dir, named for this process and `what`.
+#[allow(dead_code)]
+pub fn tempdir(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tern-{what}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
 }

@@ -27,6 +27,11 @@ pub struct Block1SendConfig {
     /// The largest response body accepted if the final response comes block-wise (default
     /// 1 MiB).
     pub max_response_body: usize,
+    /// A payload up to this size goes whole, in one request without Block1, even if it is
+    /// larger than a block (default 0: only payloads that fit one block). Over TCP and TLS a
+    /// message may be as large as the peer's Max-Message-Size, so blocks are needed only
+    /// beyond it.
+    pub whole_up_to: usize,
 }
 
 impl Default for Block1SendConfig {
@@ -35,6 +40,7 @@ impl Default for Block1SendConfig {
             szx: MAX_SZX,
             request_tag: None,
             max_response_body: 1 << 20,
+            whole_up_to: 0,
         }
     }
 }
@@ -109,7 +115,8 @@ impl Block1Send {
         ] {
             request.options.remove(n);
         }
-        if let (Some(tag), true) = (&config.request_tag, body.len() > size) {
+        let whole = body.len() <= size.max(config.whole_up_to);
+        if let (Some(tag), false) = (&config.request_tag, whole) {
             request.options.set(OptionNumber::REQUEST_TAG, tag.clone());
         }
         let mut send = Block1Send {
@@ -129,7 +136,7 @@ impl Block1Send {
         let mut request = self.template.clone();
         request.token = std::mem::take(&mut self.first_token);
         self.expected_token = request.token;
-        if self.body.len() <= size_of_szx(self.config.szx) {
+        if self.body.len() <= size_of_szx(self.config.szx).max(self.config.whole_up_to) {
             request.payload = self.body.clone();
             self.in_flight = None;
             return request;

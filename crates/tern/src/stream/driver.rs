@@ -1,0 +1,552 @@
+//! The task that drives one CoAP-over-stream connection (RFC 8323): bytes from the TCP socket
+//! (through TLS for coaps+tcp://) into the sans-IO [`StreamConnection`], commands from the
+//! application, its timers; bytes out in order. Both roles: a client connection sends the
+//! context's requests, a server connection runs the router.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tern_proto::endpoint::{RequestError, Stats};
+use tern_proto::stream::{StreamConnection, StreamEvent, StreamState};
+use tern_proto::{Code, IncomingId, Message, RequestId};
+use tern_tls::{PeerIdentity, StreamSecurity, TlsEvent};
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::driver::Command;
+use crate::handling::{run_handler, BlockExchange, BlockTables};
+use crate::message::Request;
+use crate::router::Router;
+use crate::session::{SessionEvent, SessionState};
+
+/// Bytes read from the socket per read call.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Output not yet taken by the socket above which the driver stops reading: a peer that
+/// sends requests but does not read its responses cannot make the server buffer without
+/// bound.
+const MAX_PENDING_OUTPUT: usize = 1 << 20;
+
+/// What a connection is for.
+pub(crate) struct StreamDriverConfig {
+    pub(crate) router: Option<Arc<Router>>,
+    pub(crate) handler_timeout: Duration,
+    pub(crate) events: broadcast::Sender<SessionEvent>,
+    /// For a session's own connection: what the session shows, kept up to date here.
+    pub(crate) session: Option<super::SessionLink>,
+    /// Block-wise state of a listener, shared by its connections so that its caps hold for
+    /// the listener as a whole; a client connection has its own.
+    pub(crate) blocks: Arc<Mutex<BlockTables>>,
+    /// Released when the connection ends (a listener counts its connections with it).
+    pub(crate) slot: Option<super::listener::ConnectionSlot>,
+    /// A server connection reports its creation and deletion.
+    pub(crate) server: bool,
+    /// Becomes true when the context shuts down.
+    pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+pub(crate) struct StreamDriver {
+    socket: TcpStream,
+    conn: StreamConnection,
+    channel: Box<dyn StreamSecurity>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// Handed to slow handlers to send their response back.
+    command_tx: mpsc::UnboundedSender<Command>,
+    config: StreamDriverConfig,
+    local: SocketAddr,
+    peer: SocketAddr,
+    waiting: HashMap<RequestId, (u64, oneshot::Sender<Result<Message, RequestError>>)>,
+    tickets: HashMap<u64, RequestId>,
+    /// Bytes for the socket, from `written` on.
+    output: Vec<u8>,
+    written: usize,
+    /// Whether the CSM exchange was reported.
+    established: bool,
+    /// Why the connection ended, once it has.
+    closed: Option<String>,
+    /// Whether the channel was told to close (close_notify queued).
+    channel_closed: bool,
+    stats: Stats,
+}
+
+impl StreamDriver {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        socket: TcpStream,
+        conn: StreamConnection,
+        channel: Box<dyn StreamSecurity>,
+        commands: mpsc::UnboundedReceiver<Command>,
+        command_tx: mpsc::UnboundedSender<Command>,
+        config: StreamDriverConfig,
+        local: SocketAddr,
+        peer: SocketAddr,
+    ) -> Self {
+        StreamDriver {
+            socket,
+            conn,
+            channel,
+            commands,
+            command_tx,
+            config,
+            local,
+            peer,
+            waiting: HashMap::new(),
+            tickets: HashMap::new(),
+            output: Vec::new(),
+            written: 0,
+            established: false,
+            closed: None,
+            channel_closed: false,
+            stats: Stats::default(),
+        }
+    }
+
+    fn set_session_state(&self, state: SessionState) {
+        if let Some(Ok(mut current)) = self.config.session.as_ref().map(|s| s.state.lock()) {
+            *current = state;
+        }
+    }
+
+    fn emit(&self, event: SessionEvent) {
+        // Nobody listening is fine; a slow listener loses the oldest events.
+        let _ = self.config.events.send(event);
+    }
+
+    pub(crate) async fn run(mut self) {
+        let (local, peer) = (self.local, self.peer);
+        if self.config.server {
+            self.emit(SessionEvent::ServerSessionCreated { local, peer });
+        }
+        if self.channel.is_secure() {
+            self.emit(SessionEvent::HandshakeStarted { local, peer });
+            self.set_session_state(SessionState::Handshaking);
+        }
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
+        let mut commands_open = true;
+        let mut shutdown = self.config.shutdown.clone();
+        let mut shutting_down = false;
+        loop {
+            let now = Instant::now();
+            self.process(now);
+            if self.closed.is_some() && self.pending_output() == 0 {
+                break;
+            }
+            let next = match (self.conn.poll_timeout(), self.channel.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if next != armed {
+                if let Some(at) = next {
+                    sleep.as_mut().reset(at.into());
+                }
+                armed = next;
+            }
+            let want_write = self.pending_output() > 0;
+            let want_read = self.closed.is_none() && self.pending_output() < MAX_PENDING_OUTPUT;
+            tokio::select! {
+                biased;
+                command = self.commands.recv(), if commands_open => match command {
+                    Some(command) => self.command(command),
+                    None => {
+                        // Every handle is gone: nobody can use this client connection.
+                        commands_open = false;
+                        if !self.config.server {
+                            self.conn.release(Instant::now(), None, None);
+                        }
+                    }
+                },
+                ready = self.socket.writable(), if want_write => {
+                    if ready.is_err() {
+                        self.fail("socket failed");
+                        break;
+                    }
+                    self.write();
+                }
+                ready = self.socket.readable(), if want_read => {
+                    if ready.is_err() {
+                        self.fail("socket failed");
+                    } else {
+                        self.read();
+                    }
+                }
+                _ = shutdown.wait_for(|down| *down), if !shutting_down => {
+                    shutting_down = true;
+                    self.command(Command::Shutdown);
+                }
+                () = &mut sleep, if armed.is_some() => {
+                    let now = Instant::now();
+                    self.channel.handle_timeout(now);
+                    self.conn.handle_timeout(now);
+                    armed = None;
+                }
+            }
+        }
+        self.finish().await;
+    }
+
+    fn pending_output(&self) -> usize {
+        self.output.len() - self.written
+    }
+
+    /// The connection failed under us: what is outstanding fails with the reason.
+    fn fail(&mut self, reason: &str) {
+        self.conn.close(Instant::now(), reason);
+        self.output.clear();
+        self.written = 0;
+        self.process(Instant::now());
+        if self.closed.is_none() {
+            self.closed = Some(reason.to_string());
+        }
+    }
+
+    async fn finish(mut self) {
+        use tokio::io::AsyncWriteExt;
+        let reason = self.closed.take().unwrap_or_else(|| "closed".into());
+        let _ = self.socket.shutdown().await;
+        self.set_session_state(SessionState::Closed);
+        let (local, peer) = (self.local, self.peer);
+        tracing::debug!(%peer, %reason, "stream connection closed");
+        self.emit(SessionEvent::Closed {
+            local,
+            peer,
+            reason: reason.clone(),
+        });
+        if self.config.server {
+            self.emit(SessionEvent::ServerSessionDeleted {
+                local,
+                peer,
+                reason,
+            });
+        }
+        // Dropping the senders tells waiting callers the connection is gone.
+        self.waiting.clear();
+    }
+
+    fn read(&mut self) {
+        let now = Instant::now();
+        let result = if self.channel.is_passthrough() {
+            // Plain TCP: the socket reads straight into the frame decoder's buffer.
+            let buffer = self.conn.input_buffer(READ_CHUNK);
+            match self.socket.try_read(buffer) {
+                Ok(0) => Ok(0),
+                Ok(n) => {
+                    self.conn.commit_input(now, n);
+                    Ok(n)
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            let mut buffer = [0u8; READ_CHUNK];
+            match self.socket.try_read(&mut buffer) {
+                Ok(n) => {
+                    if n > 0 {
+                        self.channel.handle_input(now, &buffer[..n]);
+                    }
+                    Ok(n)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match result {
+            Ok(0) => {
+                self.channel.handle_eof(now);
+                self.conn.handle_eof(now);
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => self.fail(&format!("read failed: {e}")),
+        }
+    }
+
+    fn write(&mut self) {
+        while self.pending_output() > 0 {
+            match self.socket.try_write(&self.output[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    self.fail(&format!("write failed: {e}"));
+                    return;
+                }
+            }
+        }
+        if self.written == self.output.len() {
+            self.output.clear();
+            self.written = 0;
+        }
+    }
+
+    /// Moves bytes and events between the channel, the connection and the application until
+    /// nothing moves, then writes what it can without waiting.
+    fn process(&mut self, now: Instant) {
+        loop {
+            let mut moved = false;
+            // TLS plaintext up to the connection, decrypted straight into its input buffer.
+            if !self.channel.is_passthrough() {
+                loop {
+                    let n = self
+                        .channel
+                        .read_plaintext(self.conn.input_buffer(READ_CHUNK));
+                    if n == 0 {
+                        break;
+                    }
+                    self.conn.commit_input(now, n);
+                    moved = true;
+                }
+            }
+            while let Some(event) = self.channel.poll_event() {
+                self.channel_event(now, event);
+                moved = true;
+            }
+            while let Some(event) = self.conn.poll_event() {
+                self.connection_event(now, event);
+                moved = true;
+            }
+            // Frames down through the channel.
+            while let Some(bytes) = self.conn.poll_output() {
+                if self.channel.is_passthrough() {
+                    if self.output.is_empty() {
+                        self.output = bytes;
+                    } else {
+                        self.output.extend_from_slice(&bytes);
+                    }
+                } else if let Err(e) = self.channel.send(&bytes) {
+                    tracing::debug!(peer = %self.peer, error = %e, "nothing sent");
+                }
+                moved = true;
+            }
+            if self.closed.is_some() && !self.channel_closed {
+                // TLS: close_notify follows the connection's last frames.
+                self.channel_closed = true;
+                self.channel.close();
+            }
+            while let Some(bytes) = self.channel.poll_output() {
+                self.output.extend_from_slice(&bytes);
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+        if self.pending_output() > 0 {
+            self.write();
+        }
+    }
+
+    fn channel_event(&mut self, now: Instant, event: TlsEvent) {
+        let (local, peer) = (self.local, self.peer);
+        match event {
+            // Reported by `run` when the connection starts.
+            TlsEvent::HandshakeStarted => {}
+            TlsEvent::Established => {
+                tracing::debug!(%peer, "TLS handshake completed");
+            }
+            TlsEvent::HandshakeFailed(reason) => {
+                tracing::warn!(%peer, %reason, "TLS handshake failed");
+                self.emit(SessionEvent::HandshakeFailed {
+                    local,
+                    peer,
+                    reason: reason.clone(),
+                });
+                self.conn
+                    .close(now, &format!("TLS handshake failed: {reason}"));
+            }
+            TlsEvent::AlertReceived(alert) => {
+                self.emit(SessionEvent::AlertReceived { local, peer, alert });
+            }
+            TlsEvent::Closed(reason) => self.conn.close(now, &reason),
+        }
+    }
+
+    fn connection_event(&mut self, now: Instant, event: StreamEvent) {
+        match event {
+            StreamEvent::Established(csm) => {
+                tracing::debug!(peer = %self.peer, ?csm, "CSM exchanged");
+                self.established = true;
+                if let Some(link) = &self.config.session {
+                    let max = &link.peer_max_message_size;
+                    max.store(csm.max_message_size, std::sync::atomic::Ordering::Relaxed);
+                }
+                if let Some(slot) = self.config.slot.as_mut() {
+                    slot.established();
+                }
+                self.set_session_state(SessionState::Established);
+                let (local, peer) = (self.local, self.peer);
+                self.emit(SessionEvent::Established { local, peer });
+            }
+            StreamEvent::Request { id, request } => {
+                self.dispatch(now, id, request);
+            }
+            StreamEvent::Response { id, response } => {
+                if let Some((ticket, reply)) = self.waiting.remove(&id) {
+                    self.tickets.remove(&ticket);
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            StreamEvent::Notification { .. } => {}
+            StreamEvent::RequestFailed { id, error } => {
+                if error == RequestError::Timeout {
+                    self.stats.timeouts += 1;
+                }
+                if let Some((ticket, reply)) = self.waiting.remove(&id) {
+                    self.tickets.remove(&ticket);
+                    let _ = reply.send(Err(error));
+                }
+            }
+            StreamEvent::Pong => {}
+            StreamEvent::Released {
+                alternative_address,
+                hold_off,
+            } => {
+                tracing::debug!(peer = %self.peer, ?alternative_address, ?hold_off, "peer released the connection");
+            }
+            StreamEvent::Closed { reason } => {
+                if self.closed.is_none() {
+                    self.closed = Some(reason);
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::Request {
+                ticket,
+                message,
+                params,
+                reply,
+                ..
+            } => match self.conn.request(now, message, params) {
+                Ok(id) => {
+                    self.waiting.insert(id, (ticket, reply));
+                    self.tickets.insert(ticket, id);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::Respond {
+                id,
+                response,
+                exchange,
+            } => self.answer(now, id, response, *exchange),
+            Command::Observe { reply, .. } => {
+                let _ = reply.send(Err(RequestError::ChannelFailed(
+                    "observe over coap+tcp:// is not supported yet".into(),
+                )));
+            }
+            Command::Notification { .. } | Command::Deregister(_) => {}
+            Command::Cancel(ticket) => {
+                if let Some(id) = self.tickets.remove(&ticket) {
+                    self.waiting.remove(&id);
+                    self.conn.cancel(id);
+                }
+            }
+            Command::ObserverCount(reply) => {
+                let _ = reply.send(0);
+            }
+            Command::Disconnect(_, reason) => {
+                self.conn.release(now, None, None);
+                self.conn.close(now, &reason);
+            }
+            Command::DisconnectIdentity(identity, reply) => {
+                let matches = matches!(self.channel.peer_identity(),
+                    Some(PeerIdentity::Psk(ref id)) if *id == identity);
+                if matches {
+                    self.conn.abort(now, "the peer's key was removed");
+                }
+                let _ = reply.send(usize::from(matches));
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.stats);
+            }
+            // Credentials and transmission parameters are per connection here, fixed at
+            // connect time; retransmission parameters mean nothing on a reliable stream.
+            Command::PeerCredentials(..) | Command::PeerParams(..) => {}
+            Command::Shutdown => {
+                self.conn.release(now, None, None);
+                self.conn.close(now, "the context shut down");
+            }
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant, id: IncomingId, message: Message) {
+        let peer = self.peer;
+        let Some(router) = self.config.router.clone() else {
+            let _ = self
+                .conn
+                .respond(now, id, Message::new(message.ty, Code::NOT_FOUND));
+            return;
+        };
+        let before = match self.config.blocks.lock() {
+            Ok(mut blocks) => blocks.before(now, peer, message),
+            Err(_) => Err(Message::new(message.ty, Code::INTERNAL_SERVER_ERROR)),
+        };
+        let (message, exchange) = match before {
+            Ok(ready) => ready,
+            Err(reply) => {
+                self.send_response(now, id, reply);
+                return;
+            }
+        };
+        let request = Request {
+            peer,
+            identity: self.channel.peer_identity(),
+            message,
+            params: Vec::new(),
+            rest: None,
+        };
+        let ready = run_handler(
+            router.dispatch(request),
+            peer,
+            self.config.handler_timeout,
+            &self.command_tx,
+            exchange,
+            move |response, exchange| Command::Respond {
+                id,
+                response: response.into_message(),
+                exchange: Box::new(exchange),
+            },
+        );
+        if let Some((response, exchange)) = ready {
+            self.answer(now, id, response.into_message(), exchange);
+        }
+    }
+
+    /// Sends a handler's response: sliced into blocks when it is larger than the peer takes
+    /// in one message (or the request asked for blocks), acknowledging the request's last
+    /// Block1 block when it came block-wise.
+    fn answer(&mut self, now: Instant, id: IncomingId, response: Message, exchange: BlockExchange) {
+        let overhead = tern_proto::stream::frame::encoded_len(&response) - response.payload.len();
+        let max_payload = self.conn.max_send_size().saturating_sub(overhead);
+        let mut response = match self.config.blocks.lock() {
+            Ok(mut blocks) => blocks.slice(now, response, &exchange, max_payload),
+            Err(_) => Message::new(response.ty, Code::INTERNAL_SERVER_ERROR),
+        };
+        BlockTables::acknowledge(&mut response, &exchange);
+        self.send_response(now, id, response);
+    }
+
+    fn send_response(&mut self, now: Instant, id: IncomingId, response: Message) {
+        if let Err(e) = self.conn.respond(now, id, response) {
+            tracing::warn!(peer = %self.peer, error = %e, "response not sent");
+            // The request must not stay unanswered: tell the peer what went wrong.
+            let _ = self.conn.respond(
+                now,
+                id,
+                Message::new(tern_proto::MessageType::Con, Code::INTERNAL_SERVER_ERROR),
+            );
+        }
+    }
+
+    /// Whether the connection's CSM exchange completed.
+    #[allow(dead_code)]
+    pub(crate) fn is_established(&self) -> bool {
+        self.established && self.conn.state() == StreamState::Open
+    }
+}
