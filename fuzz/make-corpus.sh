@@ -84,3 +84,21 @@ hex "$o/option-c8" 00 0100
 hex "$o/request-c4" 01 44025d1f00003974396c6f63616c686f7374620914ff612f1092f1776f1c1668b3825e
 hex "$o/response-c7" 01 64445d1f0000397490ffdbaad1e9a7e7b2a813d3c31524378303cdafae119106
 hex "$o/response-c8" 01 64445d1f00003974920100ff4d4c13669384b67354b2b6175ff4b8658c666a6cf88e
+
+s=corpus/stream_frame
+mkdir -p "$s"
+# Two leading bytes: byte 0 bit 0 puts a valid CSM in front, bytes 0-1 seed the cuts (byte 1
+# also bounds the piece size); the rest is the stream (RFC 8323 §3.2 frames).
+# A CSM (Max-Message-Size 1152, Block-Wise-Transfer), then GET /a with token 0x42, cut small.
+hex "$s/csm-get" 0000 40e1220480 20 2101 42 b161
+# With the CSM in front: a Ping with Custody and token 0x01, an Empty message, a POST with a
+# 13-byte payload (Len 13: one extended-length byte), a 2.05 to an unknown token.
+hex "$s/ping-empty-post" 0107 11e2 01 20 0000 d1010201 ff 68656c6c6f2c20776f726c6421 0145 09
+# With the CSM in front: a GET with Observe 0 and 8-byte token, then Release with
+# Alternative-Address "h" and Hold-Off 30, then Abort "x".
+hex "$s/observe-release" 0140 6801 0102030405060708 60 5474696d65 40e4 2168 211e 20e5 ff78
+# A Len-14 frame (two extended-length bytes) carrying a 300-byte payload in 3.05, after a CSM.
+hex "$s/len14" 01ff e00020 45 ff $(printf '61%.0s' $(seq 300))
+# A first message that is not a CSM, and an unknown critical CSM option 9.
+hex "$s/not-csm-first" 0003 0001
+hex "$s/bad-csm-option" 0011 10e1 90

@@ -11,6 +11,10 @@
 //! coaps:// URIs run over DTLS with a PSK (`-u/--psk-identity`, `-k/--psk-key`): each client
 //! socket does its handshake with one request before the clock starts, so the figure is
 //! requests over established sessions (handshakes are `tern dtls-load handshakes`' job).
+//!
+//! coap+tcp:// and coaps+tcp:// (TLS, with the same PSK flags) run over one connection per
+//! client "socket", opened (TCP connect, TLS handshake, CSM exchange) before the clock starts;
+//! the requests in flight on a connection are pipelined on it.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -214,10 +218,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
         tern::proto::uri::CoapUri::parse(&args.uri).map_err(|e| format!("invalid URI: {e}"))?;
     let peer = tern::resolve(&uri).await.map_err(|e| e.to_string())?;
     let scheme = uri.scheme;
-    let secure = scheme == Scheme::Coaps;
-    if scheme == Scheme::CoapsTcp {
-        return Err("tern bench does not run over coaps+tcp:// yet; use coap+tcp://".into());
-    }
+    let secure = scheme.is_secure();
     let load = match args.block_size {
         Some(block_size) => Load::Transfer {
             method,
@@ -237,9 +238,9 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
             )
         }
         (Some(_), _) | (_, Some(_)) => {
-            return Err("-u/-k are for coaps:// URIs".into());
+            return Err("-u/-k are for coaps:// and coaps+tcp:// URIs".into());
         }
-        _ if secure => return Err("coaps:// needs a PSK: -u IDENTITY -k KEY".into()),
+        _ if secure => return Err(format!("{scheme}:// needs a PSK: -u IDENTITY -k KEY")),
         _ => None,
     };
     let timeout = Duration::from_secs_f64(args.timeout);
@@ -361,7 +362,8 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
             match scheme {
                 Scheme::Coaps => ", DTLS-PSK",
                 Scheme::CoapTcp => ", TCP",
-                _ => "",
+                Scheme::CoapsTcp => ", TLS-PSK",
+                Scheme::Coap => "",
             }
         );
         println!("  requests        {requests}");
