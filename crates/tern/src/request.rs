@@ -5,7 +5,7 @@ use std::time::Duration;
 use tern_proto::block::{
     Block1Send, Block1SendConfig, Block1Step, Block2Fetch, Block2Step, BlockValue,
 };
-use tern_proto::endpoint::RequestParams;
+use tern_proto::endpoint::{RequestError, RequestParams};
 use tern_proto::uri::{CoapUri, Scheme, UriError};
 use tern_proto::{Code, ContentFormat, Message, MessageType, OptionNumber};
 
@@ -186,7 +186,9 @@ impl RequestBuilder {
                 .map_err(|e| Error::Config(e.to_string()))?
                 .write(&mut message.options, OptionNumber::BLOCK2);
         }
-        let (mut sender, mut next) = Block1Send::start(message, config)?;
+        // Kept for a fallback to blocks (a body sent whole that the peer finds too large).
+        let mut whole = (config.whole_up_to > 0).then(|| message.clone());
+        let (mut sender, mut next) = Block1Send::start(message, config.clone())?;
         let mut fetch: Option<Box<Block2Fetch>> = None;
         // Each round trip moves at least one block forward or ends the transfer; the block
         // machines refuse more blocks than the limits allow, so this loop ends.
@@ -198,11 +200,23 @@ impl RequestBuilder {
                     return Err(Error::TooLarge { size, max });
                 }
             }
-            let response = self
-                .context
-                .send_on(&endpoint, peer, next, params)
-                .await?
-                .into_message();
+            let response = match self.context.send_on(&endpoint, peer, next, params).await {
+                Ok(response) => response.into_message(),
+                Err(Error::Request(RequestError::TooLarge { size, max })) if fetch.is_none() => {
+                    // The peer takes less in one message than the body: send it block-wise
+                    // after all (once), in blocks of the largest size.
+                    let Some(original) = whole.take() else {
+                        return Err(Error::Request(RequestError::TooLarge { size, max }));
+                    };
+                    let blocks = Block1SendConfig {
+                        whole_up_to: 0,
+                        ..config.clone()
+                    };
+                    (sender, next) = Block1Send::start(original, blocks)?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             next = match &mut fetch {
                 Some(fetch) => match fetch.handle_response(response)? {
                     Block2Step::Send(m) => m,

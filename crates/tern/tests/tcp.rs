@@ -138,6 +138,25 @@ async fn a_small_max_message_size_makes_the_server_slice_responses() {
 }
 
 #[tokio::test]
+async fn a_body_larger_than_the_servers_max_message_size_goes_block_wise() {
+    let config = StreamConfig {
+        max_message_size: 1152,
+        ..default_server_config()
+    };
+    let (srv, addr) = server_with(config, StreamLimits::default()).await;
+    let client = Context::client();
+    let body = pattern(50_000);
+    let r = client
+        .post(&format!("coap+tcp://{addr}/echo"))
+        .payload(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((r.code(), r.payload()), (Code::CHANGED, &body[..]));
+    srv.shutdown().await;
+}
+
+#[tokio::test]
 async fn slow_handlers_answer_later_and_concurrent_requests_share_the_connection() {
     let (srv, addr) = server().await;
     let client = Context::client();

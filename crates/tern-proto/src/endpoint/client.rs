@@ -66,6 +66,15 @@ pub enum RequestError {
     /// [`Endpoint::deregister`] was given a request that is not an established observation.
     #[error("not an established observation")]
     NotObserving,
+    /// The request is larger than the peer takes in one message (its Max-Message-Size over
+    /// TCP or TLS, RFC 8323 §5.3.1): send it block-wise.
+    #[error("request of {size} bytes exceeds the peer's Max-Message-Size of {max}")]
+    TooLarge {
+        /// Encoded size.
+        size: usize,
+        /// The peer's limit.
+        max: u32,
+    },
 }
 
 /// Per-request settings.

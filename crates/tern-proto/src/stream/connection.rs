@@ -396,7 +396,7 @@ impl StreamConnection {
     /// Fails at once when the connection is releasing or closed (`ChannelFailed`), with
     /// [`max_outstanding_requests`](StreamConfig::max_outstanding_requests) outstanding
     /// (`TooManyRequests`), and when the peer's CSM has come and the request is larger than
-    /// its Max-Message-Size (`ChannelFailed`, naming the sizes). The deadline is
+    /// its Max-Message-Size (`TooLarge`, naming the sizes). The deadline is
     /// `params.timeout` or [`request_timeout`](StreamConfig::request_timeout), from now.
     pub fn request(
         &mut self,
@@ -756,8 +756,10 @@ impl StreamConnection {
     }
 
     fn send_request(&mut self, message: &Message) -> Result<(), RequestError> {
-        self.check_size(message)
-            .map_err(|e| RequestError::ChannelFailed(e.to_string()))?;
+        self.check_size(message).map_err(|e| match e {
+            StreamError::TooLarge { size, max } => RequestError::TooLarge { size, max },
+            other => RequestError::ChannelFailed(other.to_string()),
+        })?;
         frame::encode(message, &mut self.output).map_err(RequestError::Encode)
     }
 

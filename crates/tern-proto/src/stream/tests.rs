@@ -205,13 +205,11 @@ fn requests_wait_for_the_csm_and_are_checked_against_its_size() {
     match &ev[1] {
         StreamEvent::RequestFailed {
             id,
-            error: RequestError::ChannelFailed(text),
+            error: RequestError::TooLarge { size, max },
         } => {
             assert_eq!(*id, big);
-            assert!(
-                text.contains("exceeds the peer's Max-Message-Size of 2000"),
-                "{text}"
-            );
+            assert_eq!(*max, 2000);
+            assert!(*size > 2000, "{size}");
         }
         other => panic!("{other:?}"),
     }
@@ -224,7 +222,7 @@ fn requests_wait_for_the_csm_and_are_checked_against_its_size() {
     big.payload = vec![0; 3000];
     assert!(matches!(
         c.request(secs(1), big, RequestParams::default()),
-        Err(RequestError::ChannelFailed(_))
+        Err(RequestError::TooLarge { max: 2000, .. })
     ));
     // A later CSM updates the size.
     feed(
