@@ -34,6 +34,9 @@ pub(crate) struct EndpointHandle {
     secure: bool,
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Set by a stream connection's driver once the connection takes no new requests
+    /// (released or closed), so that the next request opens a new one.
+    pub(crate) retired: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl EndpointHandle {
@@ -42,12 +45,14 @@ impl EndpointHandle {
         secure: bool,
         commands: mpsc::UnboundedSender<Command>,
         task: JoinHandle<()>,
+        retired: Arc<std::sync::atomic::AtomicBool>,
     ) -> Self {
         EndpointHandle {
             local,
             secure,
             commands,
             task: Mutex::new(Some(task)),
+            retired,
         }
     }
 }
@@ -429,6 +434,7 @@ fn spawn_driver<L: SecurityLayer>(
         secure,
         commands: tx,
         task: Mutex::new(Some(task)),
+        retired: Default::default(),
     }))
 }
 
@@ -572,7 +578,9 @@ impl Context {
         let open = |clients: &HashMap<_, Arc<EndpointHandle>>| {
             clients
                 .get(&key)
-                .filter(|e| !e.commands.is_closed())
+                .filter(|e| {
+                    !e.commands.is_closed() && !e.retired.load(std::sync::atomic::Ordering::Acquire)
+                })
                 .cloned()
         };
         if let Some(e) = open(

@@ -161,7 +161,7 @@ impl RequestBuilder {
         let params = RequestParams {
             timeout: self.request_options.timeout,
         };
-        let (endpoint, peer, max_pdu) = self.target().await?;
+        let (mut endpoint, peer, max_pdu) = self.target().await?;
         let stream = self.uri.as_ref().is_ok_and(|uri| uri.scheme.is_reliable());
         let szx = self
             .request_options
@@ -190,6 +190,8 @@ impl RequestBuilder {
         let mut whole = (config.whole_up_to > 0).then(|| message.clone());
         let (mut sender, mut next) = Block1Send::start(message, config.clone())?;
         let mut fetch: Option<Box<Block2Fetch>> = None;
+        // Only a context's kept connections are retried, not a session's own.
+        let mut retry_on_new_connection = stream && self.session.is_none();
         // Each round trip moves at least one block forward or ends the transfer; the block
         // machines refuse more blocks than the limits allow, so this loop ends.
         loop {
@@ -200,7 +202,21 @@ impl RequestBuilder {
                     return Err(Error::TooLarge { size, max });
                 }
             }
-            let response = match self.context.send_on(&endpoint, peer, next, params).await {
+            // A kept connection the server closed (idle, say) just as this request went out:
+            // an idempotent request goes once more, on a new connection.
+            let retry = (retry_on_new_connection && is_idempotent(next.code)).then(|| next.clone());
+            retry_on_new_connection = false;
+            let sent = self.context.send_on(&endpoint, peer, next, params).await;
+            let sent = match (sent, retry) {
+                (Err(Error::Request(RequestError::ChannelFailed(_))), Some(again)) => {
+                    let secure = self.uri.as_ref().is_ok_and(|u| u.scheme.is_secure());
+                    endpoint = self.context.stream_endpoint(peer, secure).await?;
+                    next = again;
+                    continue;
+                }
+                (sent, _) => sent,
+            };
+            let response = match sent {
                 Ok(response) => response.into_message(),
                 Err(Error::Request(RequestError::TooLarge { size, max })) if fetch.is_none() => {
                     // The peer takes less in one message than the body: send it block-wise
@@ -233,4 +249,10 @@ impl RequestBuilder {
             };
         }
     }
+}
+
+/// Whether a request may be sent twice with the effect of once (RFC 7252 §5.1: GET, PUT and
+/// DELETE; FETCH is safe, RFC 8132 §2).
+fn is_idempotent(method: Code) -> bool {
+    matches!(method, Code::GET | Code::PUT | Code::DELETE | Code::FETCH)
 }

@@ -44,6 +44,8 @@ pub(crate) struct StreamDriverConfig {
     pub(crate) slot: Option<super::listener::ConnectionSlot>,
     /// A server connection reports its creation and deletion.
     pub(crate) server: bool,
+    /// A client connection's flag for its handle: set when it takes no new requests.
+    pub(crate) retired: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Becomes true when the context shuts down.
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -195,6 +197,7 @@ impl StreamDriver {
 
     /// The connection failed under us: what is outstanding fails with the reason.
     fn fail(&mut self, reason: &str) {
+        self.retire();
         self.conn.close(Instant::now(), reason);
         self.output.clear();
         self.written = 0;
@@ -254,6 +257,7 @@ impl StreamDriver {
         };
         match result {
             Ok(0) => {
+                self.retire();
                 self.channel.handle_eof(now);
                 self.conn.handle_eof(now);
             }
@@ -358,7 +362,10 @@ impl StreamDriver {
             TlsEvent::AlertReceived(alert) => {
                 self.emit(SessionEvent::AlertReceived { local, peer, alert });
             }
-            TlsEvent::Closed(reason) => self.conn.close(now, &reason),
+            TlsEvent::Closed(reason) => {
+                self.retire();
+                self.conn.close(now, &reason);
+            }
         }
     }
 
@@ -403,12 +410,21 @@ impl StreamDriver {
                 hold_off,
             } => {
                 tracing::debug!(peer = %self.peer, ?alternative_address, ?hold_off, "peer released the connection");
+                self.retire();
             }
             StreamEvent::Closed { reason } => {
+                self.retire();
                 if self.closed.is_none() {
                     self.closed = Some(reason);
                 }
             }
+        }
+    }
+
+    /// Marks a client connection as taking no new requests.
+    fn retire(&self) {
+        if let Some(retired) = &self.config.retired {
+            retired.store(true, std::sync::atomic::Ordering::Release);
         }
     }
 

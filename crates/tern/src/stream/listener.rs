@@ -111,6 +111,7 @@ pub(crate) async fn accept_loop(
         );
         let (tx, rx) = mpsc::unbounded_channel();
         let config = StreamDriverConfig {
+            retired: None,
             router: setup.router.clone(),
             handler_timeout: setup.handler_timeout,
             events: setup.events.clone(),

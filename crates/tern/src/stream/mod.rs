@@ -229,7 +229,9 @@ pub(crate) async fn connect(
     };
     let conn = StreamConnection::new(StreamRole::Client, setup.client_config.clone(), now, seed());
     let (tx, rx) = mpsc::unbounded_channel();
+    let retired = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let config = StreamDriverConfig {
+        retired: Some(retired.clone()),
         router: setup.router.clone(),
         handler_timeout: setup.handler_timeout,
         events: setup.events.clone(),
@@ -242,5 +244,7 @@ pub(crate) async fn connect(
     let driver = StreamDriver::new(socket, conn, channel, rx, tx.clone(), config, local, peer);
     let task = tokio::spawn(driver.run());
     tracing::debug!(%local, %peer, secure, "stream connection opened");
-    Ok(Arc::new(EndpointHandle::new(local, secure, tx, task)))
+    Ok(Arc::new(EndpointHandle::new(
+        local, secure, tx, task, retired,
+    )))
 }
