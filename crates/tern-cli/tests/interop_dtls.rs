@@ -4,7 +4,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -120,22 +119,7 @@ fn a_wrong_key_gets_nothing_and_the_server_keeps_serving() {
 
 /// `coap-server-openssl` with a PSK (and hint); its DTLS port is the plain port + 1.
 fn libcoap_dtls_server(bin: &std::path::Path, hint: &str) -> (ChildGuard, SocketAddr) {
-    let port = free_port();
-    let plain: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut cmd = Command::new(bin);
-    cmd.args([
-        "-A",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-k",
-        KEY,
-        "-h",
-        hint,
-    ]);
-    let mut server = ChildGuard::spawn("coap-server-openssl", cmd);
-    wait_ready(&mut server, plain, None);
-    (server, ([127, 0, 0, 1], port + 1).into())
+    start_libcoap_secure_server(bin, &["-k", KEY, "-h", hint])
 }
 
 #[test]

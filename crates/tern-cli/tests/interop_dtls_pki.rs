@@ -5,31 +5,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-
-fn certs() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("tern-cli-pki-{}", std::process::id()));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-test-certs.sh");
-        let ok = Command::new("bash")
-            .arg(script)
-            .arg(&dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "make-test-certs.sh failed");
-        dir
-    })
-}
-
-fn cert(name: &str) -> String {
-    certs().join(name).display().to_string()
-}
 
 fn coaps(addr: SocketAddr, path: &str) -> String {
     format!("coaps://{addr}{path}")
@@ -111,21 +90,8 @@ fn libcoap_client_without_a_certificate_reaches_tern_that_does_not_require_one()
 
 /// `coap-server-openssl` with certificates; `-C` makes it require a client certificate.
 fn libcoap_pki_server(bin: &Path) -> (ChildGuard, SocketAddr) {
-    let port = free_port();
-    let plain: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut cmd = Command::new(bin);
-    cmd.args(["-A", "127.0.0.1", "-p", &port.to_string()])
-        .args([
-            "-c",
-            &cert("server.pem"),
-            "-j",
-            &cert("server.key"),
-            "-C",
-            &cert("ca.pem"),
-        ]);
-    let mut server = ChildGuard::spawn("coap-server-openssl", cmd);
-    wait_ready(&mut server, plain, None);
-    (server, ([127, 0, 0, 1], port + 1).into())
+    let (server, ca) = (cert("server.pem"), cert("ca.pem"));
+    start_libcoap_secure_server(bin, &["-c", &server, "-j", &cert("server.key"), "-C", &ca])
 }
 
 #[test]

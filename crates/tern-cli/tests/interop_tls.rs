@@ -6,34 +6,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
 
 const ID: &str = "dev1";
 const KEY: &str = "secret1";
-
-fn certs() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("tern-cli-tls-{}", std::process::id()));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-test-certs.sh");
-        let ok = Command::new("bash")
-            .arg(script)
-            .arg(&dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "make-test-certs.sh failed");
-        dir
-    })
-}
-
-fn cert(name: &str) -> String {
-    certs().join(name).display().to_string()
-}
 
 fn tls(addr: SocketAddr, path: &str) -> String {
     format!("coaps+tcp://{addr}{path}")
@@ -93,27 +73,15 @@ fn wait_tcp(addr: SocketAddr) {
 
 /// `coap-server-openssl` with a PSK, or with certificates (then requiring a client's).
 fn libcoap_server(bin: &Path, pki: bool) -> (ChildGuard, SocketAddr) {
-    let port = free_port();
-    let plain: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut cmd = Command::new(bin);
-    cmd.args(["-A", "127.0.0.1", "-p", &port.to_string()]);
-    if pki {
-        cmd.args([
-            "-c",
-            &cert("server.pem"),
-            "-j",
-            &cert("server.key"),
-            "-C",
-            &cert("ca.pem"),
-        ]);
+    let (server, key, ca) = (cert("server.pem"), cert("server.key"), cert("ca.pem"));
+    let args: Vec<&str> = if pki {
+        vec!["-c", &server, "-j", &key, "-C", &ca]
     } else {
-        cmd.args(["-k", KEY]);
-    }
-    let mut server = ChildGuard::spawn("coap-server-openssl", cmd);
-    wait_ready(&mut server, plain, None);
-    let secure: SocketAddr = ([127, 0, 0, 1], port + 1).into();
+        vec!["-k", KEY]
+    };
+    let (guard, secure) = start_libcoap_secure_server(bin, &args);
     wait_tcp(secure);
-    (server, secure)
+    (guard, secure)
 }
 
 #[test]

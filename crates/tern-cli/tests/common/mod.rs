@@ -303,6 +303,21 @@ pub fn start_libcoap_server(bin: &Path) -> (ChildGuard, SocketAddr) {
     (server, addr)
 }
 
+/// `coap-server-openssl` on 127.0.0.1 with extra arguments (credentials), ready to answer;
+/// returns the guard and its secure address, the plain port + 1, where it listens for DTLS and
+/// TLS.
+#[allow(dead_code)]
+pub fn start_libcoap_secure_server(bin: &Path, extra: &[&str]) -> (ChildGuard, SocketAddr) {
+    let port = free_port();
+    let plain: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut cmd = Command::new(bin);
+    cmd.args(["-A", "127.0.0.1", "-p", &port.to_string()]);
+    cmd.args(extra);
+    let mut server = ChildGuard::spawn("coap-server-openssl", cmd);
+    wait_ready(&mut server, plain, None);
+    (server, ([127, 0, 0, 1], port + 1).into())
+}
+
 /// `tern serve --bind 127.0.0.1:PORT`, ready to answer.
 #[track_caller]
 pub fn start_tern_server() -> (ChildGuard, SocketAddr) {
@@ -478,4 +493,28 @@ pub fn tempdir(what: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create temp dir");
     dir
+}
+
+/// Test certificates made once per test process by scripts/make-test-certs.sh (a CA, a server
+/// certificate for localhost/127.0.0.1, a client certificate, another CA, ...).
+#[allow(dead_code)]
+pub fn certs() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("tern-cli-certs-{}", std::process::id()));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-test-certs.sh");
+        let ok = Command::new("bash")
+            .arg(script)
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "make-test-certs.sh failed");
+        dir
+    })
+}
+
+/// The path of one of [`certs`]' files, as a string for command lines.
+#[allow(dead_code)]
+pub fn cert(name: &str) -> String {
+    certs().join(name).display().to_string()
 }
