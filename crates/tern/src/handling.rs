@@ -48,9 +48,23 @@ pub(crate) struct BlockTables {
 }
 
 impl BlockTables {
+    /// For a datagram endpoint.
     pub(crate) fn new() -> Self {
+        Self::with(Block1Config::default())
+    }
+
+    /// For stream connections: request bodies may also come in BERT blocks (RFC 8323 §6),
+    /// which a peer may send before it has seen the CSM that announces block-wise support.
+    pub(crate) fn for_streams() -> Self {
+        Self::with(Block1Config {
+            bert: true,
+            ..Block1Config::default()
+        })
+    }
+
+    fn with(block1: Block1Config) -> Self {
         BlockTables {
-            block1: Block1Assembler::new(Block1Config::default(), seed()),
+            block1: Block1Assembler::new(block1, seed()),
             block2: Block2Server::new(Block2Config::default(), seed()),
         }
     }

@@ -49,6 +49,10 @@ pub struct Block1Config {
     pub max_buffered_bytes: usize,
     /// How long a transfer waits for its next block (default 247 s, EXCHANGE_LIFETIME).
     pub lifetime: Duration,
+    /// Whether BERT blocks (SZX 7, RFC 8323 §6: any multiple of 1024 bytes in one block) are
+    /// taken (default off: they are reserved over datagram transports; on for TCP and TLS,
+    /// where the CSM announces Block-Wise-Transfer).
+    pub bert: bool,
 }
 
 impl Default for Block1Config {
@@ -60,6 +64,7 @@ impl Default for Block1Config {
             max_transfers: 1024,
             max_buffered_bytes: 64 << 20,
             lifetime: super::DEFAULT_LIFETIME,
+            bert: false,
         }
     }
 }
@@ -243,20 +248,32 @@ impl Block1Assembler {
                 block1: None,
             });
         };
-        if block.is_bert() {
+        if block.is_bert() && !self.config.bert {
             self.stats.malformed += 1;
             let text = "Block1 SZX 7 (BERT) is reserved over datagram transports";
             return Block1Action::Reject(response_to(&request, Code::BAD_REQUEST, text));
         }
         let (size, len) = (block.size(), request.payload.len());
-        if len > size || (block.more() && len != size) {
+        // A BERT block carries any number of 1024-byte units; only the last may be shorter
+        // (RFC 8323 §6).
+        let misfit = if block.is_bert() {
+            block.more() && (len == 0 || len % size != 0)
+        } else {
+            len > size || (block.more() && len != size)
+        };
+        if misfit {
             self.stats.malformed += 1;
             let text = format!("Block1 payload of {len} bytes for a block size of {size}");
             return Block1Action::Reject(response_to(&request, Code::BAD_REQUEST, &text));
         }
         let key = RequestKey::block1(&request);
-        // The server's preferred size applies only when it is smaller (§2.3).
-        let ack = block.with_szx(block.szx().min(self.config.preferred_szx.min(MAX_SZX)));
+        // The server's preferred size applies only when it is smaller (§2.3); a BERT block is
+        // acknowledged as BERT, so the client goes on with BERT.
+        let ack = if block.is_bert() {
+            block
+        } else {
+            block.with_szx(block.szx().min(self.config.preferred_szx.min(MAX_SZX)))
+        };
         if block.num() == 0 {
             // Block 0 starts over, whatever was received before (§2.5).
             self.transfers.remove(peer, &key);

@@ -545,3 +545,44 @@ fn the_cache_is_bounded_and_expires() {
     s.handle_timeout(t0 + DEFAULT_LIFETIME * 2);
     assert!(s.is_empty() && s.poll_timeout().is_none());
 }
+
+/// A BERT block of `units` 1024-byte units at unit `num` (RFC 8323 §6).
+fn bert_block(data: &[u8], num: u32, units: usize) -> Message {
+    let start = (num as usize * 1024).min(data.len());
+    let end = (start + units * 1024).min(data.len());
+    let mut m = Message::new(MessageType::Con, Code::PUT);
+    m.set_path("/f");
+    block(num, end < data.len(), value::BERT_SZX).write(&mut m.options, OptionNumber::BLOCK1);
+    m.payload = data[start..end].to_vec();
+    m
+}
+
+#[test]
+fn bert_blocks_are_assembled_when_enabled() {
+    let t0 = Instant::now();
+    let config = Block1Config {
+        bert: true,
+        ..Block1Config::default()
+    };
+    let mut a = Block1Assembler::new(config, SEED);
+    let data = body(10_000);
+    // Four units, then four more, then the short rest: acknowledged as BERT throughout.
+    let ack = expect_continue(a.handle(t0, addr(1), bert_block(&data, 0, 4)));
+    assert!(ack.is_bert() && ack.more() && ack.num() == 0);
+    let ack = expect_continue(a.handle(t0, addr(1), bert_block(&data, 4, 4)));
+    assert!(ack.is_bert() && ack.num() == 4);
+    let Block1Action::Complete(done) = a.handle(t0, addr(1), bert_block(&data, 8, 4)) else {
+        panic!("not complete");
+    };
+    assert_eq!(done.request.payload, data);
+    // A non-final BERT block must be whole units.
+    let mut m = bert_block(&data, 0, 2);
+    m.payload.pop();
+    expect_reject(a.handle(t0, addr(1), m), Code::BAD_REQUEST);
+    // Without the setting BERT stays refused.
+    let mut plain = Block1Assembler::new(Block1Config::default(), SEED);
+    expect_reject(
+        plain.handle(t0, addr(1), bert_block(&data, 0, 4)),
+        Code::BAD_REQUEST,
+    );
+}
