@@ -6,11 +6,12 @@
 #   TERN_INTEROP_OUT=/tmp/x.md bash scripts/interop-matrix.sh
 # scripts/test-all.sh runs it after the cargo tests. Exits non-zero when any supported cell fails.
 #
-# Peers: libcoap's coap-client-notls / coap-server-notls and, for coaps://, coap-client-openssl /
-# coap-server-openssl (all libcoap3-bin), and aiocoap-client from the venv that install-peers.sh
-# makes (${TERN_PEERS_DIR:-~/.cache/tern-peers}/venv, or TERN_AIOCOAP_CLIENT; its coaps:// needs
-# DTLSSocket, which install-peers.sh adds). Certificates for the PKI rows are made fresh by
-# scripts/make-test-certs.sh. Tern is built with `cargo build -p tern-cli` (honours CARGO_TARGET_DIR).
+# Peers: libcoap's coap-client-notls / coap-server-notls (coap://, coap+tcp://) and, for coaps://
+# and coaps+tcp://, coap-client-openssl / coap-server-openssl (all libcoap3-bin), and aiocoap-client
+# from the venv that install-peers.sh makes (${TERN_PEERS_DIR:-~/.cache/tern-peers}/venv, or
+# TERN_AIOCOAP_CLIENT; its coaps:// needs DTLSSocket, which install-peers.sh adds). Certificates
+# for the PKI rows are made fresh by scripts/make-test-certs.sh. Tern is built with
+# `cargo build -p tern-cli` (honours CARGO_TARGET_DIR).
 # Every server binds to 127.0.0.1 on a free port and is killed on exit; every client run is
 # bounded by `timeout`. coap-client exits 0 even when a request failed, so it is judged by its
 # output only.
@@ -73,6 +74,7 @@ row tcp "coap+tcp:// | none | GET, PUT, 4.04"
 row tls_psk "coaps+tcp:// (TLS) | PSK | GET, PUT, 4.04"
 row tls_pki "coaps+tcp:// (TLS) | PKI (X.509) | GET, PUT, 4.04"
 row block "coap:// (UDP) | none | block-wise (RFC 7959)"
+row tcp_block "coap+tcp:// | none | block-wise (RFC 7959)"
 row observe "coap:// (UDP) | none | observe (RFC 7641)"
 row oscore "coap:// (UDP) | OSCORE (RFC 8613) | GET, PUT, 4.04"
 
@@ -158,6 +160,44 @@ start_server() { # start_server NAME PORT CMD...: starts, waits (bounded) until 
     return 1
 }
 
+wait_log() { # wait_log NAME REGEX: true once the server's log matches (bounded, 10 s)
+    local i
+    for i in $(seq 1 50); do
+        grep -Eq "$2" "$WORK/$1.log" 2>/dev/null && return 0
+        sleep 0.2
+    done
+    log "$1 did not log /$2/ within 10 s"
+    return 1
+}
+
+wait_tcp() { # wait_tcp PORT: true once 127.0.0.1:PORT accepts TCP connections (bounded, 10 s)
+    local i
+    for i in $(seq 1 50); do
+        timeout 1 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null && return 0
+        sleep 0.2
+    done
+    log "nothing accepted TCP connections on 127.0.0.1:$1 within 10 s"
+    return 1
+}
+
+# The listeners of the servers started (SERVER is the name its log goes by, SCHEME coaps, coap+tcp
+# or coaps+tcp): SRV_URI[SERVER,SCHEME] is its base URI once it is there, else SRV_BLOCK says why not.
+declare -A SRV_URI SRV_BLOCK
+tern_listener() { # tern_listener SERVER SCHEME PORT: there once tern serve logs it
+    if wait_log "$1" "listening on 127\.0\.0\.1:$3 \(${2//+/\\+}\)"; then
+        SRV_URI[$1,$2]="$2://127.0.0.1:$3"
+    else
+        SRV_BLOCK[$1,$2]="tern serve ($1) did not report its $2 listener on 127.0.0.1:$3"
+    fi
+}
+lc_listener() { # lc_listener SERVER SCHEME PORT: a libcoap server's, there once it accepts TCP (coaps: at once)
+    if [ "$2" = coaps ] || wait_tcp "$3"; then
+        SRV_URI[$1,$2]="$2://127.0.0.1:$3"
+    else
+        SRV_BLOCK[$1,$2]="$1 does not accept $2 connections on 127.0.0.1:$3"
+    fi
+}
+
 # run NAME CMD...: runs a client, bounded; stdout, stderr and exit status in $WORK/NAME.{out,err,rc}
 run() {
     local name=$1 rc=0
@@ -203,6 +243,17 @@ if [ -n "$LC_SERVER" ]; then
     start_server coap-server "$LC_PORT" "$LC_SERVER" -A 127.0.0.1 -p "$LC_PORT" || LC_OK=0
     LC_URI="coap://127.0.0.1:$LC_PORT"
 fi
+# Both also listen on TCP on their UDP port (coap+tcp://).
+if [ "$TERN_OK" = 1 ]; then
+    tern_listener tern-serve coap+tcp "$TERN_PORT"
+else
+    SRV_BLOCK[tern-serve,coap+tcp]="tern serve did not start"
+fi
+if [ "$LC_OK" = 1 ]; then
+    lc_listener coap-server coap+tcp "$LC_PORT"
+else
+    SRV_BLOCK[coap-server,coap+tcp]="coap-server-notls did not start or is not installed (run scripts/install-peers.sh)"
+fi
 
 # Why a whole column cannot run, or "" when it can.
 column_blocker() {
@@ -221,12 +272,13 @@ column_blocker() {
             ;;
     esac
 }
-server_log() {
+plain_server() { # plain_server COL: the plain server COL's client talks to
     case $1 in
-        tern_lc) echo "$WORK/coap-server.log" ;;
-        *) echo "$WORK/tern-serve.log" ;;
+        tern_lc) echo coap-server ;;
+        *) echo tern-serve ;;
     esac
 }
+server_log() { echo "$WORK/$(plain_server "$1").log"; }
 
 # --- libcoap client → tern serve ---------------------------------------------------------------
 lc() { run "$1" "$LC_CLIENT" -B 5 "${@:2}"; }
@@ -355,7 +407,10 @@ done
 
 # --- block-wise (RFC 7959) ------------------------------------------------------------------------
 # Each cell: a body far larger than one block PUT then GET back, compared byte for byte (and, on
-# tern serve, the file /files/ stored too). Bodies are printable text made fresh per run.
+# tern serve, the file /files/ stored too). Bodies are printable text made fresh per run. The
+# tcp_block row does the same over coap+tcp:// with the plain servers' TCP listeners: there a body
+# that fits the receiver's Max-Message-Size may go whole; libcoap's -b and tern's -b still ask
+# for blocks, aiocoap chooses for itself.
 make_body() { # make_body FILE BYTES
     python3 - "$1" "$2" "$KEY" <<'PY'
 import random, string, sys
@@ -371,63 +426,92 @@ cmp_note() { # cmp_note NAME A B: a note file saying how two files differ
     echo "$WORK/$1.note"
 }
 
+# The base URI of COL's plain server for a block-wise ROW (block: coap://, tcp_block: coap+tcp://),
+# "" when that listener is not there.
+block_uri() { # block_uri ROW COL
+    local srv
+    srv="$(plain_server "$2")"
+    if [ "$1" = tcp_block ]; then
+        echo "${SRV_URI[$srv,coap+tcp]:-}"
+    elif [ "$srv" = tern-serve ]; then
+        echo "$TERN_URI"
+    else
+        echo "$LC_URI"
+    fi
+}
+
 # libcoap client → tern serve: -b 64 (szx 2) both ways, 200 KB
-check_block_lc_tern() {
-    local c=lc_tern in="$WORK/block-lc.in" out="$WORK/block-lc.out"
+check_block_lc_tern() { # check_block_lc_tern ROW
+    local r=$1 c=lc_tern p="$1_lc" uri
+    uri="$(block_uri "$r" $c)"
+    local in="$WORK/$p.in" out="$WORK/$p.body" stored="$WORK/files/lc-$r.bin"
     make_body "$in" 200000
     cell_begin
-    lc b_lc_put -b 64 -m put -f "$in" "$TERN_URI/files/big.bin"
-    if has_error_code b_lc_put; then
-        cell_miss "PUT of 200 KB in 64-byte blocks answered an error" $(files_of b_lc_put)
+    lc "${p}_put" -b 64 -m put -f "$in" "$uri/files/lc-$r.bin"
+    if has_error_code "${p}_put"; then
+        cell_miss "PUT of 200 KB in 64-byte blocks answered an error" $(files_of "${p}_put")
     fi
-    same_bytes "$in" "$WORK/files/big.bin" ||
-        cell_miss "the file tern serve stored differs from what was PUT" $(cmp_note b_lc_stored "$in" "$WORK/files/big.bin")
-    lc b_lc_get -b 64 -o "$out" "$TERN_URI/files/big.bin"
-    if has_error_code b_lc_get || ! same_bytes "$in" "$out"; then
-        cell_miss "GET in 64-byte blocks did not return the 200 KB PUT" $(files_of b_lc_get) $(cmp_note b_lc_get "$in" "$out")
+    same_bytes "$in" "$stored" ||
+        cell_miss "the file tern serve stored differs from what was PUT" $(cmp_note "${p}_stored" "$in" "$stored")
+    lc "${p}_get" -b 64 -o "$out" "$uri/files/lc-$r.bin"
+    if has_error_code "${p}_get" || ! same_bytes "$in" "$out"; then
+        cell_miss "GET in 64-byte blocks did not return the 200 KB PUT" $(files_of "${p}_get") $(cmp_note "${p}_get" "$in" "$out")
     fi
-    cell_end block $c "$WORK/tern-serve.log"
+    cell_end "$r" $c "$WORK/tern-serve.log"
 }
 
 # tern client → libcoap server: Block1 PUT in 1024-byte blocks, Block2 GET in 256-byte blocks, 100 KB
-check_block_tern_lc() {
-    local c=tern_lc in="$WORK/block-t.in" out="$WORK/block-t.out"
+check_block_tern_lc() { # check_block_tern_lc ROW
+    local r=$1 c=tern_lc p="$1_t" uri
+    uri="$(block_uri "$r" $c)"
+    local in="$WORK/$p.in" out="$WORK/$p.body"
     make_body "$in" 100000
     cell_begin
-    run b_t_put "$TERN" put --timeout 20 -b 1024 -f "$in" "$LC_URI/example_data"
-    [ "$(rc_of b_t_put)" = 0 ] || cell_miss "PUT of 100 KB in 1024-byte blocks failed" $(files_of b_t_put)
-    run b_t_get "$TERN" get --timeout 20 -b 256 -o "$out" "$LC_URI/example_data"
-    if [ "$(rc_of b_t_get)" != 0 ] || ! same_bytes "$in" "$out"; then
-        cell_miss "GET in 256-byte blocks did not return the 100 KB PUT" $(files_of b_t_get) $(cmp_note b_t_get "$in" "$out")
+    run "${p}_put" "$TERN" put --timeout 20 -b 1024 -f "$in" "$uri/example_data"
+    [ "$(rc_of "${p}_put")" = 0 ] || cell_miss "PUT of 100 KB in 1024-byte blocks failed" $(files_of "${p}_put")
+    run "${p}_get" "$TERN" get --timeout 20 -b 256 -o "$out" "$uri/example_data"
+    if [ "$(rc_of "${p}_get")" != 0 ] || ! same_bytes "$in" "$out"; then
+        cell_miss "GET in 256-byte blocks did not return the 100 KB PUT" $(files_of "${p}_get") $(cmp_note "${p}_get" "$in" "$out")
     fi
-    cell_end block $c "$WORK/coap-server.log"
+    cell_end "$r" $c "$WORK/coap-server.log"
 }
 
-# aiocoap client → tern serve: 20 KB (aiocoap goes block-wise above 1024 bytes), its own block sizes
-check_block_aio_tern() {
-    local c=aio_tern in="$WORK/block-aio.in" out="$WORK/b_a_get.out"
-    make_body "$in" 20000
+# aiocoap client → tern serve, its own block sizes: 20 KB over UDP (aiocoap goes block-wise above
+# 1024 bytes), 150 KB over TCP
+declare -A AIO_BLOCK_BYTES=([block]=20000 [tcp_block]=150000)
+check_block_aio_tern() { # check_block_aio_tern ROW
+    local r=$1 c=aio_tern p="$1_a" uri n kb
+    uri="$(block_uri "$r" $c)"
+    n="${AIO_BLOCK_BYTES[$r]}"
+    kb="$((n / 1000)) KB"
+    local in="$WORK/$p.in" out="$WORK/${p}_get.out" stored="$WORK/files/aio-$r.txt"
+    make_body "$in" "$n"
     cell_begin
-    aio b_a_put -m PUT --payload "@$in" "$TERN_URI/files/a.txt"
-    [ "$(rc_of b_a_put)" = 0 ] && ! has_error_code b_a_put ||
-        cell_miss "PUT of 20 KB failed" $(files_of b_a_put)
-    same_bytes "$in" "$WORK/files/a.txt" ||
-        cell_miss "the file tern serve stored differs from what was PUT" $(cmp_note b_a_stored "$in" "$WORK/files/a.txt")
-    aio b_a_get "$TERN_URI/files/a.txt"
-    if [ "$(rc_of b_a_get)" != 0 ] || ! same_bytes "$in" "$out"; then
-        cell_miss "GET did not return the 20 KB PUT" $(files_of b_a_get) $(cmp_note b_a_cmp "$in" "$out")
+    aio "${p}_put" -m PUT --payload "@$in" "$uri/files/aio-$r.txt"
+    [ "$(rc_of "${p}_put")" = 0 ] && ! has_error_code "${p}_put" ||
+        cell_miss "PUT of $kb failed" $(files_of "${p}_put")
+    same_bytes "$in" "$stored" ||
+        cell_miss "the file tern serve stored differs from what was PUT" $(cmp_note "${p}_stored" "$in" "$stored")
+    aio "${p}_get" "$uri/files/aio-$r.txt"
+    if [ "$(rc_of "${p}_get")" != 0 ] || ! same_bytes "$in" "$out"; then
+        cell_miss "GET did not return the $kb PUT" $(files_of "${p}_get") $(cmp_note "${p}_cmp" "$in" "$out")
     fi
-    cell_end block $c "$WORK/tern-serve.log"
+    cell_end "$r" $c "$WORK/tern-serve.log"
 }
 
-for c in "${COLS[@]}"; do
-    blocker="$(column_blocker "$c")"
-    if [ -n "$blocker" ]; then
-        fail block "$c" "$blocker" "$(server_log "$c")"
-        continue
-    fi
-    log "running block-wise, ${COL_TITLE[$c]}"
-    "check_block_$c"
+for r in block tcp_block; do
+    for c in "${COLS[@]}"; do
+        blocker="$(column_blocker "$c")"
+        if [ -z "$blocker" ] && [ -z "$(block_uri "$r" "$c")" ]; then
+            blocker="${SRV_BLOCK[$(plain_server "$c"),coap+tcp]:-no coap+tcp:// listener}"
+        fi
+        if [ -n "$blocker" ]; then
+            fail "$r" "$c" "$blocker" "$(server_log "$c")"
+            continue
+        fi
+        log "running ${ROW_TITLE[$r]%% |*} block-wise, ${COL_TITLE[$c]}"
+        "check_block_$c" "$r"
+    done
 done
 
 # --- observe (RFC 7641) -------------------------------------------------------------------------
@@ -513,13 +597,16 @@ for c in "${COLS[@]}"; do
     "check_observe_$c"
 done
 
-# --- coaps:// (DTLS 1.2): PSK and PKI ------------------------------------------------------------
-# Each cell is three checked exchanges over one kind of DTLS session: a GET whose payload is
-# checked, a PUT then GET round trip, and a GET of a missing path answered 4.04. Every server here
-# is a process of its own (tern serve with a DTLS listener, coap-server-openssl), so a DTLS failure
-# cannot spoil the plain rows. tinydtls (aiocoap) takes PSKs of at most 16 bytes: a short key.
-LC_DTLS_CLIENT="$(command -v coap-client-openssl || true)"
-LC_DTLS_SERVER="$(command -v coap-server-openssl || true)"
+# --- coaps:// (DTLS 1.2), coap+tcp:// and coaps+tcp:// (TLS): GET, PUT, 4.04 ----------------------
+# Each cell is three checked exchanges over one kind of session: a GET whose payload is checked
+# (tern serve's /whoami, which names the identity the session was authenticated with; libcoap's
+# banner at /), a PUT then GET round trip, and a GET of a missing path answered 4.04. coap+tcp://
+# goes to the plain servers above, which listen on TCP on their UDP port. The secure rows' servers
+# are processes of their own, so a security failure cannot spoil the plain rows: tern serve with a
+# DTLS address, on which it listens for TLS too, and coap-server-openssl, which serves DTLS and TLS
+# on its port + 1. tinydtls (aiocoap) takes PSKs of at most 16 bytes: a short key.
+LC_SECURE_CLIENT="$(command -v coap-client-openssl || true)"
+LC_SECURE_SERVER="$(command -v coap-server-openssl || true)"
 DTLS_ID="tern-interop"
 DTLS_KEY="k$$x$RANDOM" # at most 14 bytes
 CERTS="$WORK/certs"
@@ -549,16 +636,6 @@ for _ in range(200):
 else:
     raise SystemExit("no free port pair")
 PY
-}
-
-wait_log() { # wait_log NAME REGEX: true once the server's log matches (bounded, 10 s)
-    local i
-    for i in $(seq 1 50); do
-        grep -Eq "$2" "$WORK/$1.log" 2>/dev/null && return 0
-        sleep 0.2
-    done
-    log "$1 did not log /$2/ within 10 s"
-    return 1
 }
 
 # aiocoap's Python: the venv's, else the interpreter on aiocoap-client's #! line.
@@ -591,9 +668,13 @@ print(", ".join(m()))' 2>&1)"; then
         echo "aiocoap has no DTLS client (missing $missing; run scripts/install-peers.sh, which builds DTLSSocket)"
 }
 
-# Security arguments per row (dtls_psk, dtls_pki) and program.
+# Credentials by name and program: none (coap+tcp://), psk, pki, and cert: tern serve with its
+# certificate only, for aiocoap's TLS client, which verifies the server but has no certificate of
+# its own to offer (its README: "The TLS parts are server-certificate only").
 TERN_SERVE_SEC_psk=(--psk-identity "$DTLS_ID" --psk-key "$DTLS_KEY")
+TERN_CLIENT_SEC_none=()
 TERN_CLIENT_SEC_psk=(-u "$DTLS_ID" -k "$DTLS_KEY")
+LC_CLIENT_SEC_none=()
 LC_CLIENT_SEC_psk=(-u "$DTLS_ID" -k "$DTLS_KEY")
 LC_SERVER_SEC_psk=(-k "$DTLS_KEY" -h tern-interop-hint)
 # PKI: CA-signed certificates both ways; each server requires and verifies the client's (libcoap's
@@ -602,156 +683,214 @@ TERN_SERVE_SEC_pki=(--cert "$CERTS/server.pem" --key "$CERTS/server.key" --ca "$
 TERN_CLIENT_SEC_pki=(-c "$CERTS/client.pem" -j "$CERTS/client.key" -C "$CERTS/ca.pem")
 LC_CLIENT_SEC_pki=(-c "$CERTS/client.pem" -j "$CERTS/client.key" -C "$CERTS/ca.pem")
 LC_SERVER_SEC_pki=(-c "$CERTS/server.pem" -j "$CERTS/server.key" -C "$CERTS/ca.pem")
-declare -A DTLS_WHOAMI=([psk]="psk:$DTLS_ID" [pki]="cert:$CLIENT_CN") # what tern's /whoami answers
-declare -A DTLS_BLOCK      # ROW,tern / ROW,lc -> why that server is not there
-declare -A TERN_DTLS_URI LC_DTLS_URI
+TERN_SERVE_SEC_cert=(--cert "$CERTS/server.pem" --key "$CERTS/server.key")
+# what tern's /whoami answers
+declare -A WHOAMI=([none]=anonymous [psk]="psk:$DTLS_ID" [pki]="cert:$CLIENT_CN" [cert]=anonymous)
+
+# aiocoap-client's arguments for credentials SEC on a URI, in AIO_CREDS (none: no arguments). aiocoap
+# picks them by URI pattern: dtls for coaps://, tlscert (the CA to verify the server with) for
+# coaps+tcp://.
+aio_credentials() { # aio_credentials ROW SEC URI
+    local f="$WORK/aiocoap-credentials-$1.json"
+    AIO_CREDS=()
+    case $2 in
+        psk)
+            printf '{"%s/*": {"dtls": {"client-identity": {"ascii": "%s"}, "psk": {"ascii": "%s"}}}}\n' \
+                "$3" "$DTLS_ID" "$DTLS_KEY" >"$f"
+            ;;
+        cert) printf '{"%s/*": {"tlscert": {"certfile": "%s"}}}\n' "$3" "$CERTS/ca.pem" >"$f" ;;
+        *) return 0 ;;
+    esac
+    AIO_CREDS=(--credentials "$f")
+}
 
 CERTS_BLOCK=""
 if ! timeout 60 bash "$ROOT/scripts/make-test-certs.sh" "$CERTS" >"$WORK/make-test-certs.log" 2>&1; then
     CERTS_BLOCK="scripts/make-test-certs.sh failed: $(tail -n 1 "$WORK/make-test-certs.log")"
 fi
 
-for sec in psk pki; do
-    r="dtls_$sec"
-    if [ "$sec" = pki ] && [ -n "$CERTS_BLOCK" ]; then
-        DTLS_BLOCK[$r,tern]="$CERTS_BLOCK"
-        DTLS_BLOCK[$r,lc]="$CERTS_BLOCK"
-        continue
-    fi
-    # tern serve: a plain listener (for the readiness ping) and a DTLS one
-    plain="$(free_port)"
-    dport="$(free_port)"
-    declare -n tsec="TERN_SERVE_SEC_$sec"
-    if start_server "tern-$sec" "$plain" "$TERN" serve --bind "127.0.0.1:$plain" \
-        --dtls-bind "127.0.0.1:$dport" "${tsec[@]}" &&
-        wait_log "tern-$sec" "listening on 127\.0\.0\.1:$dport \(coaps\)"; then
-        TERN_DTLS_URI[$r]="coaps://127.0.0.1:$dport"
-    else
-        DTLS_BLOCK[$r,tern]="tern serve with a DTLS ($sec) listener did not start"
-    fi
-    unset -n tsec
-    # coap-server-openssl: plain on P, DTLS on P+1
-    if [ -z "$LC_DTLS_SERVER" ]; then
-        DTLS_BLOCK[$r,lc]="coap-server-openssl not installed (run scripts/install-peers.sh)"
-        continue
-    fi
-    plain="$(free_port_pair)"
-    declare -n lsec="LC_SERVER_SEC_$sec"
-    if start_server "coap-server-$sec" "$plain" "$LC_DTLS_SERVER" -A 127.0.0.1 -p "$plain" "${lsec[@]}"; then
-        LC_DTLS_URI[$r]="coaps://127.0.0.1:$((plain + 1))"
-    else
-        DTLS_BLOCK[$r,lc]="coap-server-openssl ($sec) did not start"
-    fi
-    unset -n lsec
+# The secure servers: tern-SEC (tern serve) and coap-server-SEC (coap-server-openssl), each with its
+# coaps and coaps+tcp listeners in SRV_URI / SRV_BLOCK.
+for sec in psk pki cert; do
+    servers=(tern)
+    [ "$sec" = cert ] || servers+=(lc)
+    for s in "${servers[@]}"; do
+        [ "$s" = tern ] && name="tern-$sec" || name="coap-server-$sec"
+        why=""
+        if [ "$sec" != psk ] && [ -n "$CERTS_BLOCK" ]; then
+            why="$CERTS_BLOCK"
+        elif [ "$s" = tern ]; then
+            # a plain listener (for the readiness ping) and a DTLS one, with TLS on the same address
+            plain="$(free_port)"
+            dport="$(free_port)"
+            declare -n tsec="TERN_SERVE_SEC_$sec"
+            if start_server "$name" "$plain" "$TERN" serve --bind "127.0.0.1:$plain" \
+                --dtls-bind "127.0.0.1:$dport" "${tsec[@]}"; then
+                tern_listener "$name" coaps "$dport"
+                tern_listener "$name" coaps+tcp "$dport"
+            else
+                why="tern serve with $sec credentials did not start"
+            fi
+            unset -n tsec
+        elif [ -z "$LC_SECURE_SERVER" ]; then
+            why="coap-server-openssl not installed (run scripts/install-peers.sh)"
+        else
+            # plain on P, DTLS and TLS on P+1
+            plain="$(free_port_pair)"
+            declare -n lsec="LC_SERVER_SEC_$sec"
+            if start_server "$name" "$plain" "$LC_SECURE_SERVER" -A 127.0.0.1 -p "$plain" "${lsec[@]}"; then
+                lc_listener "$name" coaps "$((plain + 1))"
+                lc_listener "$name" coaps+tcp "$((plain + 1))"
+            else
+                why="coap-server-openssl ($sec) did not start"
+            fi
+            unset -n lsec
+        fi
+        if [ -n "$why" ]; then
+            SRV_BLOCK[$name,coaps]="$why"
+            SRV_BLOCK[$name,coaps+tcp]="$why"
+        fi
+    done
 done
 
+# Which server and credentials each cell uses (CELL_SRV, CELL_SEC), or why it is not supported
+# (CELL_NS); ROW_SCHEME is the row's scheme.
+declare -A ROW_SCHEME=([dtls_psk]=coaps [dtls_pki]=coaps [tcp]=coap+tcp [tls_psk]=coaps+tcp [tls_pki]=coaps+tcp)
+declare -A CELL_SRV CELL_SEC CELL_NS
+for r in tcp dtls_psk dtls_pki tls_psk tls_pki; do
+    sec="${r#*_}"
+    [ "$r" = tcp ] && sec=none
+    for c in "${COLS[@]}"; do
+        if [ "$sec" = none ]; then
+            CELL_SRV[$r,$c]="$(plain_server "$c")"
+        elif [ "$c" = tern_lc ]; then
+            CELL_SRV[$r,$c]="coap-server-$sec"
+        else
+            CELL_SRV[$r,$c]="tern-$sec"
+        fi
+        CELL_SEC[$r,$c]=$sec
+    done
+done
+CELL_NS[dtls_pki,aio_tern]="aiocoap's coaps:// client (tinydtls via DTLSSocket) takes PSK credentials only; tinydtls has no X.509"
+CELL_NS[tls_psk,aio_tern]="aiocoap's coaps+tcp:// client takes no PSK: its TLS is server-certificate only (its \
+README: \"preshared, raw public keys and client certificates are not supported yet\")"
+# aiocoap over TLS offers no client certificate: it checks tern serve's certificate, on a tern serve
+# that asks for none.
+CELL_SRV[tls_pki,aio_tern]=tern-cert
+CELL_SEC[tls_pki,aio_tern]=cert
+
+cell_uri() { echo "${SRV_URI[${CELL_SRV[$1,$2]},${ROW_SCHEME[$1]}]:-}"; } # cell_uri ROW COL
+cell_log() { echo "$WORK/${CELL_SRV[$1,$2]}.log"; }                      # cell_log ROW COL
+
 # libcoap client → tern serve
-check_dtls_lc_tern() { # check_dtls_lc_tern SEC
-    local sec=$1 r="dtls_$1" p="lc_$1" uri
-    uri="${TERN_DTLS_URI[$r]}"
+check_sec_lc_tern() { # check_sec_lc_tern ROW
+    local r=$1 c=lc_tern p="$1_lc" sec uri bin
+    sec="${CELL_SEC[$r,$c]}"
+    uri="$(cell_uri "$r" $c)"
+    bin="$LC_SECURE_CLIENT"
+    [ "$sec" = none ] && bin="$LC_CLIENT"
     local -n s="LC_CLIENT_SEC_$sec"
     cell_begin
-    run "${p}_get" "$LC_DTLS_CLIENT" -B 5 "${s[@]}" "$uri/whoami"
-    [ "$(cat "$WORK/${p}_get.out")" = "${DTLS_WHOAMI[$sec]}" ] ||
-        cell_miss "GET /whoami did not answer ${DTLS_WHOAMI[$sec]}" $(files_of "${p}_get")
-    run "${p}_put" "$LC_DTLS_CLIENT" -B 5 "${s[@]}" -m put -e "lc-$sec-$KEY" "$uri/store/lc-$sec"
-    run "${p}_put_get" "$LC_DTLS_CLIENT" -B 5 "${s[@]}" "$uri/store/lc-$sec"
-    if has_error_code "${p}_put" || [ "$(cat "$WORK/${p}_put_get.out")" != "lc-$sec-$KEY" ]; then
+    run "${p}_get" "$bin" -B 5 "${s[@]}" "$uri/whoami"
+    [ "$(cat "$WORK/${p}_get.out")" = "${WHOAMI[$sec]}" ] ||
+        cell_miss "GET /whoami did not answer ${WHOAMI[$sec]}" $(files_of "${p}_get")
+    run "${p}_put" "$bin" -B 5 "${s[@]}" -m put -e "lc-$r-$KEY" "$uri/store/lc-$r"
+    run "${p}_put_get" "$bin" -B 5 "${s[@]}" "$uri/store/lc-$r"
+    if has_error_code "${p}_put" || [ "$(cat "$WORK/${p}_put_get.out")" != "lc-$r-$KEY" ]; then
         cell_miss "GET did not return what PUT stored" $(files_of "${p}_put") $(files_of "${p}_put_get")
     fi
-    run "${p}_nf" "$LC_DTLS_CLIENT" -B 5 "${s[@]}" "$uri/nope"
+    run "${p}_nf" "$bin" -B 5 "${s[@]}" "$uri/nope"
     grep -Eq '^ *4\.04' "$WORK/${p}_nf.out" "$WORK/${p}_nf.err" ||
         cell_miss "no 4.04 reported for /nope" $(files_of "${p}_nf")
-    cell_end "$r" lc_tern "$WORK/tern-$sec.log"
+    cell_end "$r" $c "$(cell_log "$r" $c)"
 }
 
-# tern client → coap-server-openssl
-check_dtls_tern_lc() { # check_dtls_tern_lc SEC
-    local sec=$1 r="dtls_$1" p="t_$1" uri
-    uri="${LC_DTLS_URI[$r]}"
+# tern client → libcoap server
+check_sec_tern_lc() { # check_sec_tern_lc ROW
+    local r=$1 c=tern_lc p="$1_t" sec uri
+    sec="${CELL_SEC[$r,$c]}"
+    uri="$(cell_uri "$r" $c)"
     local -n s="TERN_CLIENT_SEC_$sec"
     cell_begin
     run "${p}_get" "$TERN" get --timeout 20 "${s[@]}" "$uri/"
     [ "$(rc_of "${p}_get")" = 0 ] && grep -q 'This is a test server made with libcoap' "$WORK/${p}_get.out" ||
         cell_miss "GET / did not return libcoap's banner" $(files_of "${p}_get")
-    run "${p}_put" "$TERN" put --timeout 20 "${s[@]}" -e "tern-$sec-$KEY" -t text "$uri/example_data"
+    run "${p}_put" "$TERN" put --timeout 20 "${s[@]}" -e "tern-$r-$KEY" -t text "$uri/example_data"
     run "${p}_put_get" "$TERN" get --timeout 20 "${s[@]}" "$uri/example_data"
     if [ "$(rc_of "${p}_put")" != 0 ] || [ "$(rc_of "${p}_put_get")" != 0 ] ||
-        [ "$(cat "$WORK/${p}_put_get.out")" != "tern-$sec-$KEY" ]; then
+        [ "$(cat "$WORK/${p}_put_get.out")" != "tern-$r-$KEY" ]; then
         cell_miss "GET /example_data did not return what PUT stored" $(files_of "${p}_put") $(files_of "${p}_put_get")
     fi
     run "${p}_nf" "$TERN" get --timeout 20 "${s[@]}" "$uri/nope"
     [ "$(rc_of "${p}_nf")" = 1 ] && grep -q '4\.04' "$WORK/${p}_nf.err" ||
         cell_miss "expected exit 1 and a 4.04 reason for /nope" $(files_of "${p}_nf")
-    cell_end "$r" tern_lc "$WORK/coap-server-$sec.log"
+    cell_end "$r" $c "$(cell_log "$r" $c)"
 }
 
-# aiocoap client → tern serve (PSK: the only credentials aiocoap's DTLS client takes)
-check_dtls_aio_tern() { # check_dtls_aio_tern SEC
-    local sec=$1 r="dtls_$1" p="a_$1" uri creds
-    uri="${TERN_DTLS_URI[$r]}"
-    creds="$WORK/aiocoap-credentials-$sec.json"
-    printf '{"%s/*": {"dtls": {"client-identity": {"ascii": "%s"}, "psk": {"ascii": "%s"}}}}\n' \
-        "$uri" "$DTLS_ID" "$DTLS_KEY" >"$creds"
+# aiocoap client → tern serve
+check_sec_aio_tern() { # check_sec_aio_tern ROW
+    local r=$1 c=aio_tern p="$1_a" sec uri
+    sec="${CELL_SEC[$r,$c]}"
+    uri="$(cell_uri "$r" $c)"
+    aio_credentials "$r" "$sec" "$uri"
     cell_begin
-    aio "${p}_get" --credentials "$creds" "$uri/whoami"
-    [ "$(rc_of "${p}_get")" = 0 ] && [ "$(cat "$WORK/${p}_get.out")" = "${DTLS_WHOAMI[$sec]}" ] ||
-        cell_miss "GET /whoami did not answer ${DTLS_WHOAMI[$sec]}" $(files_of "${p}_get")
-    aio "${p}_put" --credentials "$creds" -m PUT --payload "aio-$sec-$KEY" "$uri/store/aio-$sec"
-    aio "${p}_put_get" --credentials "$creds" "$uri/store/aio-$sec"
+    aio "${p}_get" "${AIO_CREDS[@]}" "$uri/whoami"
+    [ "$(rc_of "${p}_get")" = 0 ] && [ "$(cat "$WORK/${p}_get.out")" = "${WHOAMI[$sec]}" ] ||
+        cell_miss "GET /whoami did not answer ${WHOAMI[$sec]}" $(files_of "${p}_get")
+    aio "${p}_put" "${AIO_CREDS[@]}" -m PUT --payload "aio-$r-$KEY" "$uri/store/aio-$r"
+    aio "${p}_put_get" "${AIO_CREDS[@]}" "$uri/store/aio-$r"
     if [ "$(rc_of "${p}_put")" != 0 ] || [ "$(rc_of "${p}_put_get")" != 0 ] ||
-        [ "$(cat "$WORK/${p}_put_get.out")" != "aio-$sec-$KEY" ]; then
+        [ "$(cat "$WORK/${p}_put_get.out")" != "aio-$r-$KEY" ]; then
         cell_miss "GET did not return what PUT stored" $(files_of "${p}_put") $(files_of "${p}_put_get")
     fi
-    aio "${p}_nf" --credentials "$creds" "$uri/nope"
+    aio "${p}_nf" "${AIO_CREDS[@]}" "$uri/nope"
     [ "$(rc_of "${p}_nf")" != 0 ] && [ "$(rc_of "${p}_nf")" != 124 ] &&
         grep -q '4\.04' "$WORK/${p}_nf.out" "$WORK/${p}_nf.err" ||
         cell_miss "expected a non-zero exit and 4.04 for /nope" $(files_of "${p}_nf")
-    cell_end "$r" aio_tern "$WORK/tern-$sec.log"
+    cell_end "$r" $c "$(cell_log "$r" $c)"
 }
 
-# Why one DTLS cell cannot run, or "" when it can.
-dtls_blocker() { # dtls_blocker SEC COL
-    local r="dtls_$1" b
-    case $2 in
+# Why one of these cells cannot run, or "" when it can.
+sec_blocker() { # sec_blocker ROW COL
+    local r=$1 c=$2 b=""
+    case $c in
         lc_tern)
-            [ -n "$LC_DTLS_CLIENT" ] || { echo "coap-client-openssl not installed (run scripts/install-peers.sh)"; return; }
-            echo "${DTLS_BLOCK[$r,tern]:-}"
+            if [ "${CELL_SEC[$r,$c]}" = none ]; then
+                [ -n "$LC_CLIENT" ] || b="coap-client-notls not installed (run scripts/install-peers.sh)"
+            else
+                [ -n "$LC_SECURE_CLIENT" ] || b="coap-client-openssl not installed (run scripts/install-peers.sh)"
+            fi
             ;;
-        tern_lc) echo "${DTLS_BLOCK[$r,lc]:-}" ;;
         aio_tern)
-            b="$(aio_dtls_blocker)"
-            echo "${b:-${DTLS_BLOCK[$r,tern]:-}}"
+            if [ "${ROW_SCHEME[$r]}" = coaps ]; then
+                b="$(aio_dtls_blocker)"
+            else
+                [ -n "$AIOCOAP_CLIENT" ] || b="aiocoap-client not found (run scripts/install-peers.sh)"
+            fi
             ;;
     esac
+    [ -n "$b" ] || [ -n "$(cell_uri "$r" "$c")" ] ||
+        b="${SRV_BLOCK[${CELL_SRV[$r,$c]},${ROW_SCHEME[$r]}]:-no ${ROW_SCHEME[$r]}:// listener}"
+    echo "$b"
 }
 
-for sec in psk pki; do
+for r in dtls_psk dtls_pki tcp tls_psk tls_pki; do
     for c in "${COLS[@]}"; do
-        if [ "$c" = aio_tern ] && [ "$sec" = pki ]; then
-            na dtls_pki "$c" "aiocoap's coaps:// client (tinydtls via DTLSSocket) takes PSK credentials only; tinydtls has no X.509"
+        if [ -n "${CELL_NS[$r,$c]:-}" ]; then
+            na "$r" "$c" "${CELL_NS[$r,$c]}"
             continue
         fi
-        blocker="$(dtls_blocker "$sec" "$c")"
+        blocker="$(sec_blocker "$r" "$c")"
         if [ -n "$blocker" ]; then
-            case $c in
-                tern_lc) slog="$WORK/coap-server-$sec.log" ;;
-                *) slog="$WORK/tern-$sec.log" ;;
-            esac
-            fail "dtls_$sec" "$c" "$blocker" "$slog"
+            fail "$r" "$c" "$blocker" "$(cell_log "$r" "$c")"
             continue
         fi
-        log "running coaps:// $sec, ${COL_TITLE[$c]}"
-        "check_dtls_$c" "$sec"
+        log "running ${ROW_TITLE[$r]%% | GET*}, ${COL_TITLE[$c]}"
+        "check_sec_$c" "$r"
     done
 done
 
 # --- not implemented yet -----------------------------------------------------------------------
-for c in "${COLS[@]}"; do
-    na tcp "$c" "not implemented yet (issue 4)"
-    na tls_psk "$c" "not implemented yet (issue 4)"
-    na tls_pki "$c" "not implemented yet (issue 4)"
-done
 na oscore lc_tern "not implemented yet (issue 6); libcoap 4.3.1 as packaged has no OSCORE"
 na oscore tern_lc "not implemented yet (issue 6); libcoap 4.3.1 as packaged has no OSCORE"
 na oscore aio_tern "not implemented yet (issue 6)"
@@ -765,16 +904,26 @@ tern_version="$("$TERN" --version 2>/dev/null | awk '{print $2}')"
     echo "# Interoperability matrix"
     echo
     echo "Written by \`scripts/interop-matrix.sh\` (run by \`scripts/test-all.sh\`); do not edit by hand."
-    echo "Peers: libcoap ${lc_version:-?} (\`coap-client-notls\`, \`coap-server-notls\`; \`coap-client-openssl\`,"
-    echo "\`coap-server-openssl\` for coaps://), aiocoap ${aio_version:-?} (\`aiocoap-client\`, with DTLSSocket for"
-    echo "coaps://); Tern ${tern_version:-?} (\`tern\` CLI). Every server on 127.0.0.1."
-    echo "coaps:// cells: a GET with its payload checked, a PUT then GET round trip and a 4.04, each over DTLS"
-    echo "with that row's credentials; PKI uses certificates from \`scripts/make-test-certs.sh\`, checked both"
-    echo "ways (every server requires the client's certificate)."
+    echo "Peers: libcoap ${lc_version:-?} (\`coap-client-notls\`, \`coap-server-notls\` for coap:// and coap+tcp://;"
+    echo "\`coap-client-openssl\`, \`coap-server-openssl\` for coaps:// and coaps+tcp://), aiocoap ${aio_version:-?}"
+    echo "(\`aiocoap-client\`, with DTLSSocket for coaps://); Tern ${tern_version:-?} (\`tern\` CLI). Every server on 127.0.0.1."
+    echo "coaps://, coap+tcp:// and coaps+tcp:// cells: a GET with its payload checked (tern serve's \`/whoami\`,"
+    echo "which names the identity the session was authenticated with; libcoap's banner at \`/\`), a PUT then GET"
+    echo "round trip and a 4.04, each over one kind of session with that row's credentials. coap+tcp:// goes to"
+    echo "the plain servers, which listen on TCP on their UDP port; TLS is on tern serve's DTLS address and on"
+    echo "libcoap's port + 1 (like its DTLS). PKI uses certificates from \`scripts/make-test-certs.sh\`, checked"
+    echo "both ways (every server requires the client's certificate), except aiocoap over TLS: its TLS client"
+    echo "is server-certificate only, so that cell verifies tern serve's certificate against the test CA"
+    echo "(aiocoap \`tlscert\` credentials) on a tern serve that asks for no client certificate (\`/whoami\`:"
+    echo "\`anonymous\`)."
     echo "Block-wise cells: a body far larger than one block PUT then GET back and compared byte for byte:"
     echo "libcoap \`-b 64\` with 200 KB on \`/files/\`, tern \`-b 1024\` PUT and \`-b 256\` GET with 100 KB on libcoap's"
-    echo "\`/example_data\`, aiocoap with 20 KB on \`/files/\` (its own block sizes); on tern serve the stored file is"
-    echo "compared too."
+    echo "\`/example_data\`, aiocoap with 20 KB (UDP) or 150 KB (TCP) on \`/files/\` (its own block sizes); on"
+    echo "tern serve the stored file is compared too. Over coap+tcp:// a body that fits the receiver's"
+    echo "Max-Message-Size (tern serve: 1 MiB + 1 KiB; libcoap: 8 MiB + 256) may go whole in one message:"
+    echo "libcoap's and tern's \`-b\` still ask for blocks of that size, while aiocoap, which sends its first"
+    echo "request before the server's CSM has come, starts a large request body with a BERT block (SZX 7,"
+    echo "RFC 8323 §6)."
     echo "Observe cells: \`/time\` observed for about 5 s (libcoap \`-s 5\`, tern \`get -s 5\`, aiocoap's observation API,"
     echo "since aiocoap-client 0.4.17 prints only the first response: chrysn/aiocoap#395): the first response and"
     echo "at least 3 notifications (aiocoap: 4, in Observe order), with at least 4 different times."
