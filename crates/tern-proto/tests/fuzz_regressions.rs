@@ -256,7 +256,10 @@ const TARGETS: &[(&str, Check)] = &[
 /// reverse; `stream_frame` shares its check with the fuzz target through `include!`).
 const REPLAYED_ELSEWHERE: &[(&str, &str)] = &[
     ("oscore", "crates/tern-oscore/tests/fuzz_regressions.rs"),
-    ("stream_frame", "crates/tern-proto/tests/stream_fuzz_regressions.rs"),
+    (
+        "stream_frame",
+        "crates/tern-proto/tests/stream_fuzz_regressions.rs",
+    ),
 ];
 
 fn fuzz_dir() -> PathBuf {
