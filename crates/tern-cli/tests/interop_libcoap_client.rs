@@ -214,17 +214,5 @@ fn libcoap_client_observes_time_on_tern() {
     };
     let (server, addr) = start_tern_server();
     let out = run_with_timeout(&client, ["-s", "5", &uri(addr, "/time")], CLIENT_TIMEOUT);
-    assert!(!out.timed_out(), "coap-client hung\n{}", out.describe());
-    let times = tern_times(&out.stdout);
-    assert!(
-        times.len() >= 4,
-        "expected the first response and at least 3 notifications, got {times:?}\n{}\n{}",
-        out.describe(),
-        server.output()
-    );
-    assert!(
-        !has_error_code_line(&out.all_output()),
-        "\n{}",
-        out.describe()
-    );
+    assert_libcoap_observed_tern_times(&out, &server);
 }

@@ -1,6 +1,7 @@
 //! CoAP over TCP (RFC 8323, coap+tcp://) with real peers: libcoap's `coap-client-notls` and
 //! `aiocoap-client` against `tern serve`, and `tern get|put` against libcoap's
-//! `coap-server-notls` (which listens on TCP beside UDP on its port).
+//! `coap-server-notls` (which listens on TCP beside UDP on its port); observe both ways
+//! (`coap-client-notls -s`, `tern get -s`).
 
 mod common;
 
@@ -172,4 +173,27 @@ fn tern_over_tcp_moves_a_large_body_through_libcoap_server() {
     let get = tern(["get", &tcp_uri(addr, "/example_data"), "--timeout", "20"]);
     assert!(get.success(), "GET\n{}", get.describe());
     assert_eq!(get.stdout.trim_end(), body, "GET back differs");
+}
+
+/// RFC 7641 over TCP (RFC 8323 §7): `coap-client-notls -s 5` observes `tern serve`'s `/time`.
+#[test]
+fn libcoap_client_observes_time_on_tern_over_tcp() {
+    let Some(client) = require_peer("coap-client-notls") else {
+        return;
+    };
+    let (server, addr) = start_tern_server();
+    let args = ["-s", "5", &tcp_uri(addr, "/time")];
+    let out = run_with_timeout(&client, args, CLIENT_TIMEOUT);
+    assert_libcoap_observed_tern_times(&out, &server);
+}
+
+/// RFC 7641 over TCP: `tern get -s 5` observes libcoap's `/time`.
+#[test]
+fn tern_observes_time_on_libcoap_over_tcp() {
+    let Some(bin) = require_peer("coap-server-notls") else {
+        return;
+    };
+    let (_server, addr) = start_libcoap_server(&bin);
+    let out = tern(["get", "-s", "5", &tcp_uri(addr, "/time"), "--timeout", "10"]);
+    assert_tern_observed_libcoap_time(&out);
 }

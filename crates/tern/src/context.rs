@@ -776,9 +776,10 @@ impl Context {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Observers registered with this context's bound endpoints (server role, RFC 7641).
+    /// Observers registered with this context's bound endpoints and the connections its
+    /// listeners accepted (server role, RFC 7641).
     pub async fn observer_count(&self) -> usize {
-        let mut total = 0;
+        let mut total: usize = self.inner.listeners.iter().map(|l| l.observers()).sum();
         for endpoint in &self.inner.bound {
             let (reply, count) = oneshot::channel();
             if endpoint

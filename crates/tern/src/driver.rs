@@ -24,9 +24,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::message::Request;
+use crate::observing::{self, ClientObservations, Notification, NotificationSender};
 use crate::router::Router;
 use crate::udp::{self, RecvBatch};
-use observe::{NotificationSender, ServerObserve};
+use observe::ServerObserve;
 
 use crate::handling::{run_handler, BlockExchange, BlockTables};
 
@@ -57,13 +58,9 @@ pub(crate) enum Command {
         notifications: NotificationSender,
     },
     /// A notification whose handler ran as a task (server role).
-    Notification {
-        peer: SocketAddr,
-        token: tern_proto::message::Token,
-        value: u32,
-        response: Message,
-    },
-    /// Cancels a request, or forgets an observation (its next notification draws a RST).
+    Notification(Notification),
+    /// Cancels a request, or forgets an observation (its next notification draws a RST; a
+    /// stream, which has no RST, deregisters it instead).
     Cancel(u64),
     /// Ends an observation with a GET Observe 1 (RFC 7641 §3.6).
     Deregister(u64),
@@ -104,9 +101,8 @@ pub(crate) struct Driver<L: SecurityLayer> {
     blocks: BlockTables,
     /// Observers of this endpoint's observable resources (with a router).
     observe: Option<ServerObserve>,
-    /// Client observations: where their notifications go, and the ticket that cancels them.
-    streams: HashMap<RequestId, (u64, NotificationSender)>,
-    observe_tickets: HashMap<u64, RequestId>,
+    /// Client observations: where their notifications go, and the ticket that ends them.
+    observations: ClientObservations,
 }
 
 impl<L: SecurityLayer> Driver<L> {
@@ -142,8 +138,7 @@ impl<L: SecurityLayer> Driver<L> {
             session_state,
             blocks: BlockTables::new(),
             observe,
-            streams: HashMap::new(),
-            observe_tickets: HashMap::new(),
+            observations: ClientObservations::default(),
         }
     }
 
@@ -191,7 +186,7 @@ impl<L: SecurityLayer> Driver<L> {
                     }
                     self.receive(&mut batch);
                 }
-                path = observe::next_change(&mut self.observe) => self.on_change(path),
+                path = observing::next_change(self.observe.as_mut().map(|s| &mut s.observers)) => self.on_change(path),
                 () = &mut sleep, if armed.is_some() => {
                     let now = Instant::now();
                     self.layer.handle_timeout(now);
@@ -276,19 +271,13 @@ impl<L: SecurityLayer> Driver<L> {
             } => match self.endpoint.request(now, peer, message, params) {
                 Ok(id) => {
                     self.waiting.insert(id, (ticket, reply));
-                    self.streams.insert(id, (ticket, notifications));
-                    self.observe_tickets.insert(ticket, id);
+                    self.observations.insert(id, ticket, notifications);
                 }
                 Err(e) => {
                     let _ = reply.send(Err(e));
                 }
             },
-            Command::Notification {
-                peer,
-                token,
-                value,
-                response,
-            } => self.send_notification(now, peer, token, value, response),
+            Command::Notification(notification) => self.send_notification(now, notification),
             Command::Cancel(ticket) => {
                 if let Some(id) = self.tickets.remove(&ticket) {
                     self.waiting.remove(&id);
@@ -344,7 +333,7 @@ impl<L: SecurityLayer> Driver<L> {
             match event {
                 Event::Request { id, peer, request } => self.dispatch(id, peer, request),
                 Event::Response { id, response } => {
-                    self.observation_started(id, &response);
+                    self.observations.started(id, &response);
                     if let Some((ticket, reply)) = self.waiting.remove(&id) {
                         self.tickets.remove(&ticket);
                         let _ = reply.send(Ok(response));
@@ -355,9 +344,9 @@ impl<L: SecurityLayer> Driver<L> {
                         self.tickets.remove(&ticket);
                         let _ = reply.send(Err(error.clone()));
                     }
-                    self.observation_event(id, Err(error));
+                    self.observations.event(id, Err(error));
                 }
-                Event::Notification { id, response } => self.observation_event(id, Ok(response)),
+                Event::Notification { id, response } => self.observations.event(id, Ok(response)),
                 Event::NotificationAcked(id) => self.notification_outcome(id, None),
                 Event::NotificationFailed { id, reason } => {
                     self.notification_outcome(id, Some(reason))

@@ -31,6 +31,7 @@ mod error;
 mod handling;
 mod message;
 mod observe;
+mod observing;
 mod request;
 mod router;
 mod session;

@@ -33,8 +33,11 @@ const MAX_REREGISTRATIONS: u32 = 3;
 /// - When no fresh notification arrives within the last one's Max-Age (plus slack), the
 ///   observation has lapsed: it registers again with the same request (§3.3.1), and the new
 ///   registration's response is the next item. If that fails, the error is the last item.
+///   Over coap+tcp:// and coaps+tcp:// it does not lapse: it lasts as long as the connection,
+///   and the connection closing is its last item, an error (RFC 8323 §7).
 /// - [`cancel`](Self::cancel) deregisters with a GET Observe 1 (§3.6); dropping the
-///   observation forgets it, so the server's next notification is answered with RST.
+///   observation forgets it, so the server's next notification is answered with RST (over a
+///   stream, which has no RST, dropping deregisters too).
 pub struct Observation {
     first: Option<Response>,
     notifications: mpsc::Receiver<Result<Message, RequestError>>,

@@ -237,7 +237,8 @@ pub struct ResourceNotifier {
 impl ResourceNotifier {
     /// The resource at `path` (`/time`, say: the path of a request to it) changed: each of its
     /// observers is sent the GET handler's new response, with the next Observe value. Returns
-    /// how many endpoints were told (0 when none serves the router yet).
+    /// how many endpoints and stream connections with observers were told (0 when none has
+    /// any: they listen only while they have observers).
     pub fn notify(&self, path: &str) -> usize {
         self.changes.send(normalize(path)).unwrap_or(0)
     }

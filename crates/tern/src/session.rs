@@ -336,7 +336,7 @@ impl SessionBuilder {
             ));
         }
         let tls = if secure {
-            let own = (self.psk.is_some() || self.pki.is_some()).then(|| (self.psk, self.pki));
+            let own = (self.psk.is_some() || self.pki.is_some()).then_some((self.psk, self.pki));
             Some(self.context.client_tls_for(peer, own)?)
         } else {
             None

@@ -1,7 +1,10 @@
 //! Observe (RFC 7641) through the runtime on loopback: observable resources in the router,
 //! notifications announced with a `ResourceNotifier`, client observations with cancellation,
 //! drop (RST), lapse and re-registration, caps, error responses, CON every interval, dead
-//! observers removed, and the same over DTLS.
+//! observers removed, and the same over DTLS; over TCP and TLS (RFC 8323 §7): notifications
+//! with increasing Observe values, cancel and drop deregistering (streams have no RST), closing
+//! connections removing observers, an error response ending the observation, and a connection
+//! with observers not released as idle.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -9,9 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tern::proto::observe::{observe_value, RegistryConfig};
+use tern::proto::stream::StreamConfig;
+use tern::proto::uri::Scheme;
 use tern::proto::{EndpointConfig, Message, MessageType, OptionNumber, Token, TransmissionParams};
-use tern::tls::{DtlsSettings, Psk, PskMap};
-use tern::{Code, Context, Resource, ResourceNotifier, Response, Router};
+use tern::tls::{DtlsSettings, Psk, PskMap, PskStore, TlsSettings};
+use tern::{
+    default_server_config, Code, Context, Observation, Resource, ResourceNotifier, Response, Router,
+};
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
 
@@ -417,4 +424,218 @@ async fn a_session_observes_and_closing_it_ends_the_observation_on_both_sides() 
     assert!(obs.next().await.is_none());
     wait_observers(&srv, 0).await;
     srv.shutdown().await;
+}
+
+// --- Over streams (coap+tcp://, coaps+tcp://: RFC 8323 §7) ---------------------------------
+
+struct StreamServer {
+    ctx: Context,
+    uri: String,
+    notifier: ResourceNotifier,
+    counter: Arc<AtomicU32>,
+}
+
+fn stream_psk() -> Psk {
+    Psk::new("sensor-7", "s3cret").unwrap()
+}
+
+async fn tcp_server_with(config: StreamConfig) -> StreamServer {
+    let (router, notifier, counter) = router(RegistryConfig::default());
+    let ctx = Context::builder()
+        .bind_tcp("127.0.0.1:0".parse().unwrap())
+        .stream_server_config(config)
+        .router(router)
+        .build()
+        .await
+        .unwrap();
+    let addr = ctx.listen_addrs(Scheme::CoapTcp)[0];
+    StreamServer {
+        ctx,
+        uri: format!("coap+tcp://{addr}/counter"),
+        notifier,
+        counter,
+    }
+}
+
+async fn tcp_server() -> StreamServer {
+    tcp_server_with(default_server_config()).await
+}
+
+async fn tls_server() -> StreamServer {
+    let (router, notifier, counter) = router(RegistryConfig::default());
+    let store = PskMap::new();
+    store.insert(stream_psk());
+    let ctx = Context::builder()
+        .bind_tls("127.0.0.1:0".parse().unwrap())
+        .tls_server(TlsSettings {
+            psk_store: Some(Arc::new(store) as Arc<dyn PskStore>),
+            ..TlsSettings::default()
+        })
+        .router(router)
+        .build()
+        .await
+        .unwrap();
+    let addr: SocketAddr = ctx.listen_addrs(Scheme::CoapsTcp)[0];
+    StreamServer {
+        ctx,
+        uri: format!("coaps+tcp://{addr}/counter"),
+        notifier,
+        counter,
+    }
+}
+
+async fn next(obs: &mut Observation) -> Response {
+    timeout(WAIT, obs.next())
+        .await
+        .expect("no notification in time")
+        .expect("the observation ended")
+        .expect("the observation failed")
+}
+
+/// Observes `/counter`, takes the first response and three notifications with increasing
+/// Observe values, and returns the observation.
+async fn observe_three(srv: &StreamServer, client: &Context) -> Observation {
+    srv.counter.store(0, Ordering::SeqCst);
+    let mut obs = client.get(&srv.uri).observe().await.unwrap();
+    assert!(obs.is_active());
+    let first = next(&mut obs).await;
+    assert_eq!((first.code(), first.payload()), (Code::CONTENT, &b"0"[..]));
+    let mut last = observe_of(&first).expect("registration response carries Observe");
+    wait_observers(&srv.ctx, 1).await;
+    for i in 1..=3u32 {
+        srv.counter.store(i, Ordering::SeqCst);
+        assert_eq!(srv.notifier.notify("/counter"), 1);
+        let n = next(&mut obs).await;
+        assert_eq!(n.payload(), i.to_string().as_bytes());
+        let value = observe_of(&n).expect("a notification carries Observe");
+        assert!(value > last, "{value} after {last}");
+        last = value;
+    }
+    obs
+}
+
+#[tokio::test]
+async fn observe_over_tcp_and_cancel() {
+    let srv = tcp_server().await;
+    let client = Context::client();
+    let obs = observe_three(&srv, &client).await;
+    obs.cancel();
+    wait_observers(&srv.ctx, 0).await;
+    assert_eq!(srv.ctx.open_connections(), 1, "the connection stays");
+    srv.ctx.shutdown().await;
+}
+
+#[tokio::test]
+async fn observe_over_tls_with_psk_and_cancel() {
+    let srv = tls_server().await;
+    let client = Context::builder().psk(stream_psk()).build().await.unwrap();
+    let obs = observe_three(&srv, &client).await;
+    obs.cancel();
+    wait_observers(&srv.ctx, 0).await;
+    srv.ctx.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dropped_observation_is_deregistered_as_streams_have_no_reset() {
+    let srv = tcp_server().await;
+    let client = Context::client();
+    let obs = observe_three(&srv, &client).await;
+    drop(obs);
+    wait_observers(&srv.ctx, 0).await;
+    // The connection still serves new observations.
+    let again = observe_three(&srv, &client).await;
+    again.cancel();
+    wait_observers(&srv.ctx, 0).await;
+    srv.ctx.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_connection_closing_removes_its_observers() {
+    let srv = tls_server().await;
+    let client = Context::builder().psk(stream_psk()).build().await.unwrap();
+    let _obs = observe_three(&srv, &client).await;
+    let other = Context::client();
+    let tcp = tcp_server().await;
+    let _unrelated = observe_three(&tcp, &other).await;
+    client.shutdown().await;
+    wait_observers(&srv.ctx, 0).await;
+    assert_eq!(tcp.ctx.observer_count().await, 1);
+    srv.ctx.shutdown().await;
+    tcp.ctx.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_server_going_ends_the_observation_with_an_error() {
+    let srv = tcp_server().await;
+    let client = Context::client();
+    let mut obs = observe_three(&srv, &client).await;
+    srv.ctx.shutdown().await;
+    let end = timeout(WAIT, obs.next()).await.unwrap();
+    assert!(matches!(end, Some(Err(_))), "{end:?}");
+    assert!(timeout(WAIT, obs.next()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_error_response_ends_an_observation_over_tcp() {
+    let srv = tcp_server().await;
+    let client = Context::client();
+    let mut obs = observe_three(&srv, &client).await;
+    srv.counter.store(100, Ordering::SeqCst);
+    srv.notifier.notify("/counter");
+    let last = next(&mut obs).await;
+    assert_eq!(last.code(), Code::NOT_FOUND);
+    assert_eq!(observe_of(&last), None);
+    assert!(!obs.is_active());
+    assert!(timeout(WAIT, obs.next()).await.unwrap().is_none());
+    wait_observers(&srv.ctx, 0).await;
+    srv.ctx.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_with_observers_is_not_released_as_idle() {
+    let srv = tcp_server_with(StreamConfig {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..default_server_config()
+    })
+    .await;
+    let client = Context::client();
+    let mut obs = observe_three(&srv, &client).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    srv.counter.store(7, Ordering::SeqCst);
+    srv.notifier.notify("/counter");
+    assert_eq!(next(&mut obs).await.payload(), b"7");
+    // Without observers the idle time-out applies again.
+    obs.cancel();
+    wait_observers(&srv.ctx, 0).await;
+    for _ in 0..100 {
+        if srv.ctx.open_connections() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(srv.ctx.open_connections(), 0, "released once idle");
+    srv.ctx.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_tcp_session_observes_and_closing_it_ends_the_observation_on_both_sides() {
+    let srv = tcp_server().await;
+    let addr = srv.ctx.listen_addrs(Scheme::CoapTcp)[0];
+    let client = Context::client();
+    let session = client
+        .session(&format!("coap+tcp://{addr}"))
+        .build()
+        .await
+        .unwrap();
+    let mut obs = session.get("/counter").observe().await.unwrap();
+    assert_eq!(next(&mut obs).await.payload(), b"0");
+    wait_observers(&srv.ctx, 1).await;
+    srv.notifier.notify("/counter");
+    next(&mut obs).await;
+    session.close();
+    let end = timeout(WAIT, obs.next()).await.unwrap();
+    assert!(matches!(end, Some(Err(_))), "{end:?}");
+    assert!(obs.next().await.is_none());
+    wait_observers(&srv.ctx, 0).await;
+    srv.ctx.shutdown().await;
 }

@@ -486,6 +486,50 @@ pub fn tern_times(text: &str) -> Vec<String> {
     seen
 }
 
+/// `coap-client -s 5` on `tern serve`'s `/time`: it did not hang, printed no error code, and
+/// printed the first response and at least three notifications (distinct times).
+#[allow(dead_code)]
+#[track_caller]
+pub fn assert_libcoap_observed_tern_times(out: &RunOutput, server: &ChildGuard) {
+    assert!(!out.timed_out(), "coap-client hung\n{}", out.describe());
+    let times = tern_times(&out.stdout);
+    assert!(
+        times.len() >= 4,
+        "expected the first response and at least 3 notifications, got {times:?}\n{}\n{}",
+        out.describe(),
+        server.output()
+    );
+    assert!(
+        !has_error_code_line(&out.all_output()),
+        "\n{}",
+        out.describe()
+    );
+}
+
+/// `tern get -s 5` on libcoap's `/time`: it succeeded, printed the first response and at
+/// least three notifications (distinct lines), and observed for the whole time.
+#[allow(dead_code)]
+#[track_caller]
+pub fn assert_tern_observed_libcoap_time(out: &RunOutput) {
+    assert!(out.success(), "tern get -s failed\n{}", out.describe());
+    let mut lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    lines.dedup();
+    assert!(
+        lines.len() >= 4,
+        "expected the first response and at least 3 notifications\n{}",
+        out.describe()
+    );
+    assert!(
+        out.elapsed >= Duration::from_secs(4),
+        "tern get -s 5 ended early\n{}",
+        out.describe()
+    );
+}
+
 /// A fresh empty directory under the system's temp dir, named for this process and `what`.
 #[allow(dead_code)]
 pub fn tempdir(what: &str) -> PathBuf {

@@ -13,12 +13,16 @@
 //! - *Requests and responses* (§3, §4): matched by token, tokens random from the seed, each
 //!   request with a deadline; a response to an unknown token is dropped (streams have no
 //!   RST). An observation (RFC 7641 over streams, §7.1) stays open after a 2.xx with Observe
-//!   and its later responses are [`StreamEvent::Notification`]s, in order. An incoming
+//!   and its later responses are [`StreamEvent::Notification`]s, in order, until it is
+//!   cancelled or [deregistered](StreamConnection::deregister) (GET Observe 1). An incoming
 //!   request with an unrecognised critical option is answered 4.02, one past
 //!   [`StreamConfig::max_unanswered_requests`] 5.03, by the connection itself. Empty
 //!   messages (0.00) are ignored (§3.4).
 //! - *Ping and Pong* (§5.4): a Ping is answered with a Pong (Custody echoed); our Pings
 //!   expect a Pong within [`StreamConfig::pong_timeout`]; keepalive Pings when quiet.
+//! - *Idle time-out*: with nothing outstanding either way, and no observers served (as the
+//!   application says with [`StreamConnection::set_observers`]), the connection is released
+//!   after [`StreamConfig::idle_timeout`].
 //! - *Release and Abort* (§5.5, §5.6): Release (either way) stops new requests and closes
 //!   once nothing is outstanding; Abort fails everything and closes. Frames over our
 //!   Max-Message-Size, malformed frames, a missing CSM, a stalled frame and a missing Pong
@@ -240,8 +244,8 @@ struct Outgoing {
     message: Option<Message>,
     /// Removed once an observation is established.
     deadline: Option<Instant>,
-    /// GET or FETCH with Observe 0.
-    registration: bool,
+    /// A GET or FETCH with Observe 0: the request, kept to deregister with.
+    registration: Option<Box<Message>>,
     /// The first response was a 2.xx with Observe: later ones are notifications.
     observing: bool,
 }
@@ -274,6 +278,8 @@ pub struct StreamConnection {
     /// When the partial frame in the input buffer began.
     frame_started: Option<Instant>,
     released_by_us: bool,
+    /// Observers this side serves on the connection: while there are any, it is not idle.
+    observers: usize,
 }
 
 impl std::fmt::Debug for StreamConnection {
@@ -322,6 +328,7 @@ impl StreamConnection {
             last_activity: now,
             frame_started: None,
             released_by_us: false,
+            observers: 0,
             config,
         };
         let csm = Csm {
@@ -456,7 +463,7 @@ impl StreamConnection {
                 token: message.token,
                 message: queued,
                 deadline: Some(deadline),
-                registration: observe::is_registration(&message),
+                registration: observe::is_registration(&message).then(|| Box::new(message.clone())),
                 observing: false,
             },
         );
@@ -514,6 +521,36 @@ impl StreamConnection {
         self.send_response(&response)?;
         self.last_activity = now;
         Ok(())
+    }
+
+    /// Ends an observation with a GET Observe 1 on the registration's token and with its
+    /// options (RFC 7641 §3.6): the observation is forgotten, as by [`cancel`](Self::cancel),
+    /// and the deregistration is a new request whose response comes as usual. Fails with
+    /// `NotObserving` unless the request is an established observation, and like
+    /// [`request`](Self::request).
+    pub fn deregister(&mut self, now: Instant, id: RequestId) -> Result<RequestId, RequestError> {
+        let Some(registration) = self
+            .requests
+            .get(&id)
+            .filter(|r| r.observing)
+            .and_then(|r| r.registration.as_deref())
+        else {
+            return Err(RequestError::NotObserving);
+        };
+        let mut message = registration.clone();
+        message
+            .options
+            .set_uint(crate::option::OptionNumber::OBSERVE, observe::DEREGISTER);
+        // Frees the token for the deregistration.
+        self.finish_request(id);
+        self.request(now, message, RequestParams::default())
+    }
+
+    /// How many observers this side serves on the connection (server role, kept by the
+    /// application, which knows who observes what): while there are any, the connection is
+    /// not released for idleness, since a resource may change rarely.
+    pub fn set_observers(&mut self, observers: usize) {
+        self.observers = observers;
     }
 
     /// Sends a Ping (with Custody if asked); a missing Pong closes the connection. Nothing
@@ -594,7 +631,7 @@ impl StreamConnection {
         let idle = self
             .config
             .idle_timeout
-            .filter(|_| self.state == StreamState::Open && self.is_quiet())
+            .filter(|_| self.state == StreamState::Open && self.is_idle())
             .map(|d| later(self.last_activity, d));
         [
             (!self.csm_received).then_some(self.csm_deadline),
@@ -654,7 +691,7 @@ impl StreamConnection {
         }
         if let Some(d) = self.config.idle_timeout {
             if self.state == StreamState::Open
-                && self.is_quiet()
+                && self.is_idle()
                 && now >= later(self.last_activity, d)
             {
                 self.release(now, None, None);
@@ -722,6 +759,11 @@ impl StreamConnection {
     /// Nothing sent waits for an answer and nothing received waits for ours.
     fn is_quiet(&self) -> bool {
         self.requests.is_empty() && self.incoming.is_empty()
+    }
+
+    /// Quiet, and serving no observers: what the idle time-out waits for.
+    fn is_idle(&self) -> bool {
+        self.is_quiet() && self.observers == 0
     }
 
     /// Appends a message the connection itself produced (always encodable).

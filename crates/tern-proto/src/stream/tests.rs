@@ -402,6 +402,60 @@ fn observations_stay_open_until_cancelled_or_ended() {
 }
 
 #[test]
+fn deregister_sends_get_observe_1_on_the_registrations_token() {
+    let mut c = open(StreamConfig::default(), 1152);
+    let mut reg = get("time");
+    reg.options.set_uint(OptionNumber::OBSERVE, 0);
+    reg.options.set_uint(OptionNumber::ACCEPT, 0);
+    let id = c.request(t0(), reg, RequestParams::default()).unwrap();
+    let sent = frames(&mut c).remove(0);
+    // Not yet established: nothing to deregister.
+    assert_eq!(c.deregister(secs(1), id), Err(RequestError::NotObserving));
+    feed(&mut c, 1, &notification(&sent, 1));
+    assert_eq!(events(&mut c).len(), 1);
+    let dereg = c.deregister(secs(2), id).unwrap();
+    assert_ne!(dereg, id);
+    let out = frames(&mut c).remove(0);
+    assert_eq!(out.code, Code::GET);
+    assert_eq!(out.token, sent.token);
+    assert_eq!(out.options.get_uint(OptionNumber::OBSERVE), Some(1));
+    assert_eq!(out.options.get_uint(OptionNumber::ACCEPT), Some(0));
+    assert_eq!(out.path_segments().collect::<Vec<_>>(), ["time"]);
+    assert_eq!(c.outstanding_requests(), 1, "only the deregistration");
+    // The server's answer (without Observe) is the deregistration's response.
+    feed(&mut c, 3, &response_to(&sent, Code::CONTENT));
+    assert!(matches!(&events(&mut c)[..], [StreamEvent::Response { id: i, .. }] if *i == dereg));
+    assert_eq!(c.outstanding_requests(), 0);
+    assert_eq!(c.deregister(secs(4), id), Err(RequestError::NotObserving));
+    // A plain request cannot be deregistered either.
+    let plain = c
+        .request(secs(5), get("x"), RequestParams::default())
+        .unwrap();
+    assert_eq!(
+        c.deregister(secs(5), plain),
+        Err(RequestError::NotObserving)
+    );
+}
+
+#[test]
+fn a_connection_serving_observers_is_not_idle() {
+    let config = StreamConfig {
+        idle_timeout: Some(Duration::from_secs(300)),
+        ..StreamConfig::default()
+    };
+    let mut c = open(config, 1152);
+    c.set_observers(1);
+    assert_eq!(c.poll_timeout(), None);
+    c.handle_timeout(secs(1000));
+    assert_eq!(c.state(), StreamState::Open);
+    assert!(frames(&mut c).is_empty());
+    c.set_observers(0);
+    assert_eq!(c.poll_timeout(), Some(secs(300)));
+    c.handle_timeout(secs(1000));
+    assert_eq!(frames(&mut c)[0].code, Code::RELEASE);
+}
+
+#[test]
 fn response_with_unknown_critical_option_fails_the_request() {
     let mut c = open(StreamConfig::default(), 1152);
     let id = c.request(t0(), get("a"), RequestParams::default()).unwrap();

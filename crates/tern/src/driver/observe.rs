@@ -1,39 +1,25 @@
-//! Observe (RFC 7641) in the driver, both roles, on top of the sans-IO core's
-//! [`ObserverRegistry`] and [`Endpoint::notify`](tern_proto::Endpoint::notify) (server) and its
-//! observations (client).
+//! Observe (RFC 7641) in the datagram driver, both roles, on top of the sans-IO core's
+//! [`Endpoint::notify`](tern_proto::Endpoint::notify) (server) and its observations (client);
+//! who observes what, and what a notification carries, is [`crate::observing`]'s.
 //!
-//! Server: a GET with Observe 0 to a resource marked [`Resource::obs`](crate::Resource::obs)
-//! whose handler answers 2.xx registers the (peer, token) with the registration request, and
-//! the response carries an Observe value (§3.1, §4.1); past the registry's caps it is served
-//! as a plain GET. A GET with Observe 1, or a registration answered 4.xx/5.xx, removes it
-//! (§3.6, §4.1). When the application announces a change with
-//! [`ResourceNotifier::notify`](crate::ResourceNotifier::notify), the GET handler runs again
-//! for every observer with its registration request, and the responses go out as
-//! notifications with the resource's next Observe value (§4.2, §4.4): CON when the observer
-//! has not acknowledged one within the registry's confirm interval (24 h by default, §4.5),
-//! NON otherwise. A notification that is reset, never acknowledged or aborted (the session
-//! ended) removes the observer (§3.6, §4.5); an error response is the observer's last
-//! notification (§4.2).
-//!
-//! Client: an observation's notifications, fresh and in order (§3.4, the core's
-//! [`NotificationOrder`](tern_proto::observe::NotificationOrder)), go to the
-//! [`Observation`](crate::Observation)'s channel; a full channel drops the notification (a
-//! later one supersedes it).
+//! What is the datagram's own: a notification goes CON when the observer has not acknowledged
+//! one within the registry's confirm interval (24 h by default, §4.5), NON otherwise; one that
+//! is reset, never acknowledged or aborted (the session ended) removes the observer (§3.6,
+//! §4.5). Client notifications come fresh and in order (§3.4, the core's
+//! [`NotificationOrder`](tern_proto::observe::NotificationOrder)).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tern_proto::endpoint::{NotificationFailure, NotificationId, RequestError};
+use tern_proto::endpoint::{NotificationFailure, NotificationId};
 use tern_proto::message::Token;
-use tern_proto::observe::{self, ObserverRegistry};
-use tern_proto::{Message, OptionNumber, RequestId};
+use tern_proto::{Message, RequestId};
 use tern_tls::SecurityLayer;
-use tokio::sync::{broadcast, mpsc};
 
-use super::{Command, Driver};
-use crate::handling::{run_handler, seed, BlockExchange};
-use crate::message::Request;
-use crate::router::{normalize, Router};
+use super::Driver;
+use crate::handling::BlockExchange;
+use crate::observing::{Notification, Observers};
+use crate::router::Router;
 
 /// How long a CON notification's id is remembered for its outcome: longer than its
 /// retransmissions can last (EXCHANGE_LIFETIME, 247 s). A NON one is remembered for the
@@ -51,44 +37,22 @@ struct Sent {
     confirmable: bool,
 }
 
-/// Where a client observation's notifications go.
-pub(crate) type NotificationSender = mpsc::Sender<Result<Message, RequestError>>;
-
 /// The server role's observe state of one driver.
 pub(crate) struct ServerObserve {
     /// Observers, each with its registration request.
-    registry: ObserverRegistry<Message>,
+    pub(super) observers: Observers,
     /// Which observer each sent notification went to, and when.
     sent: std::collections::HashMap<NotificationId, Sent>,
     /// When `sent` is next pruned (doubling with what is left, so pruning stays amortized O(1)).
     prune_at: usize,
-    /// Changes announced by the application.
-    changes: broadcast::Receiver<String>,
 }
 
 impl ServerObserve {
     pub(crate) fn new(router: &Router) -> Self {
         ServerObserve {
-            registry: ObserverRegistry::new(router.observe_config().clone(), seed()),
+            observers: Observers::new(router),
             sent: std::collections::HashMap::new(),
             prune_at: OUTCOMES_PRUNE_AT,
-            changes: router.subscribe(),
-        }
-    }
-}
-
-/// The next change announced to a driver; never resolves for a driver without a router.
-pub(crate) async fn next_change(observe: &mut Option<ServerObserve>) -> String {
-    let Some(state) = observe else {
-        return std::future::pending().await;
-    };
-    loop {
-        match state.changes.recv().await {
-            Ok(path) => return path,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "resource changes missed");
-            }
-            Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
         }
     }
 }
@@ -102,119 +66,53 @@ impl<L: SecurityLayer> Driver<L> {
         exchange: &BlockExchange,
         response: &mut Message,
     ) {
-        let request = &exchange.request;
-        let Some(value) = observe::observe_value(request) else {
-            return;
-        };
-        let (Some(state), Some(router)) = (self.observe.as_mut(), self.router.as_ref()) else {
-            return;
-        };
-        let peer = exchange.peer;
-        let token = request.token;
-        let registering = observe::is_registration(request)
-            && response.code.is_success()
-            && router.is_observable(&request.path_segments().collect::<Vec<_>>());
-        if !registering {
-            let ends = value == observe::DEREGISTER || response.code.class() >= 4;
-            if ends && state.registry.deregister(peer, token).is_some() {
-                tracing::debug!(%peer, ?token, "observer deregistered");
-            }
-            response.options.remove(OptionNumber::OBSERVE);
-            return;
-        }
-        let path = normalize(&request.path_segments().collect::<Vec<_>>().join("/"));
-        match state
-            .registry
-            .register(now, peer, token, &path, request.clone())
-        {
-            Ok(how) => {
-                tracing::debug!(%peer, ?token, resource = %path, ?how, "observer registered");
-                let value = state.registry.next_observe_value(&path).unwrap_or(0);
-                response.options.set_uint(OptionNumber::OBSERVE, value);
-            }
-            Err(e) => {
-                tracing::info!(%peer, error = %e, "observation refused; served as a plain GET");
-                response.options.remove(OptionNumber::OBSERVE);
-            }
+        if let (Some(state), Some(router)) = (self.observe.as_mut(), self.router.as_ref()) {
+            let request = &exchange.request;
+            state
+                .observers
+                .respond(router, now, exchange.peer, request, response);
         }
     }
 
     /// A resource changed: runs its GET handler for every observer and notifies them.
     pub(super) fn on_change(&mut self, path: String) {
         let now = Instant::now();
-        let (Some(state), Some(router)) = (self.observe.as_mut(), self.router.clone()) else {
+        let (Some(state), Some(router)) = (self.observe.as_mut(), self.router.as_ref()) else {
             return;
         };
-        let observers: Vec<(SocketAddr, Token, Message)> = state
-            .registry
-            .observers(&path)
-            .map(|o| (o.peer, o.token, o.data.clone()))
-            .collect();
-        let Some(value) = state.registry.next_observe_value(&path) else {
-            return;
-        };
-        tracing::trace!(resource = %path, value, observers = observers.len(), "resource changed");
-        for (peer, token, message) in observers {
-            let request = Request {
-                peer,
-                identity: self.layer.peer_identity(peer),
-                message,
-                params: Vec::new(),
-                rest: None,
-            };
-            let ready = run_handler(
-                router.dispatch(request),
-                peer,
-                self.handler_timeout,
-                &self.command_tx,
-                (),
-                move |response, ()| Command::Notification {
-                    peer,
-                    token,
-                    value,
-                    response: response.into_message(),
-                },
-            );
-            let Some((response, ())) = ready else {
-                continue;
-            };
-            self.send_notification(now, peer, token, value, response.into_message());
+        let layer = &self.layer;
+        let ready = state.observers.changed(
+            router,
+            &path,
+            |peer| layer.peer_identity(peer),
+            self.handler_timeout,
+            &self.command_tx,
+        );
+        for notification in ready {
+            self.send_notification(now, notification);
         }
     }
 
     /// Sends one observer its notification: 2.xx with the Observe value, or an error response
     /// that ends the observation (§4.2).
-    pub(super) fn send_notification(
-        &mut self,
-        now: Instant,
-        peer: SocketAddr,
-        token: Token,
-        value: u32,
-        mut response: Message,
-    ) {
+    pub(super) fn send_notification(&mut self, now: Instant, mut notification: Notification) {
         let Some(state) = self.observe.as_mut() else {
             return;
         };
-        if state.registry.get(peer, token).is_none() {
-            // Deregistered while its handler ran.
+        let (peer, token) = (notification.peer, notification.token);
+        // Asked before `prepare`, which may end the observation.
+        let confirmable = state.observers.registry().should_confirm(now, peer, token);
+        if !state.observers.prepare(&mut notification) {
             return;
         }
-        let confirmable = state.registry.should_confirm(now, peer, token);
         let non_window = self
             .endpoint
             .config()
             .notification_reset_window
             .saturating_add(Duration::from_secs(1));
-        if response.code.is_success() {
-            response.options.set_uint(OptionNumber::OBSERVE, value);
-        } else {
-            response.options.remove(OptionNumber::OBSERVE);
-            state.registry.deregister(peer, token);
-            tracing::debug!(%peer, code = %response.code, "observation ended by an error response");
-        }
         match self
             .endpoint
-            .notify(now, peer, token, response, confirmable)
+            .notify(now, peer, token, notification.response, confirmable)
         {
             Ok(id) => {
                 if state.sent.len() >= state.prune_at {
@@ -252,11 +150,12 @@ impl<L: SecurityLayer> Driver<L> {
         let Some(Sent { peer, token, .. }) = state.sent.remove(&id) else {
             return;
         };
+        let registry = state.observers.registry_mut();
         match failure {
-            None => state.registry.confirmed(Instant::now(), peer, token),
+            None => registry.confirmed(Instant::now(), peer, token),
             Some(NotificationFailure::NotSent) => {}
             Some(reason) => {
-                if state.registry.deregister(peer, token).is_some() {
+                if registry.deregister(peer, token).is_some() {
                     tracing::debug!(%peer, ?token, %reason, "observer removed");
                 }
             }
@@ -266,7 +165,7 @@ impl<L: SecurityLayer> Driver<L> {
     /// A peer's session ended: its observations end with it.
     pub(super) fn forget_observer_peer(&mut self, peer: SocketAddr) {
         if let Some(state) = self.observe.as_mut() {
-            let n = state.registry.remove_peer(peer);
+            let n = state.observers.registry_mut().remove_peer(peer);
             if n > 0 {
                 tracing::debug!(%peer, observers = n, "observers of a closed session removed");
             }
@@ -275,45 +174,17 @@ impl<L: SecurityLayer> Driver<L> {
 
     /// Observers registered with this driver (for stats and tests).
     pub(super) fn observer_count(&self) -> usize {
-        self.observe.as_ref().map_or(0, |s| s.registry.len())
-    }
-
-    /// A client observation's first response: keeps its channel if the observation is
-    /// established.
-    pub(super) fn observation_started(&mut self, id: RequestId, response: &Message) {
-        if !observe::continues_observation(response) {
-            if let Some((ticket, _)) = self.streams.remove(&id) {
-                self.observe_tickets.remove(&ticket);
-            }
-        }
-    }
-
-    /// A client observation's notification, or its end.
-    pub(super) fn observation_event(&mut self, id: RequestId, item: Result<Message, RequestError>) {
-        let last = match &item {
-            Ok(response) => !observe::continues_observation(response),
-            Err(_) => true,
-        };
-        let Some((ticket, tx)) = self.streams.get(&id) else {
-            return;
-        };
-        let ticket = *ticket;
-        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(item) {
-            tracing::debug!(?id, "notification dropped: the observer is not reading");
-        }
-        if last {
-            self.streams.remove(&id);
-            self.observe_tickets.remove(&ticket);
-        }
+        self.observe
+            .as_ref()
+            .map_or(0, |s| s.observers.registry().len())
     }
 
     /// Ends a client observation: with a GET Observe 1 (`deregister`), or by forgetting it so
     /// that the next notification is answered with RST (§3.6).
     pub(super) fn end_observation(&mut self, now: Instant, ticket: u64, deregister: bool) {
-        let Some(id) = self.observe_tickets.remove(&ticket) else {
+        let Some(id): Option<RequestId> = self.observations.end(ticket) else {
             return;
         };
-        self.streams.remove(&id);
         self.waiting.remove(&id);
         if deregister {
             match self.endpoint.deregister(now, id) {

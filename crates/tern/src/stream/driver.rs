@@ -19,6 +19,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::driver::Command;
 use crate::handling::{run_handler, BlockExchange, BlockTables};
 use crate::message::Request;
+use crate::observing::{self, ClientObservations, Observers};
 use crate::router::Router;
 use crate::session::{SessionEvent, SessionState};
 
@@ -52,16 +53,20 @@ pub(crate) struct StreamDriverConfig {
 
 pub(crate) struct StreamDriver {
     socket: TcpStream,
-    conn: StreamConnection,
-    channel: Box<dyn StreamSecurity>,
+    pub(super) conn: StreamConnection,
+    pub(super) channel: Box<dyn StreamSecurity>,
     commands: mpsc::UnboundedReceiver<Command>,
     /// Handed to slow handlers to send their response back.
-    command_tx: mpsc::UnboundedSender<Command>,
-    config: StreamDriverConfig,
+    pub(super) command_tx: mpsc::UnboundedSender<Command>,
+    pub(super) config: StreamDriverConfig,
     local: SocketAddr,
-    peer: SocketAddr,
-    waiting: HashMap<RequestId, (u64, oneshot::Sender<Result<Message, RequestError>>)>,
+    pub(super) peer: SocketAddr,
+    pub(super) waiting: HashMap<RequestId, (u64, oneshot::Sender<Result<Message, RequestError>>)>,
     tickets: HashMap<u64, RequestId>,
+    /// This connection's observers (server role), from its first request with Observe.
+    pub(super) observers: Option<Observers>,
+    /// Client observations (see [`super::observe`]).
+    pub(super) observations: ClientObservations,
     /// Bytes for the socket, from `written` on.
     output: Vec<u8>,
     written: usize,
@@ -97,6 +102,8 @@ impl StreamDriver {
             peer,
             waiting: HashMap::new(),
             tickets: HashMap::new(),
+            observers: None,
+            observations: ClientObservations::default(),
             output: Vec::new(),
             written: 0,
             established: false,
@@ -176,6 +183,7 @@ impl StreamDriver {
                         self.read();
                     }
                 }
+                path = observing::next_change(self.observers.as_mut()) => self.on_change(path),
                 _ = shutdown.wait_for(|down| *down), if !shutting_down => {
                     shutting_down = true;
                     self.command(Command::Shutdown);
@@ -389,20 +397,24 @@ impl StreamDriver {
                 self.dispatch(now, id, request);
             }
             StreamEvent::Response { id, response } => {
+                self.observations.started(id, &response);
                 if let Some((ticket, reply)) = self.waiting.remove(&id) {
                     self.tickets.remove(&ticket);
                     let _ = reply.send(Ok(response));
                 }
             }
-            StreamEvent::Notification { .. } => {}
+            StreamEvent::Notification { id, response } => {
+                self.observations.event(id, Ok(response));
+            }
             StreamEvent::RequestFailed { id, error } => {
                 if error == RequestError::Timeout {
                     self.stats.timeouts += 1;
                 }
                 if let Some((ticket, reply)) = self.waiting.remove(&id) {
                     self.tickets.remove(&ticket);
-                    let _ = reply.send(Err(error));
+                    let _ = reply.send(Err(error.clone()));
                 }
+                self.observations.event(id, Err(error));
             }
             StreamEvent::Pong => {}
             StreamEvent::Released {
@@ -414,6 +426,7 @@ impl StreamDriver {
             }
             StreamEvent::Closed { reason } => {
                 self.retire();
+                self.forget_observers();
                 if self.closed.is_none() {
                     self.closed = Some(reason);
                 }
@@ -451,20 +464,26 @@ impl StreamDriver {
                 response,
                 exchange,
             } => self.answer(now, id, response, *exchange),
-            Command::Observe { reply, .. } => {
-                let _ = reply.send(Err(RequestError::ChannelFailed(
-                    "observe over coap+tcp:// is not supported yet".into(),
-                )));
-            }
-            Command::Notification { .. } | Command::Deregister(_) => {}
+            Command::Observe {
+                ticket,
+                message,
+                params,
+                reply,
+                notifications,
+                ..
+            } => self.start_observation(now, ticket, message, params, reply, notifications),
+            Command::Notification(notification) => self.send_notification(now, notification),
             Command::Cancel(ticket) => {
                 if let Some(id) = self.tickets.remove(&ticket) {
                     self.waiting.remove(&id);
                     self.conn.cancel(id);
+                } else {
+                    self.end_observation(now, ticket);
                 }
             }
+            Command::Deregister(ticket) => self.end_observation(now, ticket),
             Command::ObserverCount(reply) => {
-                let _ = reply.send(0);
+                let _ = reply.send(self.observer_count());
             }
             Command::Disconnect(_, reason) => {
                 self.conn.release(now, None, None);
@@ -544,6 +563,7 @@ impl StreamDriver {
             Ok(mut blocks) => blocks.slice(now, response, &exchange, max_payload),
             Err(_) => Message::new(response.ty, Code::INTERNAL_SERVER_ERROR),
         };
+        self.observe_response(now, &exchange, &mut response);
         BlockTables::acknowledge(&mut response, &exchange);
         self.send_response(now, id, response);
     }

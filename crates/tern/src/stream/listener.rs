@@ -20,12 +20,15 @@ pub(crate) struct ConnectionCounts {
     open: AtomicUsize,
     handshaking: AtomicUsize,
     refused: AtomicUsize,
+    observers: AtomicUsize,
 }
 
 /// A connection's place in its listener's counts, given back when the connection ends.
 pub(crate) struct ConnectionSlot {
     counts: Arc<ConnectionCounts>,
     handshaking: bool,
+    /// The connection's observers, as counted in `counts`.
+    observers: usize,
 }
 
 impl ConnectionSlot {
@@ -35,11 +38,23 @@ impl ConnectionSlot {
             self.counts.handshaking.fetch_sub(1, Ordering::Relaxed);
         }
     }
+
+    /// The connection has `n` observers now.
+    pub(crate) fn set_observers(&mut self, n: usize) {
+        let observers = &self.counts.observers;
+        if n > self.observers {
+            observers.fetch_add(n - self.observers, Ordering::Relaxed);
+        } else {
+            observers.fetch_sub(self.observers - n, Ordering::Relaxed);
+        }
+        self.observers = n;
+    }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.established();
+        self.set_observers(0);
         self.counts.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -58,6 +73,7 @@ fn take_slot(counts: &Arc<ConnectionCounts>, limits: &StreamLimits) -> Option<Co
     Some(ConnectionSlot {
         counts: counts.clone(),
         handshaking: true,
+        observers: 0,
     })
 }
 
@@ -72,7 +88,7 @@ pub(crate) async fn accept_loop(
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     // One block-wise state for the listener, so that its caps hold for all connections.
-    let blocks = Arc::new(Mutex::new(BlockTables::new()));
+    let blocks = Arc::new(Mutex::new(BlockTables::for_streams()));
     let mut shutdown = setup.shutdown.subscribe();
     loop {
         let accepted = tokio::select! {
@@ -130,5 +146,10 @@ impl ConnectionCounts {
     /// Connections open now.
     pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
+    }
+
+    /// Observers on the open connections.
+    pub(crate) fn observers(&self) -> usize {
+        self.observers.load(Ordering::Relaxed)
     }
 }

@@ -5,6 +5,7 @@
 
 mod driver;
 mod listener;
+mod observe;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -130,6 +131,11 @@ impl Listener {
         self.counts.open()
     }
 
+    /// Observers on the connections open now (RFC 7641).
+    pub(crate) fn observers(&self) -> usize {
+        self.counts.observers()
+    }
+
     /// Waits until the accept task has ended (after [`StreamSetup::shut_down`]), so that the
     /// port is free again.
     pub(crate) async fn stopped(&self) {
@@ -236,7 +242,7 @@ pub(crate) async fn connect(
         handler_timeout: setup.handler_timeout,
         events: setup.events.clone(),
         session,
-        blocks: Arc::new(Mutex::new(BlockTables::new())),
+        blocks: Arc::new(Mutex::new(BlockTables::for_streams())),
         slot: None,
         server: false,
         shutdown: setup.shutdown.subscribe(),

@@ -192,7 +192,7 @@ impl StreamConnection {
             self.events
                 .push_back(StreamEvent::Notification { id, response });
         } else {
-            if request.registration && continues && self.state != StreamState::Releasing {
+            if request.registration.is_some() && continues && self.state != StreamState::Releasing {
                 request.observing = true;
                 if let Some(at) = request.deadline.take() {
                     self.deadlines.remove(&(at, id));
