@@ -8,6 +8,7 @@ mod dtls_load;
 mod files;
 mod oscore;
 mod serve;
+mod stream_load;
 
 use std::process::ExitCode;
 
@@ -46,6 +47,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// DTLS load: handshakes/s, many idle sessions, a spoofed ClientHello flood.
     DtlsLoad(dtls_load::DtlsLoadArgs),
+    /// TCP and TLS load: pipelined requests/s, new connections/s, many idle connections.
+    StreamLoad(stream_load::StreamLoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
             Command::Serve(a) => serve::run(a).await,
             Command::Bench(a) => bench::run(a).await,
             Command::DtlsLoad(a) => dtls_load::run(a).await,
+            Command::StreamLoad(a) => stream_load::run(a).await,
         }
     });
     match result {

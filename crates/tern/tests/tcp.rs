@@ -487,3 +487,39 @@ async fn a_closed_session_fails_its_requests_clearly() {
     ));
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_handshake_cap_refuses_connections_while_silent_ones_hold_it() {
+    let limits = StreamLimits {
+        max_handshaking: 2,
+        ..StreamLimits::default()
+    };
+    let config = StreamConfig {
+        csm_timeout: Duration::from_millis(500),
+        ..default_server_config()
+    };
+    let (srv, addr) = server_with(config, limits).await;
+    // Two connections that never send their CSM hold both handshake slots.
+    let silent: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A third is closed at once: it reads the end of the stream, not a CSM.
+    let mut third = std::net::TcpStream::connect(addr).unwrap();
+    let (got, closed) =
+        tokio::task::spawn_blocking(move || read_until_closed(&mut third, Duration::from_secs(3)))
+            .await
+            .unwrap();
+    assert!(closed && got.is_empty(), "{got:02x?}");
+    // Once the silent ones time out, clients get in again.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let client = Context::client();
+    let r = client
+        .get(&format!("coap+tcp://{addr}/hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::CONTENT);
+    drop(silent);
+    srv.shutdown().await;
+}
