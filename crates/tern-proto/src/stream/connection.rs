@@ -384,6 +384,15 @@ impl StreamConnection {
         self.decode_frames(now);
     }
 
+    /// Frees the input buffer if no partial frame is in it (for a connection gone quiet: the
+    /// runtime calls this a while after the last input, so idle connections hold no buffer).
+    pub fn release_idle_buffers(&mut self) {
+        self.decoder.release_if_empty();
+        if self.output.is_empty() {
+            self.output = Vec::new();
+        }
+    }
+
     /// The peer closed its side of the stream.
     pub fn handle_eof(&mut self, _now: Instant) {
         if self.state == StreamState::Closed {

@@ -294,6 +294,16 @@ impl FrameDecoder {
         self.end = 0;
     }
 
+    /// Frees the buffer if it holds nothing, so that an idle connection keeps no read buffer;
+    /// returns whether it did. The next read allocates again.
+    pub fn release_if_empty(&mut self) -> bool {
+        if self.start != self.end || self.buffer.is_empty() {
+            return false;
+        }
+        self.clear();
+        true
+    }
+
     /// Makes room after `end` for up to `want` bytes, within [`capacity`](Self::capacity);
     /// returns the room there is.
     fn make_room(&mut self, want: usize) -> usize {
@@ -417,6 +427,22 @@ mod tests {
         m.token = Token::new(token).unwrap();
         m.set_path("/a");
         m
+    }
+
+    #[test]
+    fn an_empty_decoder_gives_its_buffer_back_but_not_a_partial_frame() {
+        let bytes = to_bytes(&get(&[1])).unwrap();
+        let mut d = FrameDecoder::new(1 << 16);
+        d.extend(&bytes[..2]);
+        assert!(!d.release_if_empty(), "a partial frame stays");
+        assert!(d.allocated() > 0);
+        d.extend(&bytes[2..]);
+        assert_eq!(d.next_frame().unwrap(), Some(get(&[1])));
+        assert!(d.release_if_empty());
+        assert_eq!(d.allocated(), 0);
+        // And it reads again afterwards.
+        d.extend(&bytes);
+        assert_eq!(d.next_frame().unwrap(), Some(get(&[1])));
     }
 
     #[test]

@@ -31,6 +31,10 @@ const READ_CHUNK: usize = 16 * 1024;
 /// bound.
 const MAX_PENDING_OUTPUT: usize = 1 << 20;
 
+/// How long after its last input a connection gives back its read and write buffers: an idle
+/// connection (of thousands) then holds none, a busy one keeps them.
+const TRIM_AFTER: Duration = Duration::from_secs(1);
+
 /// What a connection is for.
 pub(crate) struct StreamDriverConfig {
     pub(crate) router: Option<Arc<Router>>,
@@ -77,6 +81,8 @@ pub(crate) struct StreamDriver {
     /// Whether the channel was told to close (close_notify queued).
     channel_closed: bool,
     stats: Stats,
+    /// When the buffers are next given back, if the connection stays quiet until then.
+    trim_at: Option<Instant>,
 }
 
 impl StreamDriver {
@@ -110,6 +116,7 @@ impl StreamDriver {
             closed: None,
             channel_closed: false,
             stats: Stats::default(),
+            trim_at: None,
         }
     }
 
@@ -145,10 +152,14 @@ impl StreamDriver {
             if self.closed.is_some() && self.pending_output() == 0 {
                 break;
             }
-            let next = match (self.conn.poll_timeout(), self.channel.poll_timeout()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let next = [
+                self.conn.poll_timeout(),
+                self.channel.poll_timeout(),
+                self.trim_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             if next != armed {
                 if let Some(at) = next {
                     sleep.as_mut().reset(at.into());
@@ -190,6 +201,7 @@ impl StreamDriver {
                 }
                 () = &mut sleep, if armed.is_some() => {
                     let now = Instant::now();
+                    self.trim(now);
                     self.channel.handle_timeout(now);
                     self.conn.handle_timeout(now);
                     armed = None;
@@ -197,6 +209,18 @@ impl StreamDriver {
             }
         }
         self.finish().await;
+    }
+
+    /// Gives the buffers back once the connection has been quiet for [`TRIM_AFTER`].
+    fn trim(&mut self, now: Instant) {
+        if self.trim_at.is_some_and(|at| at <= now) {
+            self.trim_at = None;
+            self.conn.release_idle_buffers();
+            if self.pending_output() == 0 {
+                self.output = Vec::new();
+                self.written = 0;
+            }
+        }
     }
 
     fn pending_output(&self) -> usize {
@@ -269,7 +293,7 @@ impl StreamDriver {
                 self.channel.handle_eof(now);
                 self.conn.handle_eof(now);
             }
-            Ok(_) => {}
+            Ok(_) => self.trim_at = Some(now + TRIM_AFTER),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => self.fail(&format!("read failed: {e}")),
         }
