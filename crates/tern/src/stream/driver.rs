@@ -83,6 +83,8 @@ pub(crate) struct StreamDriver {
     stats: Stats,
     /// When the buffers are next given back, if the connection stays quiet until then.
     trim_at: Option<Instant>,
+    /// TLS input arrived that may hold plaintext not yet read out.
+    fed: bool,
 }
 
 impl StreamDriver {
@@ -117,6 +119,7 @@ impl StreamDriver {
             channel_closed: false,
             stats: Stats::default(),
             trim_at: None,
+            fed: false,
         }
     }
 
@@ -281,6 +284,7 @@ impl StreamDriver {
                 Ok(n) => {
                     if n > 0 {
                         self.channel.handle_input(now, &buffer[..n]);
+                        self.fed = true;
                     }
                     Ok(n)
                 }
@@ -322,7 +326,9 @@ impl StreamDriver {
         loop {
             let mut moved = false;
             // TLS plaintext up to the connection, decrypted straight into its input buffer.
-            if !self.channel.is_passthrough() {
+            // Only after input: asking for room would otherwise allocate the read buffer
+            // again on every pass, undoing `trim` for idle TLS connections.
+            if !self.channel.is_passthrough() && std::mem::take(&mut self.fed) {
                 loop {
                     let n = self
                         .channel
