@@ -523,3 +523,50 @@ async fn the_handshake_cap_refuses_connections_while_silent_ones_hold_it() {
     drop(silent);
     srv.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_release_with_hold_off_and_alternative_address_is_honoured() {
+    use tern::proto::stream::{frame, signal::Release};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The real server the peer sends clients to.
+    let (srv, alternative) = server().await;
+    // A peer that exchanges CSMs, then releases every connection: come back in 1 s, elsewhere.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let release = Release {
+        alternative_address: Some(alternative.to_string()),
+        hold_off: Some(Duration::from_secs(1)),
+        diagnostic: String::new(),
+    };
+    let release = frame::to_bytes(&release.to_message()).unwrap();
+    let peer = tokio::spawn(async move {
+        // Bounded: the test makes one connection here.
+        if let Ok((mut socket, _)) = listener.accept().await {
+            socket.write_all(&CSM).await.unwrap();
+            let mut buf = [0u8; 256];
+            let _ = socket.read(&mut buf).await;
+            socket.write_all(&release).await.unwrap();
+            let _ = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf)).await;
+        }
+    });
+    let client = Context::client();
+    let uri = format!("coap+tcp://{addr}/hello");
+    // The first request meets the Release; the retry finds the Hold-Off still running.
+    let e = client
+        .get(&uri)
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("Hold-Off"), "{e}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // After it, the next connection goes to the Alternative-Address.
+    let r = client.get(&uri).send().await.unwrap();
+    assert_eq!(
+        (r.code(), r.payload()),
+        (Code::CONTENT, &b"hello over tcp"[..])
+    );
+    assert_eq!(srv.open_connections(), 1);
+    peer.abort();
+    srv.shutdown().await;
+}

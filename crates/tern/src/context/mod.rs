@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tern_proto::endpoint::{RequestParams, Stats};
+use tern_proto::endpoint::{RequestError, RequestParams, Stats};
 use tern_proto::uri::{CoapUri, Host, Scheme};
 use tern_proto::{Code, Endpoint, EndpointConfig, Message, TransmissionParams};
 use tokio::net::UdpSocket;
@@ -29,7 +29,7 @@ mod builder;
 mod keys;
 
 use crate::session::{SessionBuilder, SessionEvent, SessionState, DEFAULT_MTU};
-use crate::stream::{self, default_server_config, Listener, StreamLimits, StreamSetup};
+use crate::stream::{self, default_server_config, Listener, Retirement, StreamLimits, StreamSetup};
 use builder::{bind_socket, spawn_driver};
 pub use builder::{ContextBuilder, DEFAULT_HANDLER_TIMEOUT};
 use tern_proto::stream::StreamConfig;
@@ -43,7 +43,7 @@ pub(crate) struct EndpointHandle {
     task: Mutex<Option<JoinHandle<()>>>,
     /// Set by a stream connection's driver once the connection takes no new requests
     /// (released or closed), so that the next request opens a new one.
-    pub(crate) retired: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) retired: Arc<Retirement>,
 }
 
 impl EndpointHandle {
@@ -52,7 +52,7 @@ impl EndpointHandle {
         secure: bool,
         commands: mpsc::UnboundedSender<Command>,
         task: JoinHandle<()>,
-        retired: Arc<std::sync::atomic::AtomicBool>,
+        retired: Arc<Retirement>,
     ) -> Self {
         EndpointHandle {
             local,
@@ -250,9 +250,7 @@ impl Context {
         let open = |clients: &HashMap<_, Arc<EndpointHandle>>| {
             clients
                 .get(&key)
-                .filter(|e| {
-                    !e.commands.is_closed() && !e.retired.load(std::sync::atomic::Ordering::Acquire)
-                })
+                .filter(|e| !e.commands.is_closed() && !e.retired.is_retired())
                 .cloned()
         };
         if let Some(e) = open(
@@ -276,12 +274,39 @@ impl Context {
         ) {
             return Ok(e);
         }
+        // The last connection's Release (RFC 8323 §5.5): wait out its Hold-Off, and go to its
+        // Alternative-Address if it gave one.
+        let advice = {
+            let clients = self
+                .inner
+                .stream_clients
+                .lock()
+                .map_err(|_| Error::Closed)?;
+            clients.get(&key).and_then(|e| e.retired.advice())
+        };
+        let mut target = peer;
+        if let Some(advice) = advice {
+            let now = std::time::Instant::now();
+            if let Some(wait) = advice
+                .not_before
+                .and_then(|at| at.checked_duration_since(now))
+            {
+                return Err(Error::Request(RequestError::ChannelFailed(format!(
+                    "{peer} released the connection and asked for {:.1} s more before a new one (Hold-Off)",
+                    wait.as_secs_f64()
+                ))));
+            }
+            if let Some(alternative) = advice.alternative {
+                target = resolve_alternative(&alternative, peer).await?;
+                tracing::debug!(%peer, %target, "reconnecting to the Alternative-Address");
+            }
+        }
         let tls = if secure {
             Some(self.client_tls_for(peer, None)?)
         } else {
             None
         };
-        let handle = stream::connect(peer, None, tls.as_ref(), &self.inner.stream, None).await?;
+        let handle = stream::connect(target, None, tls.as_ref(), &self.inner.stream, None).await?;
         let mut clients = self
             .inner
             .stream_clients
@@ -659,6 +684,36 @@ impl Drop for CancelOnDrop<'_> {
             let _ = self.commands.send(Command::Cancel(self.ticket));
         }
     }
+}
+
+/// Resolves a Release's Alternative-Address (`host`, `host:port` or `[v6]:port`; the port of
+/// `peer` when it names none).
+async fn resolve_alternative(alternative: &str, peer: SocketAddr) -> Result<SocketAddr, Error> {
+    if let Ok(addr) = alternative.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let host = alternative.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, peer.port()));
+    }
+    let with_port = if alternative.contains(':') {
+        alternative.to_string()
+    } else {
+        format!("{alternative}:{}", peer.port())
+    };
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(with_port)
+        .await
+        .map_err(|source| Error::Resolve {
+            host: alternative.to_string(),
+            source,
+        })?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4() == peer.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| Error::NoAddress(alternative.to_string()))
 }
 
 /// Resolves the destination of a URI. Names that resolve to both families use IPv4 first,

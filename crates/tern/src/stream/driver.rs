@@ -50,7 +50,7 @@ pub(crate) struct StreamDriverConfig {
     /// A server connection reports its creation and deletion.
     pub(crate) server: bool,
     /// A client connection's flag for its handle: set when it takes no new requests.
-    pub(crate) retired: Option<Arc<std::sync::atomic::AtomicBool>>,
+    pub(crate) retired: Option<Arc<super::Retirement>>,
     /// Becomes true when the context shuts down.
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -452,7 +452,10 @@ impl StreamDriver {
                 hold_off,
             } => {
                 tracing::debug!(peer = %self.peer, ?alternative_address, ?hold_off, "peer released the connection");
-                self.retire();
+                match &self.config.retired {
+                    Some(retired) => retired.released(now, alternative_address, hold_off),
+                    None => self.retire(),
+                }
             }
             StreamEvent::Closed { reason } => {
                 self.retire();
@@ -467,7 +470,7 @@ impl StreamDriver {
     /// Marks a client connection as taking no new requests.
     fn retire(&self) {
         if let Some(retired) = &self.config.retired {
-            retired.store(true, std::sync::atomic::Ordering::Release);
+            retired.retire();
         }
     }
 

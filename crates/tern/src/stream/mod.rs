@@ -110,6 +110,56 @@ impl StreamSetup {
     }
 }
 
+/// What a client connection leaves for its handle: whether it still takes new requests, and
+/// what the peer's Release asked of the next connection (RFC 8323 §5.5).
+#[derive(Default)]
+pub(crate) struct Retirement {
+    retired: std::sync::atomic::AtomicBool,
+    release: Mutex<Option<ReleaseAdvice>>,
+}
+
+/// A peer's Release: where and when to reconnect.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReleaseAdvice {
+    /// Not before this (Hold-Off).
+    pub(crate) not_before: Option<Instant>,
+    /// There instead (Alternative-Address: host, or host:port).
+    pub(crate) alternative: Option<String>,
+}
+
+impl Retirement {
+    /// The connection takes no new requests.
+    pub(crate) fn retire(&self) {
+        self.retired
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The peer released the connection, with its advice for the next one.
+    pub(crate) fn released(
+        &self,
+        now: Instant,
+        alternative: Option<String>,
+        hold_off: Option<Duration>,
+    ) {
+        self.retire();
+        if let Ok(mut release) = self.release.lock() {
+            *release = Some(ReleaseAdvice {
+                not_before: hold_off.map(|d| now + d),
+                alternative,
+            });
+        }
+    }
+
+    /// What the peer's Release asked, if it sent one.
+    pub(crate) fn advice(&self) -> Option<ReleaseAdvice> {
+        self.release.lock().ok()?.clone()
+    }
+}
+
 /// What a session's own connection keeps up to date for the [`Session`](crate::Session).
 pub(crate) struct SessionLink {
     pub(crate) state: Arc<Mutex<SessionState>>,
@@ -235,7 +285,7 @@ pub(crate) async fn connect(
     };
     let conn = StreamConnection::new(StreamRole::Client, setup.client_config.clone(), now, seed());
     let (tx, rx) = mpsc::unbounded_channel();
-    let retired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let retired = Arc::new(Retirement::default());
     let config = StreamDriverConfig {
         retired: Some(retired.clone()),
         router: setup.router.clone(),
