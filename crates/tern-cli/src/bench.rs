@@ -16,6 +16,7 @@
 //! client "socket", opened (TCP connect, TLS handshake, CSM exchange) before the clock starts;
 //! the requests in flight on a connection are pipelined on it.
 
+use crate::load::percentile;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -159,14 +160,6 @@ async fn worker(
         }
     }
     result
-}
-
-fn percentile(sorted: &[u32], p: f64) -> u32 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// Runs the benchmark.

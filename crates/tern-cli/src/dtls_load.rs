@@ -9,6 +9,7 @@
 //! - `flood`: sends the ClientHello of a real client from many distinct source addresses
 //!   (loopback only), as a spoofing attacker would, and never answers.
 
+use crate::load::{check_seconds, percentile, rss_bytes};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -112,16 +113,6 @@ pub async fn run(args: DtlsLoadArgs) -> Result<ExitCode, String> {
         Mode::Handshakes(a) => handshakes(a).await,
         Mode::Sessions(a) => sessions(a).await,
         Mode::Flood(a) => flood(a).await,
-    }
-}
-
-fn check_seconds(name: &str, v: f64) -> Result<Duration, String> {
-    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
-        Ok(Duration::from_secs_f64(v))
-    } else {
-        Err(format!(
-            "{name} must be between 0 and 86400 seconds, not {v}"
-        ))
     }
 }
 
@@ -266,14 +257,6 @@ async fn handshake_worker(
     result
 }
 
-fn percentile(sorted: &[u32], p: f64) -> u32 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 async fn handshakes(args: HandshakeArgs) -> Result<ExitCode, String> {
     if args.concurrency == 0 || args.concurrency > 10_000 {
         return Err(format!(
@@ -336,14 +319,6 @@ async fn handshakes(args: HandshakeArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// This process's resident set size in bytes (Linux), if readable.
-fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 fn coap_get(path: &str, mid: u16) -> Result<Vec<u8>, String> {

@@ -6,6 +6,7 @@ mod client;
 mod display;
 mod dtls_load;
 mod files;
+mod load;
 mod oscore;
 mod serve;
 mod stream_load;

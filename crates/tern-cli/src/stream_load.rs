@@ -18,6 +18,7 @@
 //!
 //! Each connection starts by sending a CSM and waiting for the server's (RFC 8323 §5.3).
 
+use crate::load::{check_seconds, rss_bytes};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -160,16 +161,6 @@ pub async fn run(args: StreamLoadArgs) -> Result<ExitCode, String> {
         Mode::Requests(a) => requests(a).await,
         Mode::Handshakes(a) => handshakes(a).await,
         Mode::Idle(a) => idle(a).await,
-    }
-}
-
-fn check_seconds(name: &str, v: f64) -> Result<Duration, String> {
-    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
-        Ok(Duration::from_secs_f64(v))
-    } else {
-        Err(format!(
-            "{name} must be between 0 and 86400 seconds, not {v}"
-        ))
     }
 }
 
@@ -1004,14 +995,6 @@ async fn handshakes(args: HandshakeArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// This process's resident set size in bytes (Linux), if readable.
-fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 /// The soft limit on open files (Linux), if readable.
