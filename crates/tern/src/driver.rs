@@ -62,8 +62,9 @@ pub(crate) enum Command {
     /// Cancels a request, or forgets an observation (its next notification draws a RST; a
     /// stream, which has no RST, deregisters it instead).
     Cancel(u64),
-    /// Ends an observation with a GET Observe 1 (RFC 7641 §3.6).
-    Deregister(u64),
+    /// Ends an observation with a GET Observe 1 (RFC 7641 §3.6): the registration repeated
+    /// with Observe 1, or the message given (an OSCORE deregistration, protected anew).
+    Deregister(u64, Option<Box<Message>>),
     /// Answers how many observers this endpoint has (server role).
     ObserverCount(oneshot::Sender<usize>),
     /// Closes the session with a peer; its waiting requests fail with the reason.
@@ -283,10 +284,12 @@ impl<L: SecurityLayer> Driver<L> {
                     self.waiting.remove(&id);
                     self.endpoint.cancel(now, id);
                 } else {
-                    self.end_observation(now, ticket, false);
+                    self.end_observation(now, ticket, None);
                 }
             }
-            Command::Deregister(ticket) => self.end_observation(now, ticket, true),
+            Command::Deregister(ticket, message) => {
+                self.end_observation(now, ticket, Some(message.map(|m| *m)))
+            }
             Command::ObserverCount(reply) => {
                 let _ = reply.send(self.observer_count());
             }
@@ -367,8 +370,13 @@ impl<L: SecurityLayer> Driver<L> {
             return;
         };
         // Block-wise (RFC 7959): a request body arriving in blocks is reassembled before the
-        // handler sees it; later blocks of a large response come from the cache.
-        let (message, exchange) = match self.blocks.before(now, peer, message) {
+        // handler sees it; later blocks of a large response come from the cache. OSCORE
+        // (RFC 8613) requests are unprotected on the way.
+        let block_size = self.blocks.block_size();
+        let before =
+            self.blocks
+                .before_handler(now, peer, message, router.oscore_server(), block_size);
+        let (message, exchange) = match before {
             Ok(ready) => ready,
             Err(reply) => {
                 if let Err(e) = self.endpoint.respond(now, id, reply) {
@@ -380,6 +388,7 @@ impl<L: SecurityLayer> Driver<L> {
         let request = Request {
             peer,
             identity: self.layer.peer_identity(peer),
+            oscore: exchange.oscore_identity(),
             message,
             params: Vec::new(),
             rest: None,
@@ -413,7 +422,10 @@ impl<L: SecurityLayer> Driver<L> {
         let block_size = self.blocks.block_size();
         response = self.blocks.slice(now, response, &exchange, block_size);
         self.observe_response(now, &exchange, &mut response);
-        BlockTables::acknowledge(&mut response, &exchange);
+        let oscore = self.router.as_deref().and_then(Router::oscore_server);
+        response = self
+            .blocks
+            .seal(now, response, &exchange, oscore, block_size);
         if let Err(e) = self.endpoint.respond(now, id, response) {
             tracing::warn!(error = %e, "response not sent");
         }

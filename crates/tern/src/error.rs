@@ -60,6 +60,24 @@ pub enum Error {
         /// [`Session::max_pdu_size`](crate::Session::max_pdu_size).
         max: usize,
     },
+    /// OSCORE protection or unprotection failed: a response that does not decrypt, a
+    /// replayed notification, sequence numbers used up.
+    #[error("OSCORE: {0}")]
+    Oscore(#[from] tern_oscore::OscoreError),
+    /// An OSCORE context could not be loaded, or its sequence-number mark not stored.
+    #[error("OSCORE: {0}")]
+    OscoreConfig(#[from] crate::oscore::OscoreConfigError),
+    /// The server answered an OSCORE request without protection: it could not process it
+    /// as OSCORE (RFC 8613 §8.2; 4.01 for an unknown context or a replay, 4.00 for a request
+    /// that did not decrypt, 4.02 from a server without OSCORE). Nothing of the answer but
+    /// its code can be trusted.
+    #[error("the server answered without OSCORE: {code:?}{}", if diagnostic.is_empty() { String::new() } else { format!(": {diagnostic}") })]
+    OscoreRefused {
+        /// The unprotected response's code.
+        code: Code,
+        /// Its diagnostic payload, as text.
+        diagnostic: String,
+    },
     /// A value given to a builder is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::driver::Command;
 use crate::message::Response;
+use crate::oscore::{OscoreIdentity, OscoreServer, Protection};
 use crate::router::BoxFuture;
 
 /// A request whose handler runs, as the block-wise layer needs it for the response: the peer,
@@ -25,6 +26,23 @@ pub(crate) struct BlockExchange {
     pub(crate) peer: SocketAddr,
     pub(crate) request: Message,
     pub(crate) block1: Option<BlockValue>,
+    /// For a request protected with OSCORE: what its response is protected with, and the
+    /// outer exchange when the protected message itself came block-wise.
+    pub(crate) oscore: Option<Box<OscoreExchange>>,
+}
+
+/// The OSCORE side of an exchange (RFC 8613): `request` of the [`BlockExchange`] is the inner
+/// request, and the response is protected before it goes back through `outer`.
+pub(crate) struct OscoreExchange {
+    pub(crate) protection: Protection,
+    pub(crate) outer: Option<BlockExchange>,
+}
+
+impl BlockExchange {
+    /// Who protected the request, if it was protected.
+    pub(crate) fn oscore_identity(&self) -> Option<OscoreIdentity> {
+        self.oscore.as_ref().map(|o| o.protection.identity())
+    }
 }
 
 /// A fresh random seed for the block-wise tables' hashers (keyed so that peers cannot aim
@@ -106,8 +124,95 @@ impl BlockTables {
             peer,
             request: kept,
             block1,
+            oscore: None,
         };
         Ok((message, exchange))
+    }
+
+    /// Before the handler, with OSCORE (RFC 8613) where the request carries it: an outer
+    /// message in blocks (a proxy's doing) is reassembled first, then unprotected with the
+    /// router's contexts, then the inner request goes through block-wise as in
+    /// [`before`](Self::before). `Err` is the reply to send as it is: a block-wise reply to
+    /// the inner request comes protected, an OSCORE failure as §8.2's unprotected error.
+    pub(crate) fn before_handler(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        message: Message,
+        oscore: Option<&OscoreServer>,
+        max_payload: usize,
+    ) -> Result<(Message, BlockExchange), Message> {
+        if !message.options.contains(OptionNumber::OSCORE) {
+            return self.before(now, peer, message);
+        }
+        let Some(server) = oscore else {
+            return Err(crate::oscore::server_not_supported(&message));
+        };
+        let outer_blocks = message.options.contains(OptionNumber::BLOCK1)
+            || message.options.contains(OptionNumber::BLOCK2);
+        let (message, outer) = if outer_blocks {
+            let (whole, exchange) = self.before(now, peer, message)?;
+            (whole, Some(exchange))
+        } else {
+            (message, None)
+        };
+        let (inner, protection) = match server.unprotect(&message) {
+            Ok(unprotected) => unprotected,
+            Err(reply) => return Err(self.finish_outer(now, reply, outer.as_ref(), max_payload)),
+        };
+        match self.before(now, peer, inner) {
+            Ok((inner, mut exchange)) => {
+                exchange.oscore = Some(Box::new(OscoreExchange { protection, outer }));
+                Ok((inner, exchange))
+            }
+            Err(reply) => {
+                let protected = server.protect(&protection, &reply, false);
+                Err(self.finish_outer(now, protected, outer.as_ref(), max_payload))
+            }
+        }
+    }
+
+    /// After the handler, once the response is sliced and its Observe value set: the last
+    /// Block1 block acknowledged, then for an OSCORE request the response protected (with
+    /// its own Partial IV when it carries Observe) and sent back through the outer
+    /// block-wise exchange if there was one.
+    pub(crate) fn seal(
+        &mut self,
+        now: Instant,
+        mut response: Message,
+        exchange: &BlockExchange,
+        oscore: Option<&OscoreServer>,
+        max_payload: usize,
+    ) -> Message {
+        Self::acknowledge(&mut response, exchange);
+        let Some(protected) = exchange.oscore.as_deref() else {
+            return response;
+        };
+        let Some(server) = oscore else {
+            // Unreachable in practice: the request was unprotected with these contexts.
+            return Message::new(response.ty, Code::INTERNAL_SERVER_ERROR);
+        };
+        let response = server.protect(&protected.protection, &response, false);
+        self.finish_outer(now, response, protected.outer.as_ref(), max_payload)
+    }
+
+    /// A reply to a message that came in outer blocks: sliced if large, acknowledging the
+    /// last block.
+    fn finish_outer(
+        &mut self,
+        now: Instant,
+        reply: Message,
+        outer: Option<&BlockExchange>,
+        max_payload: usize,
+    ) -> Message {
+        match outer {
+            Some(outer) => {
+                let mut reply = self.slice(now, reply, outer, max_payload);
+                Self::acknowledge(&mut reply, outer);
+                reply
+            }
+            None => reply,
+        }
     }
 
     /// Slices a handler's response into blocks when it is larger than `max_payload` (or the

@@ -32,6 +32,7 @@ mod handling;
 mod message;
 mod observe;
 mod observing;
+pub mod oscore;
 mod request;
 mod router;
 mod session;
@@ -48,6 +49,7 @@ pub use session::{
     Session, SessionBuilder, SessionEvent, SessionState, Transport, DEFAULT_MTU, MIN_MTU,
 };
 pub use stream::{default_server_config, StreamLimits};
+pub use tern_oscore;
 pub use tern_proto::stream::StreamConfig;
 pub use tern_proto::{self as proto, Code, ContentFormat, OptionNumber};
 pub use tern_tls::{self as tls, Psk};

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tern_proto::{CoapOption, Code, ContentFormat, Message, MessageType, OptionNumber};
 
 use crate::error::ErrorResponse;
+use crate::oscore::OscoreIdentity;
 pub use tern_tls::PeerIdentity;
 
 /// A response, as received by a client or returned by a handler.
@@ -121,6 +122,7 @@ impl Response {
 pub struct Request {
     pub(crate) peer: SocketAddr,
     pub(crate) identity: Option<PeerIdentity>,
+    pub(crate) oscore: Option<OscoreIdentity>,
     pub(crate) message: Message,
     pub(crate) params: Vec<(String, String)>,
     pub(crate) rest: Option<String>,
@@ -136,6 +138,13 @@ impl Request {
     /// can authorize by it.
     pub fn peer_identity(&self) -> Option<&PeerIdentity> {
         self.identity.as_ref()
+    }
+
+    /// The OSCORE context the request was protected with (RFC 8613), if it was: the message
+    /// seen here is the decrypted inner request. Resources can authorize by it, or require it
+    /// with [`Resource::require_oscore`](crate::Resource::require_oscore).
+    pub fn oscore(&self) -> Option<&OscoreIdentity> {
+        self.oscore.as_ref()
     }
 
     /// The method code.

@@ -13,8 +13,10 @@ use crate::context::EndpointHandle;
 use crate::driver::Command;
 use crate::error::Error;
 use crate::message::Response;
+use crate::oscore::OscoreClient;
 use crate::request::RequestBuilder;
 use crate::session::Session;
+use tern_oscore::RequestBinding;
 
 /// Notifications buffered for an [`Observation`] that is not being read; past this the driver
 /// drops new ones (a later notification supersedes them, §3.4).
@@ -49,6 +51,8 @@ pub struct Observation {
     request: Message,
     params: RequestParams,
     lapses: u32,
+    /// For an OSCORE observation: the context, and the registration its notifications answer.
+    oscore: Option<(OscoreClient, RequestBinding)>,
     /// Held so that the session outlives the observation.
     _session: Option<Session>,
 }
@@ -99,6 +103,46 @@ async fn register(
     Ok((ticket, first, rx))
 }
 
+/// Sends a registration, protected with OSCORE when `oscore` is given (answering an Echo
+/// challenge once, Appendix B.1.2); answers its first (inner) response, the channel of later
+/// ones and the binding their protection is checked against.
+async fn register_maybe_protected(
+    context: &crate::Context,
+    endpoint: &EndpointHandle,
+    peer: SocketAddr,
+    request: &Message,
+    params: RequestParams,
+    oscore: Option<&OscoreClient>,
+) -> Result<Registered, Error> {
+    let Some(client) = oscore else {
+        let (ticket, first, rx) =
+            register(context, endpoint, peer, request.clone(), params).await?;
+        return Ok((ticket, first, rx, None));
+    };
+    let mut request = request.clone();
+    let mut echoed = false;
+    loop {
+        let (protected, binding) = client.protect(&request)?;
+        let (ticket, outer, rx) = register(context, endpoint, peer, protected, params).await?;
+        let first = client.unprotect(&binding, &outer)?;
+        match first.options.get(OptionNumber::ECHO) {
+            Some(echo) if first.code == Code::UNAUTHORIZED && !echoed => {
+                request.options.set(OptionNumber::ECHO, echo.to_vec());
+                echoed = true;
+            }
+            _ => return Ok((ticket, first, rx, Some(binding))),
+        }
+    }
+}
+
+/// A registration's ticket, first response, notification channel and OSCORE binding.
+type Registered = (
+    u64,
+    Message,
+    mpsc::Receiver<Result<Message, RequestError>>,
+    Option<RequestBinding>,
+);
+
 impl Observation {
     pub(crate) async fn start(builder: RequestBuilder) -> Result<Observation, Error> {
         let mut request = builder.build_message()?;
@@ -114,8 +158,16 @@ impl Observation {
         let params = RequestParams {
             timeout: builder.request_options.timeout,
         };
-        let (ticket, first, notifications) =
-            register(&builder.context, &endpoint, peer, request.clone(), params).await?;
+        let oscore = builder.oscore.clone();
+        let (ticket, first, notifications, binding) = register_maybe_protected(
+            &builder.context,
+            &endpoint,
+            peer,
+            &request,
+            params,
+            oscore.as_ref(),
+        )
+        .await?;
         let done = !observe::continues_observation(&first);
         Ok(Observation {
             first: Some(Response::from_message(first)),
@@ -128,6 +180,7 @@ impl Observation {
             request,
             params,
             lapses: 0,
+            oscore: oscore.zip(binding),
             _session: builder.session,
         })
     }
@@ -146,7 +199,33 @@ impl Observation {
         if self.done {
             return None;
         }
-        match self.notifications.recv().await {
+        loop {
+            let received = self.notifications.recv().await;
+            let received = match (received, &self.oscore) {
+                (Some(Ok(outer)), Some((client, binding))) => {
+                    match client.unprotect(binding, &outer) {
+                        Ok(inner) => Some(Ok(inner)),
+                        Err(e) => {
+                            // A notification that does not verify (or replays one) is not
+                            // the server's: dropped, the observation goes on.
+                            tracing::debug!(peer = %self.peer, error = %e, "notification dropped");
+                            continue;
+                        }
+                    }
+                }
+                (received, _) => received,
+            };
+            return self.deliver(received).await;
+        }
+    }
+
+    /// Passes on what the driver delivered: a notification, or the observation's end (a
+    /// lapse registers again).
+    async fn deliver(
+        &mut self,
+        received: Option<Result<Message, RequestError>>,
+    ) -> Option<Result<Response, Error>> {
+        match received {
             Some(Ok(message)) => {
                 self.lapses = 0;
                 if !observe::continues_observation(&message) {
@@ -157,18 +236,21 @@ impl Observation {
             Some(Err(RequestError::ObservationLapsed)) if self.lapses < MAX_REREGISTRATIONS => {
                 self.lapses += 1;
                 tracing::debug!(peer = %self.peer, "observation lapsed; registering again");
-                let registered = register(
+                let client = self.oscore.as_ref().map(|(client, _)| client.clone());
+                let registered = register_maybe_protected(
                     &self.context,
                     &self.endpoint,
                     self.peer,
-                    self.request.clone(),
+                    &self.request,
                     self.params,
+                    client.as_ref(),
                 )
                 .await;
                 match registered {
-                    Ok((ticket, first, rx)) => {
+                    Ok((ticket, first, rx, binding)) => {
                         self.ticket = ticket;
                         self.notifications = rx;
+                        self.oscore = client.zip(binding);
                         self.done = !observe::continues_observation(&first);
                         Some(Ok(Response::from_message(first)))
                     }
@@ -194,19 +276,44 @@ impl Observation {
     pub fn cancel(mut self) {
         if !self.done {
             self.done = true;
+            let message = self.protected_deregistration();
             let _ = self
                 .endpoint
                 .commands
-                .send(Command::Deregister(self.ticket));
+                .send(Command::Deregister(self.ticket, message));
+        }
+    }
+
+    /// For an OSCORE observation, the deregistration protected anew (the registration's
+    /// bytes again would be a replay, which the server refuses).
+    fn protected_deregistration(&self) -> Option<Box<Message>> {
+        let (client, _) = self.oscore.as_ref()?;
+        let mut inner = self.request.clone();
+        inner
+            .options
+            .set_uint(OptionNumber::OBSERVE, observe::DEREGISTER);
+        match client.protect(&inner) {
+            Ok((protected, _)) => Some(Box::new(protected)),
+            Err(e) => {
+                tracing::debug!(error = %e, "OSCORE deregistration not protected");
+                None
+            }
         }
     }
 }
 
 impl Drop for Observation {
     fn drop(&mut self) {
-        if !self.done {
-            // Forgotten: the server's next notification draws a RST (§3.6).
-            let _ = self.endpoint.commands.send(Command::Cancel(self.ticket));
+        if self.done {
+            return;
         }
+        let command = match self.protected_deregistration() {
+            // An OSCORE observation is deregistered: over a stream there is no RST, and the
+            // registration repeated would be refused as a replay.
+            Some(message) => Command::Deregister(self.ticket, Some(message)),
+            // Forgotten: the server's next notification draws a RST (§3.6).
+            None => Command::Cancel(self.ticket),
+        };
+        let _ = self.endpoint.commands.send(command);
     }
 }

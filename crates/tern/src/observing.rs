@@ -30,24 +30,35 @@ use tern_tls::PeerIdentity;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::driver::Command;
-use crate::handling::{run_handler, seed};
+use crate::handling::{run_handler, seed, BlockExchange};
 use crate::message::{Request, Response};
+use crate::oscore::{OscoreServer, Protection};
 use crate::router::{normalize, Router};
 
 /// Where a client observation's notifications go.
 pub(crate) type NotificationSender = mpsc::Sender<Result<Message, RequestError>>;
 
-/// A notification whose handler answered at once, to be sent by the driver.
+/// A notification whose handler answered, to be sent by the driver.
 pub(crate) struct Notification {
     pub(crate) peer: SocketAddr,
     pub(crate) token: Token,
     pub(crate) value: u32,
     pub(crate) response: Message,
+    /// For an observation registered with OSCORE: what the notification is protected with.
+    pub(crate) protection: Option<Protection>,
+}
+
+/// What an observer registered with: the (inner) registration request, and for OSCORE
+/// what its notifications are protected with (RFC 8613 §4.1.3.5: each with its own Partial
+/// IV, bound to the registration).
+pub(crate) struct Registration {
+    request: Message,
+    protection: Option<Protection>,
 }
 
 /// The observers of one driver (server role), each with its registration request.
 pub(crate) struct Observers {
-    registry: ObserverRegistry<Message>,
+    registry: ObserverRegistry<Registration>,
     /// Changes announced by the application; subscribed while there are observers.
     changes: Option<broadcast::Receiver<String>>,
 }
@@ -60,11 +71,11 @@ impl Observers {
         }
     }
 
-    pub(crate) fn registry(&self) -> &ObserverRegistry<Message> {
+    pub(crate) fn registry(&self) -> &ObserverRegistry<Registration> {
         &self.registry
     }
 
-    pub(crate) fn registry_mut(&mut self) -> &mut ObserverRegistry<Message> {
+    pub(crate) fn registry_mut(&mut self) -> &mut ObserverRegistry<Registration> {
         &mut self.registry
     }
 
@@ -75,9 +86,10 @@ impl Observers {
         router: &Router,
         now: Instant,
         peer: SocketAddr,
-        request: &Message,
+        exchange: &BlockExchange,
         response: &mut Message,
     ) {
+        let request = &exchange.request;
         let Some(value) = observe::observe_value(request) else {
             return;
         };
@@ -95,9 +107,13 @@ impl Observers {
             return;
         }
         let path = normalize(&segments.join("/"));
+        let registration = Registration {
+            request: request.clone(),
+            protection: exchange.oscore.as_ref().map(|o| o.protection.clone()),
+        };
         match self
             .registry
-            .register(now, peer, token, &path, request.clone())
+            .register(now, peer, token, &path, registration)
         {
             Ok(how) => {
                 tracing::debug!(%peer, ?token, resource = %path, ?how, "observer registered");
@@ -125,55 +141,67 @@ impl Observers {
         limit: Duration,
         commands: &mpsc::UnboundedSender<Command>,
     ) -> Vec<Notification> {
-        let observers: Vec<(SocketAddr, Token, Message)> = self
+        let observers: Vec<(SocketAddr, Token, Message, Option<Protection>)> = self
             .registry
             .observers(path)
-            .map(|o| (o.peer, o.token, o.data.clone()))
+            .map(|o| {
+                let r = &o.data;
+                (o.peer, o.token, r.request.clone(), r.protection.clone())
+            })
             .collect();
         let Some(value) = self.registry.next_observe_value(path) else {
             return Vec::new();
         };
         tracing::trace!(resource = %path, value, observers = observers.len(), "resource changed");
         let mut ready = Vec::new();
-        for (peer, token, message) in observers {
+        for (peer, token, message, protection) in observers {
             let request = Request {
                 peer,
                 identity: identity(peer),
+                oscore: protection.as_ref().map(Protection::identity),
                 message,
                 params: Vec::new(),
                 rest: None,
             };
-            // Copy (it holds only copies), so both outcomes can use it.
-            let notification = move |response: Response| Notification {
+            let notification = move |response: Response, protection| Notification {
                 peer,
                 token,
                 value,
                 response: response.into_message(),
+                protection,
             };
             let answered = run_handler(
                 router.dispatch(request),
                 peer,
                 limit,
                 commands,
-                (),
-                move |response, ()| Command::Notification(notification(response)),
+                protection,
+                move |response, protection| {
+                    Command::Notification(notification(response, protection))
+                },
             );
-            if let Some((response, ())) = answered {
-                ready.push(notification(response));
+            if let Some((response, protection)) = answered {
+                ready.push(notification(response, protection));
             }
         }
         ready
     }
 
     /// Readies a notification for sending: 2.xx gets the Observe value; an error response
-    /// loses it and ends the observation (§4.2). False when the observer is gone (deregistered
-    /// while its handler ran): nothing is to be sent.
-    pub(crate) fn prepare(&mut self, notification: &mut Notification) -> bool {
+    /// loses it and ends the observation (§4.2); one for an OSCORE observation is then
+    /// protected with the observation's context, under a Partial IV of its own. False when
+    /// the observer is gone (deregistered while its handler ran): nothing is to be sent.
+    pub(crate) fn prepare(
+        &mut self,
+        notification: &mut Notification,
+        oscore: Option<&OscoreServer>,
+    ) -> bool {
         let Notification {
             peer,
             token,
             value,
             response,
+            protection,
         } = notification;
         if self.registry.get(*peer, *token).is_none() {
             return false;
@@ -184,6 +212,15 @@ impl Observers {
             response.options.remove(OptionNumber::OBSERVE);
             self.registry.deregister(*peer, *token);
             tracing::debug!(%peer, code = %response.code, "observation ended by an error response");
+        }
+        if let Some(protection) = protection {
+            let plain = std::mem::replace(response, Message::new(response.ty, response.code));
+            *response = match oscore {
+                Some(server) => server.protect(protection, &plain, true),
+                // Never sent in the clear; unreachable, as the registration was unprotected
+                // with these contexts.
+                None => Message::new(plain.ty, tern_proto::Code::INTERNAL_SERVER_ERROR),
+            };
         }
         true
     }

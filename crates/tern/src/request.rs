@@ -13,6 +13,7 @@ use crate::context::{resolve, Context, EndpointHandle};
 use crate::error::Error;
 use crate::message::{RequestOptions, Response};
 use crate::observe::Observation;
+use crate::oscore::OscoreClient;
 use crate::session::Session;
 
 /// A client request being prepared; [`send`](Self::send) sends it.
@@ -25,6 +26,8 @@ pub struct RequestBuilder {
     pub(crate) request_options: RequestOptions,
     /// Held while the request runs, so the session outlives it.
     pub(crate) session: Option<Session>,
+    /// The OSCORE context the request is protected with, if any.
+    pub(crate) oscore: Option<OscoreClient>,
 }
 
 impl RequestBuilder {
@@ -71,6 +74,17 @@ impl RequestBuilder {
     /// Gives up after `timeout`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.request_options.timeout = Some(timeout);
+        self
+    }
+
+    /// Protects the request end to end with OSCORE (RFC 8613). Block-wise transfers are
+    /// inner (each block its own protected exchange, §4.1.3.4.1), an observation's
+    /// notifications are unprotected and checked against the replay window, and a server
+    /// that lost its replay state and answers with an Echo challenge (Appendix B.1.2) is
+    /// answered once with the Echo. An unprotected answer is
+    /// [`Error::OscoreRefused`]; a response that does not verify is [`Error::Oscore`].
+    pub fn oscore(mut self, context: &OscoreClient) -> Self {
+        self.oscore = Some(context.clone());
         self
     }
 
@@ -206,7 +220,7 @@ impl RequestBuilder {
             // an idempotent request goes once more, on a new connection.
             let retry = (retry_on_new_connection && is_idempotent(next.code)).then(|| next.clone());
             retry_on_new_connection = false;
-            let sent = self.context.send_on(&endpoint, peer, next, params).await;
+            let sent = self.round_trip(&endpoint, peer, next, params).await;
             let sent = match (sent, retry) {
                 (Err(Error::Request(RequestError::ChannelFailed(_))), Some(again)) => {
                     let secure = self.uri.as_ref().is_ok_and(|u| u.scheme.is_secure());
@@ -247,6 +261,41 @@ impl RequestBuilder {
                     }
                 },
             };
+        }
+    }
+}
+
+impl RequestBuilder {
+    /// One request and its response, protected with OSCORE if the request is.
+    async fn round_trip(
+        &self,
+        endpoint: &std::sync::Arc<EndpointHandle>,
+        peer: std::net::SocketAddr,
+        message: Message,
+        params: RequestParams,
+    ) -> Result<Response, Error> {
+        let Some(client) = &self.oscore else {
+            return self.context.send_on(endpoint, peer, message, params).await;
+        };
+        let mut request = message;
+        let mut echoed = false;
+        loop {
+            let (protected, binding) = client.protect(&request)?;
+            let outer = self
+                .context
+                .send_on(endpoint, peer, protected, params)
+                .await?
+                .into_message();
+            let inner = client.unprotect(&binding, &outer)?;
+            match inner.options.get(OptionNumber::ECHO) {
+                // A server without its replay state asks once for proof of freshness
+                // (Appendix B.1.2); a second challenge is its answer, not a loop.
+                Some(echo) if inner.code == Code::UNAUTHORIZED && !echoed => {
+                    request.options.set(OptionNumber::ECHO, echo.to_vec());
+                    echoed = true;
+                }
+                _ => return Ok(Response::from_message(inner)),
+            }
         }
     }
 }

@@ -21,6 +21,7 @@ use tern_proto::{Code, ContentFormat};
 use tokio::sync::broadcast;
 
 use crate::message::{Request, Response};
+use crate::oscore::OscoreServer;
 
 /// A boxed handler future.
 pub type BoxFuture = Pin<Box<dyn Future<Output = Response> + Send + 'static>>;
@@ -97,6 +98,7 @@ pub struct Resource {
     attrs: Vec<(String, Option<String>)>,
     hidden: bool,
     observable: bool,
+    oscore_only: bool,
 }
 
 macro_rules! method_fns {
@@ -185,6 +187,14 @@ impl Resource {
         self.attr("sz", size.to_string())
     }
 
+    /// Serves only requests protected with OSCORE (RFC 8613): others get 4.01 Unauthorized.
+    /// Which contexts may do what is the handler's to decide, by
+    /// [`Request::oscore`](crate::Request::oscore).
+    pub fn require_oscore(mut self) -> Self {
+        self.oscore_only = true;
+        self
+    }
+
     /// Leaves the resource out of `/.well-known/core`.
     pub fn hidden(mut self) -> Self {
         self.hidden = true;
@@ -215,6 +225,8 @@ pub struct Router {
     /// Paths of observable resources that changed, to every endpoint serving this router.
     changes: broadcast::Sender<String>,
     observe_config: RegistryConfig,
+    /// The OSCORE contexts requests to this router are unprotected with.
+    oscore: Option<OscoreServer>,
 }
 
 impl Default for Router {
@@ -223,6 +235,7 @@ impl Default for Router {
             routes: Arc::default(),
             changes: broadcast::channel(CHANGE_BACKLOG).0,
             observe_config: RegistryConfig::default(),
+            oscore: None,
         }
     }
 }
@@ -269,6 +282,20 @@ impl Router {
     pub fn observe_limits(mut self, config: RegistryConfig) -> Self {
         self.observe_config = config;
         self
+    }
+
+    /// Unprotects OSCORE requests (RFC 8613) with these contexts before routing them, and
+    /// protects their responses and notifications. Without it, a request with an OSCORE
+    /// option gets 4.02 Bad Option. Requests without OSCORE are still routed (see
+    /// [`Resource::require_oscore`]).
+    pub fn oscore(mut self, contexts: OscoreServer) -> Self {
+        self.oscore = Some(contexts);
+        self
+    }
+
+    /// The OSCORE contexts, if any.
+    pub(crate) fn oscore_server(&self) -> Option<&OscoreServer> {
+        self.oscore.as_ref()
     }
 
     /// The observer limits ([`observe_limits`](Self::observe_limits)).
@@ -367,6 +394,10 @@ impl Router {
                 continue;
             };
             match route.resource.handlers.iter().find(|(c, _)| *c == method) {
+                Some(_) if route.resource.oscore_only && request.oscore.is_none() => {
+                    let response = Response::error(Code::UNAUTHORIZED, "OSCORE required");
+                    return Box::pin(std::future::ready(response));
+                }
                 Some((_, handler)) => {
                     found = Some((handler, &route.text, captures));
                     break;
@@ -427,6 +458,7 @@ mod tests {
         Request {
             peer: SocketAddr::from(([127, 0, 0, 1], 1)),
             identity: None,
+            oscore: None,
             message,
             params: Vec::new(),
             rest: None,

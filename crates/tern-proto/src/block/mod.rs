@@ -41,7 +41,8 @@ pub use value::{BlockValue, BlockValueError};
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(247);
 
 /// What identifies one block-wise transfer of a peer: the method, the target URI (Uri-Host,
-/// Uri-Port, Uri-Path, Uri-Query, Proxy-Uri, Proxy-Scheme) and, for request bodies, the
+/// Uri-Port, Uri-Path, Uri-Query, Proxy-Uri, Proxy-Scheme), the OSCORE option (so that
+/// transfers protected with different security contexts stay apart, RFC 8613) and, for request bodies, the
 /// Request-Tag (RFC 9175 §3.3), or for response bodies the Accept option and a FETCH body
 /// (RFC 8132 §2.3.2).
 ///
@@ -56,7 +57,8 @@ impl std::fmt::Debug for RequestKey {
 }
 
 /// The options that name a request's target.
-const TARGET_OPTIONS: [OptionNumber; 6] = [
+const TARGET_OPTIONS: [OptionNumber; 7] = [
+    OptionNumber::OSCORE,
     OptionNumber::URI_HOST,
     OptionNumber::URI_PORT,
     OptionNumber::URI_PATH,

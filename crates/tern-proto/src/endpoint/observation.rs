@@ -162,6 +162,19 @@ impl Endpoint {
     /// If the deregistration cannot be started (the error says why), the observation is still
     /// ended here, so the server's next notification draws a RST instead.
     pub fn deregister(&mut self, now: Instant, id: RequestId) -> Result<RequestId, RequestError> {
+        self.deregister_with(now, id, None)
+    }
+
+    /// [`deregister`](Self::deregister), sending `message` (its code, options and payload;
+    /// the registration's token is used) instead of the registration with Observe 1: for a
+    /// registration that was protected end to end (OSCORE), whose deregistration must be
+    /// protected anew rather than repeat the registration's bytes.
+    pub fn deregister_with(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        message: Option<Message>,
+    ) -> Result<RequestId, RequestError> {
         let Some(req) = self
             .requests
             .get(&id)
@@ -172,10 +185,19 @@ impl Endpoint {
         let ObserveRole::Register { request, .. } = &req.role else {
             return Err(RequestError::NotObserving);
         };
-        let mut message = (**request).clone();
-        message
-            .options
-            .set_uint(OptionNumber::OBSERVE, observe::DEREGISTER);
+        let mut message = match message {
+            Some(mut given) => {
+                given.token = request.token;
+                given
+            }
+            None => {
+                let mut message = (**request).clone();
+                message
+                    .options
+                    .set_uint(OptionNumber::OBSERVE, observe::DEREGISTER);
+                message
+            }
+        };
         message.ty = MessageType::Con;
         message.mid = 0;
         let peer = req.peer;

@@ -538,6 +538,18 @@ impl StreamConnection {
     /// `NotObserving` unless the request is an established observation, and like
     /// [`request`](Self::request).
     pub fn deregister(&mut self, now: Instant, id: RequestId) -> Result<RequestId, RequestError> {
+        self.deregister_with(now, id, None)
+    }
+
+    /// [`deregister`](Self::deregister), sending `message` (the registration's token is
+    /// used) instead of the registration with Observe 1: for an OSCORE registration, whose
+    /// deregistration must be protected anew.
+    pub fn deregister_with(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        message: Option<Message>,
+    ) -> Result<RequestId, RequestError> {
         let Some(registration) = self
             .requests
             .get(&id)
@@ -546,10 +558,19 @@ impl StreamConnection {
         else {
             return Err(RequestError::NotObserving);
         };
-        let mut message = registration.clone();
-        message
-            .options
-            .set_uint(crate::option::OptionNumber::OBSERVE, observe::DEREGISTER);
+        let message = match message {
+            Some(mut given) => {
+                given.token = registration.token;
+                given
+            }
+            None => {
+                let mut message = registration.clone();
+                message
+                    .options
+                    .set_uint(crate::option::OptionNumber::OBSERVE, observe::DEREGISTER);
+                message
+            }
+        };
         // Frees the token for the deregistration.
         self.finish_request(id);
         self.request(now, message, RequestParams::default())

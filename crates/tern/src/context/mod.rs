@@ -374,6 +374,7 @@ impl Context {
             options: Vec::new(),
             request_options: RequestOptions::default(),
             session: None,
+            oscore: None,
         }
     }
 
@@ -381,6 +382,7 @@ impl Context {
     pub fn request(&self, method: Code, uri: &str) -> RequestBuilder {
         RequestBuilder {
             session: None,
+            oscore: None,
             context: self.clone(),
             method,
             uri: CoapUri::parse(uri),

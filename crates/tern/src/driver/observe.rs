@@ -67,10 +67,9 @@ impl<L: SecurityLayer> Driver<L> {
         response: &mut Message,
     ) {
         if let (Some(state), Some(router)) = (self.observe.as_mut(), self.router.as_ref()) {
-            let request = &exchange.request;
             state
                 .observers
-                .respond(router, now, exchange.peer, request, response);
+                .respond(router, now, exchange.peer, exchange, response);
         }
     }
 
@@ -102,7 +101,8 @@ impl<L: SecurityLayer> Driver<L> {
         let (peer, token) = (notification.peer, notification.token);
         // Asked before `prepare`, which may end the observation.
         let confirmable = state.observers.registry().should_confirm(now, peer, token);
-        if !state.observers.prepare(&mut notification) {
+        let oscore = self.router.as_deref().and_then(Router::oscore_server);
+        if !state.observers.prepare(&mut notification, oscore) {
             return;
         }
         let non_window = self
@@ -179,15 +179,21 @@ impl<L: SecurityLayer> Driver<L> {
             .map_or(0, |s| s.observers.registry().len())
     }
 
-    /// Ends a client observation: with a GET Observe 1 (`deregister`), or by forgetting it so
-    /// that the next notification is answered with RST (§3.6).
-    pub(super) fn end_observation(&mut self, now: Instant, ticket: u64, deregister: bool) {
+    /// Ends a client observation: with a GET Observe 1 (`deregister`: `Some`, with the
+    /// message to send if it is not the registration repeated), or by forgetting it so that
+    /// the next notification is answered with RST (§3.6).
+    pub(super) fn end_observation(
+        &mut self,
+        now: Instant,
+        ticket: u64,
+        deregister: Option<Option<Message>>,
+    ) {
         let Some(id): Option<RequestId> = self.observations.end(ticket) else {
             return;
         };
         self.waiting.remove(&id);
-        if deregister {
-            match self.endpoint.deregister(now, id) {
+        if let Some(message) = deregister {
+            match self.endpoint.deregister_with(now, id, message) {
                 Ok(_) => return,
                 Err(e) => tracing::debug!(?id, error = %e, "not deregistered"),
             }

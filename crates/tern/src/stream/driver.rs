@@ -31,6 +31,10 @@ const READ_CHUNK: usize = 16 * 1024;
 /// bound.
 const MAX_PENDING_OUTPUT: usize = 1 << 20;
 
+/// Bytes OSCORE adds to a response, at most in practice: the OSCORE option with a Partial
+/// IV, the inner code and options (which move into the ciphertext), a 16-byte tag.
+const OSCORE_OVERHEAD: usize = 64;
+
 /// How long after its last input a connection gives back its read and write buffers: an idle
 /// connection (of thousands) then holds none, a busy one keeps them.
 const TRIM_AFTER: Duration = Duration::from_secs(1);
@@ -511,10 +515,12 @@ impl StreamDriver {
                     self.waiting.remove(&id);
                     self.conn.cancel(id);
                 } else {
-                    self.end_observation(now, ticket);
+                    self.end_observation(now, ticket, None);
                 }
             }
-            Command::Deregister(ticket) => self.end_observation(now, ticket),
+            Command::Deregister(ticket, message) => {
+                self.end_observation(now, ticket, message.map(|m| *m))
+            }
             Command::ObserverCount(reply) => {
                 let _ = reply.send(self.observer_count());
             }
@@ -551,8 +557,11 @@ impl StreamDriver {
                 .respond(now, id, Message::new(message.ty, Code::NOT_FOUND));
             return;
         };
+        let max_payload = self.max_payload(&message, false);
         let before = match self.config.blocks.lock() {
-            Ok(mut blocks) => blocks.before(now, peer, message),
+            Ok(mut blocks) => {
+                blocks.before_handler(now, peer, message, router.oscore_server(), max_payload)
+            }
             Err(_) => Err(Message::new(message.ty, Code::INTERNAL_SERVER_ERROR)),
         };
         let (message, exchange) = match before {
@@ -565,6 +574,7 @@ impl StreamDriver {
         let request = Request {
             peer,
             identity: self.channel.peer_identity(),
+            oscore: exchange.oscore_identity(),
             message,
             params: Vec::new(),
             rest: None,
@@ -590,15 +600,31 @@ impl StreamDriver {
     /// in one message (or the request asked for blocks), acknowledging the request's last
     /// Block1 block when it came block-wise.
     fn answer(&mut self, now: Instant, id: IncomingId, response: Message, exchange: BlockExchange) {
-        let overhead = tern_proto::stream::frame::encoded_len(&response) - response.payload.len();
-        let max_payload = self.conn.max_send_size().saturating_sub(overhead);
+        let max_payload = self.max_payload(&response, exchange.oscore.is_some());
         let mut response = match self.config.blocks.lock() {
             Ok(mut blocks) => blocks.slice(now, response, &exchange, max_payload),
             Err(_) => Message::new(response.ty, Code::INTERNAL_SERVER_ERROR),
         };
         self.observe_response(now, &exchange, &mut response);
-        BlockTables::acknowledge(&mut response, &exchange);
+        let oscore = self
+            .config
+            .router
+            .as_deref()
+            .and_then(Router::oscore_server);
+        let response = match self.config.blocks.lock() {
+            Ok(mut blocks) => blocks.seal(now, response, &exchange, oscore, max_payload),
+            Err(_) => Message::new(response.ty, Code::INTERNAL_SERVER_ERROR),
+        };
         self.send_response(now, id, response);
+    }
+
+    /// The largest payload a response like `message` may carry in one message to this peer;
+    /// with `protected`, room is left for OSCORE's own bytes (the OSCORE option, the inner
+    /// code and options, the AEAD tag).
+    fn max_payload(&self, message: &Message, protected: bool) -> usize {
+        let overhead = tern_proto::stream::frame::encoded_len(message) - message.payload.len();
+        let oscore = if protected { OSCORE_OVERHEAD } else { 0 };
+        self.conn.max_send_size().saturating_sub(overhead + oscore)
     }
 
     fn send_response(&mut self, now: Instant, id: IncomingId, response: Message) {

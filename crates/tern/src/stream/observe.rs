@@ -42,7 +42,7 @@ impl StreamDriver {
         }
         self.observers
             .get_or_insert_with(|| Observers::new(router))
-            .respond(router, now, self.peer, &exchange.request, response);
+            .respond(router, now, self.peer, exchange, response);
         self.observers_changed();
     }
 
@@ -73,7 +73,12 @@ impl StreamDriver {
         let Some(observers) = self.observers.as_mut() else {
             return;
         };
-        if !observers.prepare(&mut notification) {
+        let oscore = self
+            .config
+            .router
+            .as_deref()
+            .and_then(crate::Router::oscore_server);
+        if !observers.prepare(&mut notification, oscore) {
             return;
         }
         let token = notification.token;
@@ -141,12 +146,12 @@ impl StreamDriver {
 
     /// Ends a client observation: an established one with a GET Observe 1 (§7.4), one not
     /// yet answered by forgetting it.
-    pub(super) fn end_observation(&mut self, now: Instant, ticket: u64) {
+    pub(super) fn end_observation(&mut self, now: Instant, ticket: u64, message: Option<Message>) {
         let Some(id) = self.observations.end(ticket) else {
             return;
         };
         self.waiting.remove(&id);
-        if let Err(e) = self.conn.deregister(now, id) {
+        if let Err(e) = self.conn.deregister_with(now, id, message) {
             tracing::debug!(?id, error = %e, "not deregistered; forgotten");
             self.conn.cancel(id);
         }

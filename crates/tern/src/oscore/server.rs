@@ -1,0 +1,247 @@
+//! A server's OSCORE contexts: requests unprotected with the context their kid and kid
+//! context name, responses and notifications protected with it, §8.2 errors answered.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tern_oscore::{
+    echo_challenge, error_response, protect_response, request_option, unprotect_request,
+    ContextKey, OscoreError, OscoreOption, RequestBinding,
+};
+use tern_proto::{Code, Message, MessageType, OptionNumber};
+
+use super::{OscoreConfigError, OscoreContext, OscoreIdentity};
+
+/// Bytes of an Echo challenge (RFC 9175 §2.2: unpredictable, at least 8 bytes).
+const ECHO_LEN: usize = 8;
+
+/// What a protected request's response is protected with: the context and the request it
+/// answers.
+#[derive(Debug, Clone)]
+pub(crate) struct Protection {
+    key: ContextKey,
+    binding: RequestBinding,
+}
+
+impl Protection {
+    /// Who protected the request.
+    pub(crate) fn identity(&self) -> OscoreIdentity {
+        OscoreIdentity {
+            kid: self.key.0.clone(),
+            kid_context: self.key.1.clone(),
+        }
+    }
+}
+
+/// The OSCORE contexts a server holds, found by kid and kid context (§8.2). Cheap to clone:
+/// clones share the contexts, so every endpoint and connection serving one router uses the
+/// same sequence numbers and replay windows.
+///
+/// ```
+/// use tern::oscore::{OscoreContext, OscoreServer};
+/// use tern_oscore::{ContextParams, SecurityContext};
+///
+/// let params = ContextParams::new(&[7u8; 16], b"server", b"client");
+/// let server = OscoreServer::new();
+/// server.add(OscoreContext::in_memory(SecurityContext::derive(&params).unwrap())).unwrap();
+/// assert_eq!(server.len(), 1);
+/// ```
+#[derive(Clone, Default)]
+pub struct OscoreServer {
+    contexts: Arc<Mutex<HashMap<ContextKey, OscoreContext>>>,
+}
+
+impl std::fmt::Debug for OscoreServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OscoreServer")
+            .field("contexts", &self.len())
+            .finish()
+    }
+}
+
+fn key_of(context: &OscoreContext) -> ContextKey {
+    (
+        context.context.recipient_id().to_vec(),
+        context.context.id_context().map(<[u8]>::to_vec),
+    )
+}
+
+impl OscoreServer {
+    /// No contexts.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a context; refuses one whose Recipient ID and ID Context another already has, as
+    /// their requests could not be told apart.
+    pub fn add(&self, context: OscoreContext) -> Result<(), OscoreConfigError> {
+        let key = key_of(&context);
+        let mut contexts = self.lock();
+        if contexts.contains_key(&key) {
+            return Err(OscoreConfigError::Duplicate(context.describe()));
+        }
+        contexts.insert(key, context);
+        Ok(())
+    }
+
+    /// Removes the context for a kid (the client's Sender ID) and ID Context; later requests
+    /// protected with it get 4.01.
+    pub fn remove(&self, kid: &[u8], kid_context: Option<&[u8]>) -> bool {
+        self.lock()
+            .remove(&(kid.to_vec(), kid_context.map(<[u8]>::to_vec)))
+            .is_some()
+    }
+
+    /// How many contexts are held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next sequence number each context will send, by kid and ID Context (for
+    /// monitoring and tests).
+    pub fn sender_sequences(&self) -> Vec<(OscoreIdentity, u64)> {
+        self.lock()
+            .iter()
+            .map(|((kid, kid_context), c)| {
+                let identity = OscoreIdentity {
+                    kid: kid.clone(),
+                    kid_context: kid_context.clone(),
+                };
+                (identity, c.context.sender_sequence())
+            })
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ContextKey, OscoreContext>> {
+        // A panic elsewhere cannot leave a context half-updated in a way that reuses a nonce
+        // (numbers are taken before use), so a poisoned lock is used as it stands.
+        self.contexts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Unprotects a request: `Ok` is the inner request and what its response is protected
+    /// with; `Err` is the answer to send instead (the unprotected §8.2 error, or a protected
+    /// Echo challenge when the context lost its replay state, Appendix B.1.2).
+    pub(crate) fn unprotect(&self, request: &Message) -> Result<(Message, Protection), Message> {
+        let option = match request_option(request) {
+            Ok(option) => option,
+            Err(e) => return Err(refuse(request, &e)),
+        };
+        let key: ContextKey = (option.kid.unwrap_or_default(), option.kid_context);
+        let mut contexts = self.lock();
+        let Some(entry) = contexts.get_mut(&key) else {
+            return Err(refuse(request, &OscoreError::UnknownContext));
+        };
+        match unprotect_request(&mut entry.context, request) {
+            Ok((mut inner, binding)) => {
+                // The inner request keeps the OSCORE option without its Partial IV: it names
+                // the context, so that block-wise transfers of different contexts (whose
+                // keys include it) stay apart even from one address.
+                let marker = OscoreOption {
+                    partial_iv: None,
+                    kid_context: key.1.clone(),
+                    kid: Some(key.0.clone()),
+                };
+                match marker.encode() {
+                    Ok(value) => inner.options.set(OptionNumber::OSCORE, value),
+                    Err(_) => return Err(internal_error(request)),
+                }
+                Ok((inner, Protection { key, binding }))
+            }
+            Err(OscoreError::FreshnessUnknown(binding)) => {
+                let mut challenge = vec![0u8; ECHO_LEN];
+                if getrandom::getrandom(&mut challenge).is_err() {
+                    return Err(internal_error(request));
+                }
+                if let Err(e) = entry.reserve() {
+                    tracing::error!(error = %e, "OSCORE sequence number mark not stored");
+                    return Err(internal_error(request));
+                }
+                tracing::debug!("OSCORE replay state unknown: request challenged with Echo");
+                match echo_challenge(&mut entry.context, &binding, request, challenge) {
+                    Ok(reply) => Err(reply),
+                    Err(e) => {
+                        tracing::error!(error = %e, "Echo challenge not protected");
+                        Err(internal_error(request))
+                    }
+                }
+            }
+            Err(e) => Err(refuse(request, &e)),
+        }
+    }
+
+    /// Protects a response to a request [`unprotect`](Self::unprotect)ed with `protection`.
+    /// A notification (`fresh_nonce`, or a response with Observe) takes its own Partial IV.
+    /// If the context is gone or cannot protect, the response is an unprotected 5.00 (never
+    /// the plain response).
+    pub(crate) fn protect(
+        &self,
+        protection: &Protection,
+        response: &Message,
+        fresh_nonce: bool,
+    ) -> Message {
+        let mut contexts = self.lock();
+        let Some(entry) = contexts.get_mut(&protection.key) else {
+            tracing::info!("OSCORE context removed before its response: 5.00 sent instead");
+            return plain_error(response, Code::INTERNAL_SERVER_ERROR);
+        };
+        let needs_number = fresh_nonce || response.options.contains(OptionNumber::OBSERVE);
+        if needs_number {
+            if let Err(e) = entry.reserve() {
+                tracing::error!(error = %e, "OSCORE sequence number mark not stored");
+                return plain_error(response, Code::INTERNAL_SERVER_ERROR);
+            }
+        }
+        match protect_response(
+            &mut entry.context,
+            &protection.binding,
+            response,
+            fresh_nonce,
+        ) {
+            Ok(protected) => protected,
+            Err(e) => {
+                tracing::error!(error = %e, "OSCORE response not protected");
+                plain_error(response, Code::INTERNAL_SERVER_ERROR)
+            }
+        }
+    }
+}
+
+/// The unprotected §8.2 answer to a request that failed OSCORE processing.
+fn refuse(request: &Message, error: &OscoreError) -> Message {
+    tracing::debug!(%error, "OSCORE request refused");
+    error_response(request, error)
+}
+
+fn internal_error(request: &Message) -> Message {
+    refuse(request, &OscoreError::SequenceExhausted)
+}
+
+/// An unprotected error in place of `response` (same type, ID and token).
+fn plain_error(response: &Message, code: Code) -> Message {
+    let mut m = Message::new(response.ty, code);
+    m.mid = response.mid;
+    m.token = response.token;
+    m.options.set_uint(OptionNumber::MAX_AGE, 0);
+    m
+}
+
+/// The answer to a request with an OSCORE option when the server holds no contexts: the
+/// option is critical and not understood here (RFC 7252 §5.4.1, RFC 8613 §8.2).
+pub(crate) fn not_supported(request: &Message) -> Message {
+    let ty = match request.ty {
+        MessageType::Con => MessageType::Ack,
+        _ => MessageType::Non,
+    };
+    let mut m = Message::new(ty, Code::BAD_OPTION);
+    m.mid = request.mid;
+    m.token = request.token;
+    m.payload = b"OSCORE is not supported here".to_vec();
+    m
+}
