@@ -6,6 +6,9 @@
 #   - aiocoap's DTLS (coaps://, PSK) client support: DTLSSocket (tinydtls bindings), built from
 #     source by pip; its build needs autoconf, automake, libtool, a C compiler and Python's headers
 #     (installed with apt only when the build is needed and they are missing)
+#   - aiocoap's OSCORE plugtest (plugtest-server, plugtest-client) from the aiocoap sdist, at
+#     $PEERS_DIR/oscore-plugtest, with its security contexts (RFC 8613 Appendix C.1 and C.3)
+#     written as aiocoap context folders in common-context/{a,b,c,d}
 #
 # Idempotent: installs only what is missing; runs `apt-get update` at most once.
 # Works without stdin (CI) and under `set -euo pipefail`.
@@ -146,6 +149,43 @@ else
     fi
 fi
 
+# --- aiocoap OSCORE plugtest ------------------------------------------------------
+# The suite is in the sdist only (contrib/oscore-plugtest), without its context folders;
+# those are the RFC 8613 test vectors' contexts: a/b are C.1's client and server, c/d C.3's
+# (the same with ID Context 37cbf3210017a2d3).
+PLUGTEST="$PEERS_DIR/oscore-plugtest"
+plugtest_ok() {
+    [ -f "$PLUGTEST/plugtest-server" ] && [ -f "$PLUGTEST/plugtest-client" ] \
+        && [ -f "$PLUGTEST/plugtest_common.py" ] && [ -f "$PLUGTEST/common-context/d/settings.json" ]
+}
+if plugtest_ok; then
+    log "aiocoap OSCORE plugtest already in $PLUGTEST"
+else
+    work="$(mktemp -d)"
+    log "pip download aiocoap==$AIOCOAP_VERSION (sdist, for contrib/oscore-plugtest)"
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/pip" download -q --no-deps --no-binary :all: \
+        -d "$work" "aiocoap==$AIOCOAP_VERSION" </dev/null
+    tar -xzf "$work/aiocoap-$AIOCOAP_VERSION.tar.gz" -C "$work"
+    rm -rf "$PLUGTEST"
+    cp -r "$work/aiocoap-$AIOCOAP_VERSION/contrib/oscore-plugtest" "$PLUGTEST"
+    rm -rf "$work"
+    secret='{"secret_hex": "0102030405060708090a0b0c0d0e0f10", "salt_hex": "9e7ca92223786340"}'
+    write_context() { # write_context NAME SENDER RECIPIENT [ID_CONTEXT]
+        local dir="$PLUGTEST/common-context/$1" extra=""
+        [ -n "${4:-}" ] && extra=", \"id-context_hex\": \"$4\""
+        mkdir -p "$dir"
+        printf '%s\n' "$secret" > "$dir/secret.json"
+        printf '{"algorithm": "AES-CCM-16-64-128", "sender-id_hex": "%s", "recipient-id_hex": "%s"%s}\n' \
+            "$2" "$3" "$extra" > "$dir/settings.json"
+    }
+    write_context a "" 01
+    write_context b 01 ""
+    write_context c "" 01 37cbf3210017a2d3
+    write_context d 01 "" 37cbf3210017a2d3
+    plugtest_ok || { log "the OSCORE plugtest did not install in $PLUGTEST"; exit 1; }
+    log "aiocoap OSCORE plugtest installed in $PLUGTEST"
+fi
+
 # --- report --------------------------------------------------------------------
 cat <<INFO
 tern peers:
@@ -155,5 +195,6 @@ tern peers:
   aiocoap venv:      $VENV
   aiocoap-client:    $VENV/bin/aiocoap-client
   aiocoap DTLS:      $AIOCOAP_DTLS
+  OSCORE plugtest:   $PLUGTEST
   export TERN_AIOCOAP_CLIENT=$VENV/bin/aiocoap-client
 INFO

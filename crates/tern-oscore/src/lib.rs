@@ -37,7 +37,7 @@ pub use option::{OptionError, OscoreOption};
 pub use persist::SequenceFile;
 pub use protect::{
     echo_challenge, error_response, protect_request, protect_response, request_option,
-    unprotect_request, unprotect_response, OscoreError, RequestBinding,
+    unprotect_notification, unprotect_request, unprotect_response, OscoreError, RequestBinding,
 };
 pub use replay::{Replay, ReplayWindow};
 pub use store::{ContextKey, ContextStore, StoreError};

@@ -386,11 +386,33 @@ pub fn protect_response(
 }
 
 /// Unprotects a response to the request `binding` describes. A response with its own Partial
-/// IV (a notification, say) is checked against and recorded in the replay window.
+/// IV (a notification, say) is checked against and recorded in the replay window. The first
+/// response to an Observe registration may come without a Partial IV (§4.1.3.5.2); later
+/// notifications go through [`unprotect_notification`], which insists on one.
 pub fn unprotect_response(
     context: &mut SecurityContext,
     binding: &RequestBinding,
     response: &Message,
+) -> Result<Message, OscoreError> {
+    unprotect_any_response(context, binding, response, false)
+}
+
+/// Unprotects a notification after the first response of an observation: it must carry a
+/// Partial IV of its own (§4.1.3.5.2), which the replay window checks, so that the first
+/// response cannot be replayed as a later notification.
+pub fn unprotect_notification(
+    context: &mut SecurityContext,
+    binding: &RequestBinding,
+    response: &Message,
+) -> Result<Message, OscoreError> {
+    unprotect_any_response(context, binding, response, true)
+}
+
+fn unprotect_any_response(
+    context: &mut SecurityContext,
+    binding: &RequestBinding,
+    response: &Message,
+    notification: bool,
 ) -> Result<Message, OscoreError> {
     let value = response
         .options
@@ -405,7 +427,7 @@ pub fn unprotect_response(
         }
         None => None,
     };
-    if response.options.contains(OptionNumber::OBSERVE) && sequence.is_none() {
+    if notification && sequence.is_none() {
         return Err(OscoreError::Missing("Partial IV"));
     }
     let nonce = match &option.partial_iv {

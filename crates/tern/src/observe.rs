@@ -203,7 +203,7 @@ impl Observation {
             let received = self.notifications.recv().await;
             let received = match (received, &self.oscore) {
                 (Some(Ok(outer)), Some((client, binding))) => {
-                    match client.unprotect(binding, &outer) {
+                    match client.unprotect_notification(binding, &outer) {
                         Ok(inner) => Some(Ok(inner)),
                         Err(e) => {
                             // A notification that does not verify (or replays one) is not

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use tern_oscore::{protect_request, unprotect_response, RequestBinding};
+use tern_oscore::{protect_request, unprotect_notification, unprotect_response, RequestBinding};
 use tern_proto::{Message, OptionNumber};
 
 use super::OscoreContext;
@@ -73,15 +73,36 @@ impl OscoreClient {
         binding: &RequestBinding,
         response: &Message,
     ) -> Result<Message, Error> {
-        if !response.options.contains(OptionNumber::OSCORE) {
-            // The server could not process the request as OSCORE (§8.2): only its code says
-            // why.
-            return Err(Error::OscoreRefused {
-                code: response.code,
-                diagnostic: String::from_utf8_lossy(&response.payload).into_owned(),
-            });
-        }
+        refused_unless_protected(response)?;
         let mut context = self.lock();
         Ok(unprotect_response(&mut context.context, binding, response)?)
     }
+
+    /// Unprotects a notification after an observation's first response: it must have a
+    /// Partial IV of its own, fresh in the replay window.
+    pub(crate) fn unprotect_notification(
+        &self,
+        binding: &RequestBinding,
+        response: &Message,
+    ) -> Result<Message, Error> {
+        refused_unless_protected(response)?;
+        let mut context = self.lock();
+        Ok(unprotect_notification(
+            &mut context.context,
+            binding,
+            response,
+        )?)
+    }
+}
+
+/// An answer without the OSCORE option: the server could not process the request as OSCORE
+/// (§8.2), and only its code says why.
+fn refused_unless_protected(response: &Message) -> Result<(), Error> {
+    if response.options.contains(OptionNumber::OSCORE) {
+        return Ok(());
+    }
+    Err(Error::OscoreRefused {
+        code: response.code,
+        diagnostic: String::from_utf8_lossy(&response.payload).into_owned(),
+    })
 }
