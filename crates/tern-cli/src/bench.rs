@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use std::net::SocketAddr;
 
+use tern::oscore::{OscoreClient, OscoreContext};
 use tern::proto::endpoint::RequestParams;
 use tern::proto::uri::Scheme;
 use tern::proto::{Message, TransmissionParams};
@@ -61,6 +62,11 @@ pub struct BenchArgs {
     /// report adds body MB/s.
     #[arg(short = 'b', long = "block-size")]
     block_size: Option<usize>,
+    /// Protect every request with OSCORE (RFC 8613), with the context in this folder
+    /// (aiocoap's format). Its sequence-number marks are stored 65,536 numbers apart, so that
+    /// storage is not what is measured.
+    #[arg(long = "oscore", value_name = "DIR", conflicts_with = "block_size")]
+    oscore: Option<std::path::PathBuf>,
     /// PSK identity for coaps://.
     #[arg(short = 'u', long = "psk-identity", requires = "psk_key")]
     psk_identity: Option<String>,
@@ -89,10 +95,15 @@ struct WorkerResult {
     body_bytes: u64,
 }
 
+/// How many sequence numbers each stored mark reserves under `--oscore`.
+const BENCH_MARK_STEP: u64 = 65_536;
+
 /// What each worker sends: one prepared message, or a block-wise transfer.
 #[derive(Clone)]
 enum Load {
     Message(Message),
+    /// The message, protected anew with OSCORE for each request.
+    Protected(Message, OscoreClient),
     Transfer {
         method: Code,
         uri: tern::proto::uri::CoapUri,
@@ -113,6 +124,22 @@ async fn send(
     context.send_over(scheme, peer, message, params).await
 }
 
+/// One OSCORE request: protected, sent, its response unprotected.
+async fn protected(
+    context: &Context,
+    scheme: Scheme,
+    peer: SocketAddr,
+    message: &Message,
+    client: &OscoreClient,
+    params: RequestParams,
+) -> Result<tern::Response, Error> {
+    let (outer, binding) = client.protect(message)?;
+    let response = send(context, scheme, peer, outer, params).await?;
+    Ok(tern::Response::from_message(
+        client.unprotect(&binding, response.message())?,
+    ))
+}
+
 async fn worker(
     context: Context,
     scheme: Scheme,
@@ -131,6 +158,10 @@ async fn worker(
             Load::Message(message) => (
                 message.payload.len(),
                 send(&context, scheme, peer, message.clone(), params).await,
+            ),
+            Load::Protected(message, client) => (
+                message.payload.len(),
+                protected(&context, scheme, peer, message, client, params).await,
             ),
             Load::Transfer {
                 method,
@@ -219,7 +250,14 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
             payload: message.payload.clone(),
             block_size,
         },
-        None => Load::Message(message.clone()),
+        None => match &args.oscore {
+            Some(dir) => {
+                let context = OscoreContext::from_folder(dir, BENCH_MARK_STEP)
+                    .map_err(|e| format!("--oscore: {e}"))?;
+                Load::Protected(message.clone(), OscoreClient::new(context))
+            }
+            None => Load::Message(message.clone()),
+        },
     };
     let psk = match (&args.psk_identity, &args.psk_key) {
         (Some(identity), Some(key)) if secure => {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use tern::credentials::{Credential, Credentials};
 use tern::proto::option::{encode_uint, ValueFormat};
 use tern::{Code, ContentFormat, Context, Error, OptionNumber};
 
@@ -68,10 +69,14 @@ pub struct RequestArgs {
     /// Do not verify the server's certificate.
     #[arg(long = "no-verify", conflicts_with = "ca")]
     no_verify: bool,
-    /// Protect the request with OSCORE, using the security context in this folder
-    /// (aiocoap's format: settings.json, secret.json, sequence.json)
-    #[arg(long = "oscore", value_name = "DIR", conflicts_with_all = ["block_size", "observe"])]
-    oscore: Option<String>,
+    /// Protect the request with OSCORE (RFC 8613), using the security context in this folder
+    /// (aiocoap's format: settings.json, secret.json, sequence.json).
+    #[arg(long = "oscore", value_name = "DIR", conflicts_with = "credentials")]
+    oscore: Option<std::path::PathBuf>,
+    /// Credentials file in aiocoap's format (JSON mapping URI patterns to "oscore" context
+    /// folders or "dtls" PSKs): the entry of the longest pattern the URI matches is used.
+    #[arg(long = "credentials", value_name = "FILE")]
+    credentials: Option<std::path::PathBuf>,
 }
 
 /// A block size: a power of two from 16 to 1024.
@@ -188,6 +193,35 @@ fn read_payload(args: &RequestArgs) -> Result<Vec<u8>, String> {
 /// Runs one request; exit status 0 on 2.xx, 1 otherwise.
 pub async fn run(method: Code, args: RequestArgs) -> Result<ExitCode, String> {
     let payload = read_payload(&args)?;
+    let mut psk = None;
+    let mut oscore = match &args.oscore {
+        Some(dir) => Some(crate::oscore::client(dir, "--oscore")?),
+        None => None,
+    };
+    if let Some(path) = &args.credentials {
+        let credentials = Credentials::load(path).map_err(|e| format!("--credentials {e}"))?;
+        match credentials.for_uri(&args.uri) {
+            Some(Credential::Oscore(dir)) => {
+                oscore = Some(crate::oscore::client(dir, "--credentials")?);
+            }
+            Some(Credential::Dtls { identity, key }) if args.psk_identity.is_none() => {
+                psk = Some(
+                    tern::Psk::new(identity.clone(), key.to_vec())
+                        .map_err(|e| format!("--credentials: {e}"))?,
+                );
+            }
+            Some(Credential::Dtls { .. }) => {
+                return Err("--credentials names a PSK, and -u/-k give another".into())
+            }
+            None => {
+                return Err(format!(
+                    "--credentials {}: no entry matches {}",
+                    path.display(),
+                    args.uri
+                ))
+            }
+        }
+    }
     let mut builder = Context::builder();
     let pki = pki_from_args(&args)?;
     let have_pki = pki.is_some();
@@ -201,8 +235,11 @@ pub async fn run(method: Code, args: RequestArgs) -> Result<ExitCode, String> {
     if let (Some(identity), Some(key)) = (&args.psk_identity, &args.psk_key) {
         let key =
             tern::tls::credentials::parse_key(key).map_err(|e| format!("-k/--psk-key: {e}"))?;
-        let psk =
-            tern::Psk::new(identity.as_bytes(), key.to_vec()).map_err(|e| format!("-u/-k: {e}"))?;
+        psk = Some(
+            tern::Psk::new(identity.as_bytes(), key.to_vec()).map_err(|e| format!("-u/-k: {e}"))?,
+        );
+    }
+    if let Some(psk) = psk {
         // The handshake gets the request's time-out, so a wrong key is reported as such.
         builder = builder.dtls_client(tern::tls::DtlsSettings {
             psk: Some(psk),
@@ -239,35 +276,18 @@ pub async fn run(method: Code, args: RequestArgs) -> Result<ExitCode, String> {
     if args.non {
         request = request.non();
     }
+    if let Some(client) = &oscore {
+        request = request.oscore(client);
+    }
     if let Some(seconds) = args.observe {
         let status = observe(request, seconds, &args).await;
         context.shutdown().await;
         return status;
     }
-    let response = match &args.oscore {
-        Some(dir) => {
-            let (folder, mut security) = crate::oscore::load(dir)?;
-            let message = request.build_message().map_err(|e| e.to_string())?;
-            let uri = tern::proto::uri::CoapUri::parse(&args.uri)
-                .map_err(|e| format!("invalid URI: {e}"))?;
-            let peer = tern::resolve(&uri).await.map_err(|e| e.to_string())?;
-            let secure = uri.scheme == tern::proto::uri::Scheme::Coaps;
-            crate::oscore::send(
-                &context,
-                peer,
-                secure,
-                &folder,
-                &mut security,
-                message,
-                Duration::from_secs_f64(args.timeout),
-            )
-            .await?
-        }
-        None => request.send().await.map_err(|e| match e {
-            Error::Request(inner) => format!("no response from {}: {inner}", args.uri),
-            other => other.to_string(),
-        })?,
-    };
+    let response = request.send().await.map_err(|e| match e {
+        Error::Request(inner) => format!("no response from {}: {inner}", args.uri),
+        other => other.to_string(),
+    })?;
     if args.verbose {
         eprint!("{}", display::describe(&response));
     }

@@ -92,6 +92,15 @@ pub struct ServeArgs {
     /// Largest file accepted by PUT under /files/ (bytes).
     #[arg(long, default_value_t = 16 << 20)]
     files_max_size: usize,
+    /// Accept OSCORE (RFC 8613) with the security context in this folder (aiocoap's format:
+    /// settings.json, secret.json, sequence.json; the server's half). Repeatable: requests
+    /// find their context by kid and kid context.
+    #[arg(long = "oscore", value_name = "DIR")]
+    oscore: Vec<std::path::PathBuf>,
+    /// Credentials file in aiocoap's format: every "oscore" context folder it names is
+    /// accepted, as with --oscore.
+    #[arg(long = "credentials", value_name = "FILE")]
+    credentials: Option<std::path::PathBuf>,
 }
 
 /// Reads `identity key` lines; names the line of any error.
@@ -235,6 +244,10 @@ pub fn demo_router(
             "/whoami",
             Resource::new()
                 .get(|r: Request| async move {
+                    if let Some(oscore) = r.oscore() {
+                        let hex: String = oscore.kid.iter().map(|b| format!("{b:02x}")).collect();
+                        return Response::text(format!("oscore:{hex}"));
+                    }
                     match r.peer_identity() {
                         Some(PeerIdentity::Psk(id)) => Response::text(format!("psk:{}", String::from_utf8_lossy(id))),
                         Some(PeerIdentity::Certificate { common_name, .. }) => {
@@ -300,7 +313,25 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, String> {
         separate_response_delay: std::time::Duration::from_millis(args.separate_delay_ms),
         ..Default::default()
     };
-    let router = demo_router(args.store_max_value, args.store_max_entries, files);
+    let mut router = demo_router(args.store_max_value, args.store_max_entries, files);
+    let mut oscore_dirs = args.oscore.clone();
+    if let Some(path) = &args.credentials {
+        let credentials =
+            tern::credentials::Credentials::load(path).map_err(|e| format!("--credentials {e}"))?;
+        let folders = credentials.oscore_folders();
+        if folders.is_empty() {
+            return Err(format!(
+                "--credentials {}: names no oscore context",
+                path.display()
+            ));
+        }
+        oscore_dirs.extend(folders);
+    }
+    if !oscore_dirs.is_empty() {
+        let contexts = crate::oscore::server(oscore_dirs.iter().map(|d| d.as_path()), "--oscore")?;
+        tracing::info!(contexts = contexts.len(), "OSCORE contexts loaded");
+        router = router.oscore(contexts);
+    }
     // /time is observable (RFC 7641): its observers get the time once a second.
     let notifier = router.notifier();
     tokio::spawn(async move {

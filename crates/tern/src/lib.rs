@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 mod context;
+pub mod credentials;
 mod driver;
 mod error;
 mod handling;

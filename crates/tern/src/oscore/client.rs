@@ -53,8 +53,11 @@ impl OscoreClient {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Protects a request, storing the next sequence-number mark first when one is due.
-    pub(crate) fn protect(&self, request: &Message) -> Result<(Message, RequestBinding), Error> {
+    /// Protects a request, storing the next sequence-number mark first when one is due; the
+    /// binding unprotects its response. [`RequestBuilder::oscore`](crate::RequestBuilder::oscore)
+    /// does this (and Echo, block-wise, Observe) by itself; this is for messages sent with
+    /// [`Context::send`](crate::Context::send) and its kin.
+    pub fn protect(&self, request: &Message) -> Result<(Message, RequestBinding), Error> {
         let mut context = self.lock();
         context
             .reserve()
@@ -67,8 +70,8 @@ impl OscoreClient {
     }
 
     /// Unprotects the response to the request `binding` describes (a notification's Partial
-    /// IV moves the replay window).
-    pub(crate) fn unprotect(
+    /// IV moves the replay window). An unprotected answer is [`Error::OscoreRefused`].
+    pub fn unprotect(
         &self,
         binding: &RequestBinding,
         response: &Message,
