@@ -73,6 +73,11 @@ pub struct RequestArgs {
     /// (aiocoap's format: settings.json, secret.json, sequence.json).
     #[arg(long = "oscore", value_name = "DIR", conflicts_with = "credentials")]
     oscore: Option<std::path::PathBuf>,
+    /// Send through this forward proxy (a URI such as coap://proxy:5683, or HOST[:PORT] for
+    /// coap://), with the target in Proxy-Uri; under --oscore the proxy sees only the
+    /// target's scheme, host and port.
+    #[arg(short = 'P', long = "proxy", value_name = "URI")]
+    proxy: Option<String>,
     /// Credentials file in aiocoap's format (JSON mapping URI patterns to "oscore" context
     /// folders or "dtls" PSKs): the entry of the longest pattern the URI matches is used.
     #[arg(long = "credentials", value_name = "FILE")]
@@ -278,6 +283,16 @@ pub async fn run(method: Code, args: RequestArgs) -> Result<ExitCode, String> {
     }
     if let Some(client) = &oscore {
         request = request.oscore(client);
+    }
+    if let Some(proxy) = &args.proxy {
+        let proxy = if proxy.contains("://") {
+            proxy.clone()
+        } else {
+            format!("coap://{proxy}")
+        };
+        tern::proto::uri::CoapUri::parse(&proxy)
+            .map_err(|e| format!("-P/--proxy {proxy:?}: {e}"))?;
+        request = request.proxy(&proxy);
     }
     if let Some(seconds) = args.observe {
         let status = observe(request, seconds, &args).await;

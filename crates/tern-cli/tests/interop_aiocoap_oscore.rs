@@ -240,3 +240,45 @@ fn aiocoap_client_against_tern_serve_with_oscore() {
     );
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// Through aiocoap's forward proxy (`aiocoap-proxy --forward`): `tern get -P` reaches
+/// `tern serve`, plain and with OSCORE (the proxy forwards by the outer Proxy-Scheme,
+/// Uri-Host and Uri-Port; the path is encrypted, RFC 8613 §4.1.3.3).
+#[test]
+fn tern_client_through_aiocoap_proxy() {
+    let Some(client_bin) = require_peer("aiocoap-client") else {
+        return;
+    };
+    let proxy_bin = client_bin.with_file_name("aiocoap-proxy");
+    assert!(proxy_bin.exists(), "{} is missing", proxy_bin.display());
+    let base = std::env::temp_dir().join(format!("tern-oscore-proxy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let (client, server) = (base.join("client"), base.join("server"));
+    write_context(&client, SECRET, "01", "");
+    write_context(&server, SECRET, "", "01");
+    let (_server, addr) =
+        start_tern_server_with(&["--no-tcp", "--oscore", server.to_str().unwrap()]);
+    let proxy_addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut cmd = Command::new(&proxy_bin);
+    cmd.arg("--forward")
+        .arg("--bind")
+        .arg(proxy_addr.to_string());
+    let mut proxy = ChildGuard::spawn("aiocoap-proxy", cmd);
+    wait_ready(&mut proxy, proxy_addr, None);
+    let target = format!("coap://{addr}/whoami");
+    let via = format!("coap://{proxy_addr}");
+    let out = tern(["get", "-P", &via, &target]);
+    assert!(out.success(), "{}\n{}", out.describe(), proxy.output());
+    assert_eq!(out.stdout.trim(), "anonymous");
+    let out = tern([
+        "get",
+        "-P",
+        &via,
+        "--oscore",
+        client.to_str().unwrap(),
+        &target,
+    ]);
+    assert!(out.success(), "{}\n{}", out.describe(), proxy.output());
+    assert_eq!(out.stdout.trim(), "oscore:01");
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -2,6 +2,7 @@
 //! options, payload) is encrypted into the payload of an outer message that keeps only the
 //! Class U options, the OSCORE option and a neutral code.
 
+use tern_proto::uri::{CoapUri, Host};
 use tern_proto::{Code, Message, MessageType, OptionNumber, Options};
 
 use crate::cbor;
@@ -59,8 +60,8 @@ pub enum OscoreError {
     /// ([`SecurityContext::mark_to_store`]).
     #[error("sequence number mark {0} must be stored first")]
     StoreMark(u64),
-    /// The message cannot be protected as given (a Proxy-Uri, which would need decomposing
-    /// into its outer and inner parts, is refused rather than sent in the clear).
+    /// The message cannot be protected as given (a Proxy-Uri that is not a CoAP URI, say,
+    /// which could not be decomposed into its outer and inner parts).
     #[error("cannot protect this message: {0}")]
     Unprotectable(&'static str),
 }
@@ -106,15 +107,65 @@ fn is_outer_only(number: OptionNumber) -> bool {
     )
 }
 
+/// Decomposes a Proxy-Uri (RFC 8613 §4.1.3.3): the scheme, host and port stay outside for
+/// the proxy (Proxy-Scheme, Uri-Host, Uri-Port when not the scheme's default), the path and
+/// query go inside with the rest of the request.
+fn decompose_proxy_uri(
+    value: &[u8],
+    inner: &mut Options,
+    outer: &mut Options,
+) -> Result<(), OscoreError> {
+    const NOT_COAP: OscoreError = OscoreError::Unprotectable(
+        "a Proxy-Uri under OSCORE must be a coap, coaps, coap+tcp or coaps+tcp URI",
+    );
+    let text = std::str::from_utf8(value).map_err(|_| NOT_COAP)?;
+    let uri = CoapUri::parse(text).map_err(|_| NOT_COAP)?;
+    outer.push(
+        OptionNumber::PROXY_SCHEME,
+        uri.scheme.as_str().as_bytes().to_vec(),
+    );
+    let host = match &uri.host {
+        Host::Name(name) => name.clone(),
+        Host::Ipv4(ip) => ip.to_string(),
+        Host::Ipv6(ip) => ip.to_string(),
+    };
+    outer.push(OptionNumber::URI_HOST, host.into_bytes());
+    if let Some(port) = uri.port {
+        outer.set_uint(OptionNumber::URI_PORT, u32::from(port));
+    }
+    for segment in &uri.path {
+        inner.push(OptionNumber::URI_PATH, segment.as_bytes().to_vec());
+    }
+    for item in &uri.query {
+        inner.push(OptionNumber::URI_QUERY, item.as_bytes().to_vec());
+    }
+    Ok(())
+}
+
 /// Splits a message's options into (inner, outer).
 fn split_options(message: &Message) -> Result<(Options, Options), OscoreError> {
     let mut inner = Options::new();
     let mut outer = Options::new();
     for option in message.options.iter() {
         if option.number == OptionNumber::PROXY_URI {
-            return Err(OscoreError::Unprotectable(
-                "Proxy-Uri must be split into Proxy-Scheme, Uri-Host, Uri-Port and path",
-            ));
+            let has_target = message.options.iter().any(|o| {
+                matches!(
+                    o.number,
+                    OptionNumber::URI_HOST
+                        | OptionNumber::URI_PORT
+                        | OptionNumber::URI_PATH
+                        | OptionNumber::URI_QUERY
+                        | OptionNumber::PROXY_SCHEME
+                )
+            });
+            if has_target {
+                // RFC 7252 §5.10.2: Proxy-Uri excludes the Uri-* options.
+                return Err(OscoreError::Unprotectable(
+                    "a request with Proxy-Uri cannot also carry Uri-* or Proxy-Scheme options",
+                ));
+            }
+            decompose_proxy_uri(&option.value, &mut inner, &mut outer)?;
+            continue;
         }
         if option.number == OptionNumber::OBSERVE {
             inner.push(option.number, option.value.clone());

@@ -125,13 +125,50 @@ fn wrong_context_and_missing_fields_give_the_rfc_codes() {
         unprotect_request(&mut server, &request).unwrap_err(),
         OscoreError::NotProtected
     );
-    // Proxy-Uri is refused rather than left in the clear.
+    // Proxy-Uri with Uri-* options is refused rather than left in the clear.
     let mut proxied = request.clone();
     proxied
         .options
         .set(tern_proto::OptionNumber::PROXY_URI, b"coap://h/p".to_vec());
     assert!(matches!(
         protect_request(&mut client, &proxied, false),
+        Err(OscoreError::Unprotectable(_))
+    ));
+}
+
+/// §4.1.3.3: a Proxy-Uri is decomposed, the proxy's part (Proxy-Scheme, Uri-Host, Uri-Port)
+/// outside, the path and query encrypted; a URI of another scheme cannot be.
+#[test]
+fn proxy_uri_is_decomposed() {
+    use tern_proto::OptionNumber as O;
+    let (mut client, mut server) = contexts(SALT, None, "");
+    let mut request = Message::new(MessageType::Con, Code::GET);
+    request.options.set(
+        O::PROXY_URI,
+        b"coap://sensor.example:5700/temp/now?unit=c".to_vec(),
+    );
+    let (outer, _) = protect_request(&mut client, &request, false).unwrap();
+    assert_eq!(outer.options.get(O::PROXY_SCHEME), Some(&b"coap"[..]));
+    assert_eq!(outer.options.get(O::URI_HOST), Some(&b"sensor.example"[..]));
+    assert_eq!(outer.options.get_uint(O::URI_PORT), Some(5700));
+    for hidden in [O::URI_PATH, O::URI_QUERY, O::PROXY_URI] {
+        assert!(!outer.options.contains(hidden), "{hidden:?} left outside");
+    }
+    let (inner, _) = unprotect_request(&mut server, &outer).unwrap();
+    assert_eq!(inner.path(), "temp/now");
+    assert_eq!(inner.queries().collect::<Vec<_>>(), ["unit=c"]);
+    // The default port is left out, as RFC 7252 §6.4 does.
+    let mut default_port = Message::new(MessageType::Con, Code::GET);
+    default_port
+        .options
+        .set(O::PROXY_URI, b"coap://[::1]/x".to_vec());
+    let (outer, _) = protect_request(&mut client, &default_port, false).unwrap();
+    assert_eq!(outer.options.get(O::URI_HOST), Some(&b"::1"[..]));
+    assert!(!outer.options.contains(O::URI_PORT));
+    let mut http = Message::new(MessageType::Con, Code::GET);
+    http.options.set(O::PROXY_URI, b"http://h/x".to_vec());
+    assert!(matches!(
+        protect_request(&mut client, &http, false),
         Err(OscoreError::Unprotectable(_))
     ));
 }

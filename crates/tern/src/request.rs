@@ -6,7 +6,7 @@ use tern_proto::block::{
     Block1Send, Block1SendConfig, Block1Step, Block2Fetch, Block2Step, BlockValue,
 };
 use tern_proto::endpoint::{RequestError, RequestParams};
-use tern_proto::uri::{CoapUri, Scheme, UriError};
+use tern_proto::uri::{CoapUri, Host, Scheme, UriError};
 use tern_proto::{Code, ContentFormat, Message, MessageType, OptionNumber};
 
 use crate::context::{resolve, Context, EndpointHandle};
@@ -28,6 +28,8 @@ pub struct RequestBuilder {
     pub(crate) session: Option<Session>,
     /// The OSCORE context the request is protected with, if any.
     pub(crate) oscore: Option<OscoreClient>,
+    /// The forward proxy the request goes through (with Proxy-Uri), if any.
+    pub(crate) proxy: Option<Result<CoapUri, UriError>>,
 }
 
 impl RequestBuilder {
@@ -88,6 +90,24 @@ impl RequestBuilder {
         self
     }
 
+    /// Sends the request through a forward proxy (RFC 7252 §5.7.2): to `proxy_uri`'s host
+    /// and port, over its scheme, with the target in Proxy-Scheme, Uri-Host, Uri-Port,
+    /// Uri-Path and Uri-Query. Under OSCORE (RFC 8613 §4.1.3.3) the proxy sees only the
+    /// target's scheme, host and port; the path and query travel encrypted.
+    pub fn proxy(mut self, proxy_uri: &str) -> Self {
+        self.proxy = Some(CoapUri::parse(proxy_uri));
+        self
+    }
+
+    /// The URI of the first hop: the proxy if there is one, else the target.
+    fn hop(&self) -> Result<&CoapUri, Error> {
+        let uri = match &self.proxy {
+            Some(proxy) => proxy,
+            None => &self.uri,
+        };
+        uri.as_ref().map_err(|e| Error::Uri(e.clone()))
+    }
+
     /// Sets every per-request setting at once.
     pub fn options(mut self, options: RequestOptions) -> Self {
         self.request_options = options;
@@ -103,8 +123,40 @@ impl RequestBuilder {
             MessageType::Con
         };
         let mut message = Message::new(ty, self.method);
-        for (number, value) in uri.request_options() {
-            message.options.push(number, value);
+        match &self.proxy {
+            Some(_) => {
+                self.hop()?;
+                // The target as Proxy-Scheme and Uri-* options rather than one Proxy-Uri
+                // (equivalent, RFC 7252 §6.4), since some proxies take only this form, and
+                // under OSCORE it is already split into the proxy's part and the rest.
+                message.options.push(
+                    OptionNumber::PROXY_SCHEME,
+                    uri.scheme.as_str().as_bytes().to_vec(),
+                );
+                let host = match &uri.host {
+                    Host::Name(name) => name.clone(),
+                    Host::Ipv4(ip) => ip.to_string(),
+                    Host::Ipv6(ip) => ip.to_string(),
+                };
+                message
+                    .options
+                    .push(OptionNumber::URI_HOST, host.into_bytes());
+                if let Some(port) = uri.port {
+                    message
+                        .options
+                        .set_uint(OptionNumber::URI_PORT, u32::from(port));
+                }
+                for (number, value) in uri.request_options() {
+                    if number != OptionNumber::URI_HOST {
+                        message.options.push(number, value);
+                    }
+                }
+            }
+            None => {
+                for (number, value) in uri.request_options() {
+                    message.options.push(number, value);
+                }
+            }
         }
         for (number, value) in &self.options {
             message.options.push(*number, value.clone());
@@ -140,7 +192,7 @@ impl RequestBuilder {
                 (endpoint, peer, max_pdu)
             }
             None => {
-                let uri = self.uri.clone()?;
+                let uri = self.hop()?.clone();
                 let peer = resolve(&uri).await?;
                 match uri.scheme {
                     Scheme::Coap | Scheme::Coaps => {
@@ -176,7 +228,7 @@ impl RequestBuilder {
             timeout: self.request_options.timeout,
         };
         let (mut endpoint, peer, max_pdu) = self.target().await?;
-        let stream = self.uri.as_ref().is_ok_and(|uri| uri.scheme.is_reliable());
+        let stream = self.hop().is_ok_and(|uri| uri.scheme.is_reliable());
         let szx = self
             .request_options
             .block_szx
@@ -223,7 +275,7 @@ impl RequestBuilder {
             let sent = self.round_trip(&endpoint, peer, next, params).await;
             let sent = match (sent, retry) {
                 (Err(Error::Request(RequestError::ChannelFailed(_))), Some(again)) => {
-                    let secure = self.uri.as_ref().is_ok_and(|u| u.scheme.is_secure());
+                    let secure = self.hop().is_ok_and(|u| u.scheme.is_secure());
                     endpoint = self.context.stream_endpoint(peer, secure).await?;
                     next = again;
                     continue;

@@ -319,3 +319,57 @@ async fn notifications_are_protected_and_deregistration_too() {
     }
     server.ctx.shutdown().await;
 }
+
+/// OSCORE inside DTLS and TLS (PSK): both layers hold, and the handler sees both identities.
+#[tokio::test]
+async fn oscore_inside_dtls_and_tls() {
+    let (client, server_half) = pair(b"c1");
+    let oscore = OscoreServer::new();
+    oscore.add(server_half).unwrap();
+    let router = Router::new()
+        .get("/both", |r: Request| async move {
+            let psk = match r.peer_identity() {
+                Some(tern::PeerIdentity::Psk(id)) => String::from_utf8_lossy(id).into_owned(),
+                _ => "none".into(),
+            };
+            let kid = r
+                .oscore()
+                .map(|o| String::from_utf8_lossy(&o.kid).into_owned());
+            Response::text(format!("{psk} {}", kid.unwrap_or_default()))
+        })
+        .oscore(oscore);
+    let psk = tern::Psk::new(b"dev".to_vec(), b"dtls-secret".to_vec()).unwrap();
+    let store = tern::tls::PskMap::new();
+    store.insert(psk.clone());
+    let server = Context::builder()
+        .bind_dtls("127.0.0.1:0".parse().unwrap())
+        .bind_tls("127.0.0.1:0".parse().unwrap())
+        .dtls_server(tern::tls::DtlsSettings {
+            psk_store: Some(Arc::new(store)),
+            ..Default::default()
+        })
+        .router(router)
+        .build()
+        .await
+        .unwrap();
+    let ctx = Context::builder()
+        .psk(psk.clone())
+        .tls_client(tern::tls::TlsSettings {
+            psk: Some(psk),
+            ..Default::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    for (scheme, name) in [(Scheme::Coaps, "coaps"), (Scheme::CoapsTcp, "coaps+tcp")] {
+        let addr = server.listen_addrs(scheme)[0];
+        let uri = format!("{name}://{addr}/both");
+        let r = timeout(WAIT, ctx.get(&uri).oscore(&client).send())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.payload(), b"dev c1", "{name}");
+    }
+    ctx.shutdown().await;
+    server.shutdown().await;
+}

@@ -375,6 +375,7 @@ impl Context {
             request_options: RequestOptions::default(),
             session: None,
             oscore: None,
+            proxy: None,
         }
     }
 
@@ -383,6 +384,7 @@ impl Context {
         RequestBuilder {
             session: None,
             oscore: None,
+            proxy: None,
             context: self.clone(),
             method,
             uri: CoapUri::parse(uri),
