@@ -89,9 +89,13 @@ impl ContextFolder {
         self.dir.join(name)
     }
 
-    fn read_object(&self, name: &str) -> Result<Option<Map<String, Value>>, FolderError> {
+    fn read_object(
+        &self,
+        name: &str,
+        read: &impl Fn(&Path) -> io::Result<String>,
+    ) -> Result<Option<Map<String, Value>>, FolderError> {
         let path = self.file(name);
-        let text = match fs::read_to_string(&path) {
+        let text = match read(&path) {
             Ok(text) => Zeroizing::new(text),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(FolderError::Io { path, source }),
@@ -112,11 +116,21 @@ impl ContextFolder {
 
     /// Reads and derives the context.
     pub fn load(&self) -> Result<LoadedContext, FolderError> {
+        self.load_with(|path| fs::read_to_string(path))
+    }
+
+    /// [`load`](Self::load) with the files read by `read` (given each file's path; a file
+    /// that does not exist is an `io::ErrorKind::NotFound` error): for tests and fuzzing,
+    /// which hold the files in memory.
+    pub fn load_with(
+        &self,
+        read: impl Fn(&Path) -> io::Result<String>,
+    ) -> Result<LoadedContext, FolderError> {
         let mut data: Map<String, Value> = Map::new();
         let mut sources: Vec<(String, PathBuf)> = Vec::new();
         let mut any = false;
         for name in ["secret.json", "settings.json"] {
-            let Some(object) = self.read_object(name)? else {
+            let Some(object) = self.read_object(name, &read)? else {
                 continue;
             };
             any = true;
@@ -230,7 +244,7 @@ impl ContextFolder {
                 path: self.dir.clone(),
                 source,
             })?;
-        let (stored_mark, replay_window_known) = match self.read_object("sequence.json")? {
+        let (stored_mark, replay_window_known) = match self.read_object("sequence.json", &read)? {
             None => (None, true),
             Some(sequence) => {
                 let next = sequence

@@ -23,6 +23,7 @@
 pub mod algorithm;
 mod cbor;
 pub mod context;
+pub mod credentials;
 pub mod folder;
 pub mod option;
 pub mod persist;

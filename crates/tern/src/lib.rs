@@ -26,7 +26,6 @@
 #![warn(missing_docs)]
 
 mod context;
-pub mod credentials;
 mod driver;
 mod error;
 mod handling;
@@ -51,6 +50,7 @@ pub use session::{
 };
 pub use stream::{default_server_config, StreamLimits};
 pub use tern_oscore;
+pub use tern_oscore::credentials;
 pub use tern_proto::stream::StreamConfig;
 pub use tern_proto::{self as proto, Code, ContentFormat, OptionNumber};
 pub use tern_tls::{self as tls, Psk};

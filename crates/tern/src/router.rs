@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use tern_proto::link_format::{self, Link};
 use tern_proto::observe::RegistryConfig;
-use tern_proto::{Code, ContentFormat};
+use tern_proto::{Code, ContentFormat, OptionNumber};
 use tokio::sync::broadcast;
 
 use crate::message::{Request, Response};
@@ -382,8 +382,16 @@ impl Router {
             .collect()
     }
 
-    /// Routes a request to its handler; 4.04, 4.05 and `/.well-known/core` are answered here.
+    /// Routes a request to its handler; 4.04, 4.05 and `/.well-known/core` are answered here,
+    /// and 5.05 to a request meant for a forward proxy (Proxy-Uri or Proxy-Scheme, RFC 7252
+    /// §5.7.2), which a router is not.
     pub fn dispatch(&self, mut request: Request) -> BoxFuture {
+        let options = &request.message.options;
+        if options.contains(OptionNumber::PROXY_URI) || options.contains(OptionNumber::PROXY_SCHEME)
+        {
+            let response = Response::new(Code::PROXYING_NOT_SUPPORTED);
+            return Box::pin(std::future::ready(response));
+        }
         let method = request.method();
         let mut path_matched: Option<&Resource> = None;
         let mut found: Option<(&Arc<dyn Handler>, &str, Captures)> = None;
@@ -462,6 +470,21 @@ mod tests {
             message,
             params: Vec::new(),
             rest: None,
+        }
+    }
+
+    #[test]
+    fn requests_for_a_proxy_get_5_05() {
+        let router = Router::new().get("/x", |_| async { Response::text("x") });
+        for number in [OptionNumber::PROXY_URI, OptionNumber::PROXY_SCHEME] {
+            let mut r = request(Code::GET, "/x");
+            r.message.options.push(number, b"coap".to_vec());
+            let fut = router.dispatch(r);
+            let response = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(fut);
+            assert_eq!(response.code(), Code::PROXYING_NOT_SUPPORTED);
         }
     }
 

@@ -1,5 +1,5 @@
 //! Credentials files in aiocoap's format (`tern get --credentials FILE`), so one file serves
-//! both stacks. A JSON
+//! both stacks (also `tern::credentials`). A JSON
 //! object maps URI patterns (`*` matches anything, the whole URI must match) or names
 //! (`:name`) to a credential or to another name:
 //!
