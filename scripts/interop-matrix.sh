@@ -234,7 +234,16 @@ KEY="m$$x$RANDOM" # a fresh store key per run
 TERN_PORT="$(free_port)"
 TERN_OK=1
 mkdir -p "$WORK/files" # tern serve's /files/ (the block-wise row)
-start_server tern-serve "$TERN_PORT" "$TERN" serve --bind "127.0.0.1:$TERN_PORT" --files "$WORK/files" || TERN_OK=0
+# The OSCORE row: one security context (aiocoap's folder format), the server's half for tern
+# serve, the client's for aiocoap-client's credentials file.
+OSCORE_SECRET='{"secret_hex": "0102030405060708090a0b0c0d0e0f10", "salt_hex": "9e7ca92223786340"}'
+mkdir -p "$WORK/oscore-server" "$WORK/oscore-client"
+printf '%s\n' "$OSCORE_SECRET" >"$WORK/oscore-server/secret.json"
+printf '%s\n' "$OSCORE_SECRET" >"$WORK/oscore-client/secret.json"
+printf '{"sender-id_hex": "", "recipient-id_hex": "0b"}\n' >"$WORK/oscore-server/settings.json"
+printf '{"sender-id_hex": "0b", "recipient-id_hex": ""}\n' >"$WORK/oscore-client/settings.json"
+start_server tern-serve "$TERN_PORT" "$TERN" serve --bind "127.0.0.1:$TERN_PORT" --files "$WORK/files" \
+    --oscore "$WORK/oscore-server" || TERN_OK=0
 TERN_URI="coap://127.0.0.1:$TERN_PORT"
 LC_OK=0
 if [ -n "$LC_SERVER" ]; then
@@ -890,10 +899,36 @@ for r in dtls_psk dtls_pki tcp tls_psk tls_pki; do
     done
 done
 
-# --- not implemented yet -----------------------------------------------------------------------
-na oscore lc_tern "not implemented yet (issue 6); libcoap 4.3.1 as packaged has no OSCORE"
-na oscore tern_lc "not implemented yet (issue 6); libcoap 4.3.1 as packaged has no OSCORE"
-na oscore aio_tern "not implemented yet (issue 6)"
+# --- OSCORE (RFC 8613) ----------------------------------------------------------------------------
+# aiocoap-client with credentials naming the client's half of the context: GET /whoami (tern
+# serve names the kid the request was protected with), a PUT then GET round trip, a 4.04; all
+# protected. The aiocoap plugtest both ways is in crates/tern-cli/tests/interop_oscore_plugtest.rs.
+na oscore lc_tern "libcoap 4.3.1 as packaged has no OSCORE"
+na oscore tern_lc "libcoap 4.3.1 as packaged has no OSCORE"
+check_oscore_aio_tern() {
+    local c=aio_tern creds="$WORK/oscore-credentials.json"
+    printf '{"%s/*": {"oscore": {"contextfile": "%s/"}}}\n' "$TERN_URI" "$WORK/oscore-client" >"$creds"
+    aio o_who --credentials "$creds" "$TERN_URI/whoami"
+    aio o_put -m PUT --payload "oscore-$KEY" --credentials "$creds" "$TERN_URI/store/oscore-$KEY"
+    aio o_put_get --credentials "$creds" "$TERN_URI/store/oscore-$KEY"
+    aio o_nf --credentials "$creds" "$TERN_URI/nope"
+    if [ "$(rc_of o_who)" != 0 ] || [ "$(tr -d '[:space:]' <"$WORK/o_who.out")" != "oscore:0b" ]; then
+        fail oscore $c "/whoami did not name the OSCORE kid 0b" $(files_of o_who)
+    elif [ "$(rc_of o_put)" != 0 ] || [ "$(cat "$WORK/o_put_get.out")" != "oscore-$KEY" ]; then
+        fail oscore $c "GET did not return what PUT stored" $(files_of o_put) $(files_of o_put_get)
+    elif [ "$(rc_of o_nf)" = 0 ] || ! grep -q '4\.04' "$WORK/o_nf.out" "$WORK/o_nf.err"; then
+        fail oscore $c "expected a non-zero exit and 4.04" $(files_of o_nf)
+    else
+        pass oscore $c
+    fi
+}
+blocker="$(column_blocker aio_tern)"
+if [ -n "$blocker" ]; then
+    fail oscore aio_tern "$blocker" "$(server_log aio_tern)"
+else
+    log "running OSCORE, aiocoap client → tern serve"
+    check_oscore_aio_tern
+fi
 
 # --- INTEROP.md ----------------------------------------------------------------------------------
 lc_version="$( ("${LC_CLIENT:-false}" 2>&1 || true) | sed -n '1s/.* v\([0-9.]*\).*/\1/p')"
@@ -927,6 +962,9 @@ tern_version="$("$TERN" --version 2>/dev/null | awk '{print $2}')"
     echo "Observe cells: \`/time\` observed for about 5 s (libcoap \`-s 5\`, tern \`get -s 5\`, aiocoap's observation API,"
     echo "since aiocoap-client 0.4.17 prints only the first response: chrysn/aiocoap#395): the first response and"
     echo "at least 3 notifications (aiocoap: 4, in Observe order), with at least 4 different times."
+    echo "OSCORE cell: aiocoap-client with a credentials file naming an OSCORE context folder, against tern serve"
+    echo "\`--oscore\` holding the other half: \`/whoami\` names the kid, a PUT then GET round trip, a 4.04, all"
+    echo "protected. aiocoap's OSCORE plugtest runs both ways in the test suite (\`interop_oscore_plugtest\`)."
     echo "\`pass\`: the exchange worked and its result was checked; \`FAIL\`: see the footnote;"
     echo "\`n/s\`: not supported, with the reason."
     echo
