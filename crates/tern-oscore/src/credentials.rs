@@ -311,7 +311,10 @@ mod tests {
             ("[]", "not a JSON object"),
             ("{", "not JSON"),
             (r#"{"a": ":missing"}"#, "not defined"),
-            (r#"{"a": ":b", ":b": ":a"}"#, "references in a row"),
+            (
+                r#"{"x": ":a", ":a": ":b", ":b": ":a"}"#,
+                "references in a row",
+            ),
             (r#"{"a": "b"}"#, "starting with ':'"),
             (r#"{"a": {}}"#, "exactly one member"),
             (r#"{"a": {"oscore": {}, "dtls": {}}}"#, "exactly one member"),

@@ -257,6 +257,10 @@ const TARGETS: &[(&str, Check)] = &[
 const REPLAYED_ELSEWHERE: &[(&str, &str)] = &[
     ("oscore", "crates/tern-oscore/tests/fuzz_regressions.rs"),
     (
+        "config",
+        "crates/tern-oscore/tests/config_fuzz_regressions.rs",
+    ),
+    (
         "stream_frame",
         "crates/tern-proto/tests/stream_fuzz_regressions.rs",
     ),

@@ -373,3 +373,53 @@ async fn oscore_inside_dtls_and_tls() {
     ctx.shutdown().await;
     server.shutdown().await;
 }
+
+/// Outer block-wise (RFC 8613 §4.1.3.4.2), as a proxy that fragments protected messages would
+/// do it: the protected request goes in Block1 blocks of its ciphertext, the server reassembles
+/// them before unprotecting, and its protected final response acknowledges the last block.
+#[tokio::test]
+async fn outer_block_wise_is_reassembled_before_unprotecting() {
+    use tern::proto::block::{Block1Send, Block1SendConfig, Block1Step};
+    use tern::proto::endpoint::RequestParams;
+    use tern::proto::{Message, MessageType, OptionNumber};
+
+    let (client, server_half) = pair(b"c1");
+    let server = Server::start(vec![server_half]).await;
+    let peer = server.ctx.local_addrs()[0];
+    let mut inner = Message::new(MessageType::Con, Code::PUT);
+    inner.set_path("/big");
+    inner.payload = body(3000);
+    let (outer, binding) = client.protect(&inner).unwrap();
+    let config = Block1SendConfig {
+        szx: 4, // 256-byte blocks of the ciphertext
+        ..Block1SendConfig::default()
+    };
+    let (mut sender, mut next) = Block1Send::start(outer, config).unwrap();
+    let ctx = Context::client();
+    let params = RequestParams {
+        timeout: Some(WAIT),
+    };
+    let mut blocks = 0;
+    let last = loop {
+        blocks += 1;
+        assert!(blocks < 64, "the transfer does not end");
+        let response = ctx.send(peer, next, params).await.unwrap().into_message();
+        match sender.handle_response(response).unwrap() {
+            Block1Step::Send(m) => next = m,
+            Block1Step::Done(m) => break m,
+            Block1Step::Fetch(..) => panic!("no Block2 expected"),
+        }
+    };
+    assert!(
+        blocks >= 12,
+        "{blocks} blocks for 3000 bytes in 256-byte blocks"
+    );
+    assert!(
+        last.options.contains(OptionNumber::BLOCK1),
+        "the last block is acknowledged"
+    );
+    let response = client.unprotect(&binding, &last).unwrap();
+    assert_eq!(response.code, Code::CHANGED);
+    assert_eq!(response.payload, b"3000 true");
+    server.ctx.shutdown().await;
+}

@@ -185,19 +185,7 @@ impl Endpoint {
         let ObserveRole::Register { request, .. } = &req.role else {
             return Err(RequestError::NotObserving);
         };
-        let mut message = match message {
-            Some(mut given) => {
-                given.token = request.token;
-                given
-            }
-            None => {
-                let mut message = (**request).clone();
-                message
-                    .options
-                    .set_uint(OptionNumber::OBSERVE, observe::DEREGISTER);
-                message
-            }
-        };
+        let mut message = observe::deregistration(request, message);
         message.ty = MessageType::Con;
         message.mid = 0;
         let peer = req.peer;

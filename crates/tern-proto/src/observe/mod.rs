@@ -32,6 +32,25 @@ pub fn observe_value(message: &Message) -> Option<u32> {
     message.options.get_uint(OptionNumber::OBSERVE)
 }
 
+/// The deregistration of an observation registered with `registration` (RFC 7641 §3.6): the
+/// registration with Observe 1, or `given` (an OSCORE deregistration, protected anew) on the
+/// registration's token.
+pub fn deregistration(registration: &Message, given: Option<Message>) -> Message {
+    match given {
+        Some(mut message) => {
+            message.token = registration.token;
+            message
+        }
+        None => {
+            let mut message = registration.clone();
+            message
+                .options
+                .set_uint(crate::option::OptionNumber::OBSERVE, DEREGISTER);
+            message
+        }
+    }
+}
+
 /// Whether a request asks to register an observation: GET or FETCH with Observe 0 (§2, §3.1;
 /// FETCH per RFC 8132 §2.4).
 pub fn is_registration(request: &Message) -> bool {

@@ -558,19 +558,7 @@ impl StreamConnection {
         else {
             return Err(RequestError::NotObserving);
         };
-        let message = match message {
-            Some(mut given) => {
-                given.token = registration.token;
-                given
-            }
-            None => {
-                let mut message = registration.clone();
-                message
-                    .options
-                    .set_uint(crate::option::OptionNumber::OBSERVE, observe::DEREGISTER);
-                message
-            }
-        };
+        let message = observe::deregistration(registration, message);
         // Frees the token for the deregistration.
         self.finish_request(id);
         self.request(now, message, RequestParams::default())
