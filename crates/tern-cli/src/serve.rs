@@ -92,6 +92,14 @@ pub struct ServeArgs {
     /// Largest file accepted by PUT under /files/ (bytes).
     #[arg(long, default_value_t = 16 << 20)]
     files_max_size: usize,
+    /// Demand fresh requests (RFC 9175 §2.3): PUT, POST and DELETE under /store/ and /files/
+    /// must echo a challenge at most this many seconds old; others get 4.01 with an Echo.
+    #[arg(long = "require-echo", value_name = "SECONDS", value_parser = parse_seconds)]
+    require_echo: Option<f64>,
+    /// Limit amplification (RFC 9175 §2.4): over plain UDP, a response more than three times
+    /// its request's size goes to an address only once it echoed a challenge.
+    #[arg(long = "limit-amplification")]
+    limit_amplification: bool,
     /// Accept OSCORE (RFC 8613) with the security context in this folder (aiocoap's format:
     /// settings.json, secret.json, sequence.json; the server's half). Repeatable: requests
     /// find their context by kid and kid context.
@@ -101,6 +109,16 @@ pub struct ServeArgs {
     /// accepted, as with --oscore.
     #[arg(long = "credentials", value_name = "FILE")]
     credentials: Option<std::path::PathBuf>,
+}
+
+/// A number of seconds between 0 (exclusive) and a day.
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!(
+            "{text:?} must be a number of seconds between 0 and 86400"
+        )),
+    }
 }
 
 /// Reads `identity key` lines; names the line of any error.
@@ -215,7 +233,13 @@ pub fn demo_router(
     store_max_value: usize,
     store_max_entries: usize,
     files: Option<Arc<FileStore>>,
+    fresh: Option<std::time::Duration>,
 ) -> Router {
+    // Unsafe requests to /store/ and /files/ need a recent Echo when asked (RFC 9175 §2.3).
+    let fresh = |resource: Resource| match fresh {
+        Some(max_age) => resource.require_echo(max_age),
+        None => resource,
+    };
     let store = Arc::new(Store {
         entries: Mutex::new(HashMap::new()),
         max_value: store_max_value,
@@ -223,7 +247,7 @@ pub fn demo_router(
     });
     let (put, get, delete) = (store.clone(), store.clone(), store);
     let router = match files {
-        Some(files) => Router::new().resource("/files/*", files.resource()),
+        Some(files) => Router::new().resource("/files/*", fresh(files.resource())),
         None => Router::new(),
     };
     router
@@ -272,7 +296,7 @@ pub fn demo_router(
         )
         .resource(
             "/store/*",
-            Resource::new()
+            fresh(Resource::new()
                 .put(move |r: Request| {
                     let store = put.clone();
                     async move { store.put(r.rest().unwrap_or(""), r.payload(), r.content_format()) }
@@ -284,7 +308,7 @@ pub fn demo_router(
                 .delete(move |r: Request| {
                     let store = delete.clone();
                     async move { store.delete(r.rest().unwrap_or("")) }
-                }),
+                })),
         )
         .resource("/store", Resource::new().title("In-memory store: PUT, GET, DELETE /store/KEY").get(|_| async {
             Response::text("PUT, GET and DELETE /store/KEY")
@@ -313,7 +337,9 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, String> {
         separate_response_delay: std::time::Duration::from_millis(args.separate_delay_ms),
         ..Default::default()
     };
-    let mut router = demo_router(args.store_max_value, args.store_max_entries, files);
+    let fresh = args.require_echo.map(std::time::Duration::from_secs_f64);
+    let mut router = demo_router(args.store_max_value, args.store_max_entries, files, fresh)
+        .limit_amplification(args.limit_amplification);
     let mut oscore_dirs = args.oscore.clone();
     if let Some(path) = &args.credentials {
         let credentials =

@@ -216,3 +216,40 @@ fn libcoap_client_observes_time_on_tern() {
     let out = run_with_timeout(&client, ["-s", "5", &uri(addr, "/time")], CLIENT_TIMEOUT);
     assert_libcoap_observed_tern_times(&out, &server);
 }
+
+/// Echo (RFC 9175) with libcoap's client, which answers a 4.01 with Echo by repeating the
+/// request: `tern serve --require-echo` acts on a PUT only after the repeat (the stored value
+/// shows it did), and `--limit-amplification` serves `/.well-known/core`, far larger than the
+/// request, once the address echoed a challenge. aiocoap-client 0.4.17 does not answer Echo
+/// outside OSCORE, so it gets the 4.01 (checked too, so that the challenge is known to happen).
+#[test]
+fn libcoap_client_answers_tern_echo_challenges() {
+    let Some(client) = require_peer("coap-client-notls") else {
+        return;
+    };
+    let (_server, addr) =
+        start_tern_server_with(&["--no-tcp", "--require-echo", "10", "--limit-amplification"]);
+    let key = random_text(8);
+    let put = coap_client(
+        &client,
+        &["-m", "put", "-e", &key],
+        &uri(addr, "/store/echo"),
+    );
+    assert!(
+        !has_error_code_line(&put.all_output()),
+        "\n{}",
+        put.describe()
+    );
+    let get = coap_client(&client, &[], &uri(addr, "/store/echo"));
+    assert_eq!(get.stdout.trim(), key, "\n{}", get.describe());
+    let wk = coap_client(&client, &[], &uri(addr, "/.well-known/core"));
+    assert!(wk.stdout.contains("</time>"), "\n{}", wk.describe());
+    if let Some(aiocoap) = locate_peer("aiocoap-client") {
+        let out = run_with_timeout(
+            &aiocoap,
+            ["-m", "PUT", "--payload", "x", &uri(addr, "/store/aio")],
+            CLIENT_TIMEOUT,
+        );
+        assert!(out.all_output().contains("4.01"), "\n{}", out.describe());
+    }
+}

@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tern_proto::endpoint::{RequestError, RequestParams, Stats};
-use tern_proto::{Code, Endpoint, Event, IncomingId, Message, RequestId, TransmissionParams};
+use tern_proto::{
+    Code, Endpoint, Event, IncomingId, Message, OptionNumber, RequestId, TransmissionParams,
+};
 use tern_tls::{DtlsContext, LayerEvent, SecurityLayer};
 
 use crate::session::{SessionEvent, SessionState};
@@ -29,6 +31,7 @@ use crate::router::Router;
 use crate::udp::{self, RecvBatch};
 use observe::ServerObserve;
 
+use crate::echo::{VerifiedAddresses, ADDRESS_PROOF_AGE};
 use crate::handling::{run_handler, BlockExchange, BlockTables};
 
 /// What the application asks of a driver.
@@ -104,6 +107,8 @@ pub(crate) struct Driver<L: SecurityLayer> {
     observe: Option<ServerObserve>,
     /// Client observations: where their notifications go, and the ticket that ends them.
     observations: ClientObservations,
+    /// Addresses that echoed a challenge (amplification limits, RFC 9175 §2.4).
+    verified: VerifiedAddresses,
 }
 
 impl<L: SecurityLayer> Driver<L> {
@@ -140,6 +145,7 @@ impl<L: SecurityLayer> Driver<L> {
             blocks: BlockTables::new(),
             observe,
             observations: ClientObservations::default(),
+            verified: VerifiedAddresses::default(),
         }
     }
 
@@ -373,10 +379,11 @@ impl<L: SecurityLayer> Driver<L> {
         // handler sees it; later blocks of a large response come from the cache. OSCORE
         // (RFC 8613) requests are unprotected on the way.
         let block_size = self.blocks.block_size();
+        let request_len = message.encoded_len();
         let before =
             self.blocks
                 .before_handler(now, peer, message, router.oscore_server(), block_size);
-        let (message, exchange) = match before {
+        let (message, mut exchange) = match before {
             Ok(ready) => ready,
             Err(reply) => {
                 if let Err(e) = self.endpoint.respond(now, id, reply) {
@@ -385,6 +392,12 @@ impl<L: SecurityLayer> Driver<L> {
                 return;
             }
         };
+        exchange.request_len = request_len;
+        if let Some(echo) = message.options.get(OptionNumber::ECHO) {
+            if router.echo().verify(now, peer, echo, ADDRESS_PROOF_AGE) {
+                self.verified.insert(peer);
+            }
+        }
         let request = Request {
             peer,
             identity: self.layer.peer_identity(peer),
@@ -421,6 +434,7 @@ impl<L: SecurityLayer> Driver<L> {
     ) {
         let block_size = self.blocks.block_size();
         response = self.blocks.slice(now, response, &exchange, block_size);
+        self.limit_amplification(now, &exchange, &mut response);
         self.observe_response(now, &exchange, &mut response);
         let oscore = self.router.as_deref().and_then(Router::oscore_server);
         response = self
@@ -429,6 +443,44 @@ impl<L: SecurityLayer> Driver<L> {
         if let Err(e) = self.endpoint.respond(now, id, response) {
             tracing::warn!(error = %e, "response not sent");
         }
+    }
+
+    /// RFC 9175 §2.4: to an address not yet verified (plain UDP only), a response more than
+    /// three times its request's size becomes a 4.01 with an Echo challenge, when the router
+    /// asks for it. Decided before the response is protected, so an OSCORE response is never
+    /// protected twice under the request's nonce.
+    fn limit_amplification(
+        &mut self,
+        now: Instant,
+        exchange: &BlockExchange,
+        response: &mut Message,
+    ) {
+        let Some(router) = self.router.as_deref() else {
+            return;
+        };
+        if !router.limits_amplification()
+            || self.layer.is_secure()
+            || self.verified.contains(exchange.peer)
+        {
+            return;
+        }
+        let oscore = if exchange.oscore.is_some() {
+            crate::oscore::OSCORE_OVERHEAD
+        } else {
+            0
+        };
+        if response.encoded_len() + oscore <= exchange.request_len.saturating_mul(3) {
+            return;
+        }
+        tracing::debug!(peer = %exchange.peer, "large response to an unverified address: Echo challenge");
+        let mut challenge = Message::new(response.ty, Code::UNAUTHORIZED);
+        challenge.mid = response.mid;
+        challenge.token = response.token;
+        challenge.options.set(
+            OptionNumber::ECHO,
+            router.echo().challenge(now, exchange.peer),
+        );
+        *response = challenge;
     }
 
     async fn flush(&mut self) {

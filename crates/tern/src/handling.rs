@@ -26,6 +26,9 @@ pub(crate) struct BlockExchange {
     pub(crate) peer: SocketAddr,
     pub(crate) request: Message,
     pub(crate) block1: Option<BlockValue>,
+    /// The size of the request as it arrived (the last block's, for a request in blocks), for
+    /// amplification limits.
+    pub(crate) request_len: usize,
     /// For a request protected with OSCORE: what its response is protected with, and the
     /// outer exchange when the protected message itself came block-wise.
     pub(crate) oscore: Option<Box<OscoreExchange>>,
@@ -124,6 +127,7 @@ impl BlockTables {
             peer,
             request: kept,
             block1,
+            request_len: 0,
             oscore: None,
         };
         Ok((message, exchange))

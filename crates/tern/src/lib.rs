@@ -27,6 +27,7 @@
 
 mod context;
 mod driver;
+mod echo;
 mod error;
 mod handling;
 mod message;

@@ -117,6 +117,14 @@ async fn register_maybe_protected(
     let Some(client) = oscore else {
         let (ticket, first, rx) =
             register(context, endpoint, peer, request.clone(), params).await?;
+        // RFC 9175 §2.3: a 4.01 with Echo is answered once.
+        let Some(echo) = crate::request::echo_challenge(&Response::from_message(first.clone()))
+        else {
+            return Ok((ticket, first, rx, None));
+        };
+        let mut again = request.clone();
+        again.options.set(OptionNumber::ECHO, echo);
+        let (ticket, first, rx) = register(context, endpoint, peer, again, params).await?;
         return Ok((ticket, first, rx, None));
     };
     let mut request = request.clone();

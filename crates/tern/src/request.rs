@@ -235,7 +235,9 @@ impl RequestBuilder {
             .unwrap_or(tern_proto::block::value::MAX_SZX);
         let config = Block1SendConfig {
             szx,
-            request_tag: None,
+            // RFC 9175 §3: concurrent request bodies to one resource from this endpoint stay
+            // apart at the server (sent only when the body goes in blocks).
+            request_tag: Some(request_tag()),
             max_response_body: self.request_options.max_body_size,
             // Over TCP and TLS a body goes whole unless a block size was asked for; the
             // connection refuses it if it is larger than the peer's Max-Message-Size.
@@ -327,7 +329,20 @@ impl RequestBuilder {
         params: RequestParams,
     ) -> Result<Response, Error> {
         let Some(client) = &self.oscore else {
-            return self.context.send_on(endpoint, peer, message, params).await;
+            // RFC 9175 §2.3: a 4.01 with Echo asks for the request again with the Echo; once.
+            let again = message.clone();
+            let response = self
+                .context
+                .send_on(endpoint, peer, message, params)
+                .await?;
+            return match echo_challenge(&response) {
+                Some(echo) => {
+                    let mut again = again;
+                    again.options.set(OptionNumber::ECHO, echo);
+                    self.context.send_on(endpoint, peer, again, params).await
+                }
+                None => Ok(response),
+            };
         };
         let mut request = message;
         let mut echoed = false;
@@ -350,6 +365,27 @@ impl RequestBuilder {
             }
         }
     }
+}
+
+/// A fresh Request-Tag: 4 random bytes (a counter if the system has no randomness, which still
+/// keeps this process's transfers apart).
+fn request_tag() -> Vec<u8> {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let mut tag = [0u8; 4];
+    if getrandom::getrandom(&mut tag).is_err() {
+        tag = COUNTER
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_be_bytes();
+    }
+    tag.to_vec()
+}
+
+/// The Echo value of a 4.01 that asks for the request again with it (RFC 9175 §2.3).
+pub(crate) fn echo_challenge(response: &Response) -> Option<Vec<u8>> {
+    (response.code() == Code::UNAUTHORIZED)
+        .then(|| response.option(OptionNumber::ECHO))
+        .flatten()
+        .map(<[u8]>::to_vec)
 }
 
 /// Whether a request may be sent twice with the effect of once (RFC 7252 §5.1: GET, PUT and

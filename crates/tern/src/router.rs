@@ -14,12 +14,14 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tern_proto::link_format::{self, Link};
 use tern_proto::observe::RegistryConfig;
 use tern_proto::{Code, ContentFormat, OptionNumber};
 use tokio::sync::broadcast;
 
+use crate::echo::EchoVerifier;
 use crate::message::{Request, Response};
 use crate::oscore::OscoreServer;
 
@@ -99,6 +101,8 @@ pub struct Resource {
     hidden: bool,
     observable: bool,
     oscore_only: bool,
+    /// Unsafe requests need an Echo at most this old (RFC 9175 §2).
+    fresh: Option<Duration>,
 }
 
 macro_rules! method_fns {
@@ -195,6 +199,16 @@ impl Resource {
         self
     }
 
+    /// Demands freshness (RFC 9175 §2.3): a request with a method other than GET or FETCH
+    /// must echo a value this router issued to its address at most `max_age` ago; one that
+    /// does not is answered 4.01 Unauthorized with a new Echo, and is acted on only when
+    /// repeated with it (Tern's client does this by itself). For actuators, where a delayed
+    /// or replayed request must not act.
+    pub fn require_echo(mut self, max_age: Duration) -> Self {
+        self.fresh = Some(max_age);
+        self
+    }
+
     /// Leaves the resource out of `/.well-known/core`.
     pub fn hidden(mut self) -> Self {
         self.hidden = true;
@@ -227,6 +241,10 @@ pub struct Router {
     observe_config: RegistryConfig,
     /// The OSCORE contexts requests to this router are unprotected with.
     oscore: Option<OscoreServer>,
+    /// Issues and checks Echo values (freshness and address verification).
+    echo: Arc<EchoVerifier>,
+    /// Whether responses to unverified addresses are limited (RFC 9175 §2.4).
+    limit_amplification: bool,
 }
 
 impl Default for Router {
@@ -236,6 +254,8 @@ impl Default for Router {
             changes: broadcast::channel(CHANGE_BACKLOG).0,
             observe_config: RegistryConfig::default(),
             oscore: None,
+            echo: Arc::new(EchoVerifier::new()),
+            limit_amplification: false,
         }
     }
 }
@@ -291,6 +311,28 @@ impl Router {
     pub fn oscore(mut self, contexts: OscoreServer) -> Self {
         self.oscore = Some(contexts);
         self
+    }
+
+    /// Limits what is sent to addresses not yet verified (RFC 9175 §2.4, for plain UDP, where
+    /// a request's source address may be forged to aim responses at a victim): a response
+    /// more than three times the size of its request goes to an address only after the
+    /// address echoed a challenge; before that the answer is a small 4.01 with Echo, which
+    /// Tern's client (and any RFC 9175 client) answers by repeating the request. A verified
+    /// address stays verified (the last 16,384 per endpoint). DTLS and streams are not
+    /// limited: their handshakes verify the address.
+    pub fn limit_amplification(mut self, on: bool) -> Self {
+        self.limit_amplification = on;
+        self
+    }
+
+    /// Whether [`limit_amplification`](Self::limit_amplification) is on.
+    pub(crate) fn limits_amplification(&self) -> bool {
+        self.limit_amplification
+    }
+
+    /// The Echo verifier.
+    pub(crate) fn echo(&self) -> &EchoVerifier {
+        &self.echo
     }
 
     /// The OSCORE contexts, if any.
@@ -382,6 +424,24 @@ impl Router {
             .collect()
     }
 
+    /// Whether a request meets its resource's freshness demand, if any.
+    fn fresh_enough(&self, resource: &Resource, request: &Request) -> bool {
+        let Some(max_age) = resource.fresh else {
+            return true;
+        };
+        if matches!(request.method(), Code::GET | Code::FETCH) {
+            return true;
+        }
+        request
+            .message
+            .options
+            .get(OptionNumber::ECHO)
+            .is_some_and(|echo| {
+                self.echo
+                    .verify(Instant::now(), request.peer, echo, max_age)
+            })
+    }
+
     /// Routes a request to its handler; 4.04, 4.05 and `/.well-known/core` are answered here,
     /// and 5.05 to a request meant for a forward proxy (Proxy-Uri or Proxy-Scheme, RFC 7252
     /// §5.7.2), which a router is not.
@@ -404,6 +464,13 @@ impl Router {
             match route.resource.handlers.iter().find(|(c, _)| *c == method) {
                 Some(_) if route.resource.oscore_only && request.oscore.is_none() => {
                     let response = Response::error(Code::UNAUTHORIZED, "OSCORE required");
+                    return Box::pin(std::future::ready(response));
+                }
+                Some(_) if !self.fresh_enough(&route.resource, &request) => {
+                    let now = Instant::now();
+                    let challenge = self.echo.challenge(now, request.peer);
+                    let response = Response::new(Code::UNAUTHORIZED)
+                        .with_option(OptionNumber::ECHO, challenge);
                     return Box::pin(std::future::ready(response));
                 }
                 Some((_, handler)) => {

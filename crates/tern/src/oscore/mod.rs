@@ -30,6 +30,10 @@ pub(crate) use server::{not_supported as server_not_supported, Protection};
 /// synced) once per this many messages; a crash skips at most this many numbers.
 pub const DEFAULT_MARK_STEP: u64 = 256;
 
+/// Bytes OSCORE adds to a response, at most in practice: the OSCORE option with a Partial
+/// IV, the inner code and options (which move into the ciphertext), a 16-byte tag.
+pub(crate) const OSCORE_OVERHEAD: usize = 64;
+
 /// Who a request was protected by, as a handler sees it: the client's Sender ID (the kid) and
 /// the ID Context of the security context it used.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -31,10 +31,6 @@ const READ_CHUNK: usize = 16 * 1024;
 /// bound.
 const MAX_PENDING_OUTPUT: usize = 1 << 20;
 
-/// Bytes OSCORE adds to a response, at most in practice: the OSCORE option with a Partial
-/// IV, the inner code and options (which move into the ciphertext), a 16-byte tag.
-const OSCORE_OVERHEAD: usize = 64;
-
 /// How long after its last input a connection gives back its read and write buffers: an idle
 /// connection (of thousands) then holds none, a busy one keeps them.
 const TRIM_AFTER: Duration = Duration::from_secs(1);
@@ -623,7 +619,11 @@ impl StreamDriver {
     /// code and options, the AEAD tag).
     fn max_payload(&self, message: &Message, protected: bool) -> usize {
         let overhead = tern_proto::stream::frame::encoded_len(message) - message.payload.len();
-        let oscore = if protected { OSCORE_OVERHEAD } else { 0 };
+        let oscore = if protected {
+            crate::oscore::OSCORE_OVERHEAD
+        } else {
+            0
+        };
         self.conn.max_send_size().saturating_sub(overhead + oscore)
     }
 
