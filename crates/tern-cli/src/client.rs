@@ -1,6 +1,6 @@
 //! `tern get|post|put|delete|fetch|patch|ipatch`: one request, the payload on stdout.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -73,6 +73,10 @@ pub struct RequestArgs {
     /// (aiocoap's format: settings.json, secret.json, sequence.json).
     #[arg(long = "oscore", value_name = "DIR", conflicts_with = "credentials")]
     oscore: Option<std::path::PathBuf>,
+    /// Draw a progress bar on stderr for a transfer of more than 4 kB even when stdout is
+    /// not a terminal (it is drawn by default when stdout is one).
+    #[arg(long)]
+    progress: bool,
     /// Send through this forward proxy (a URI such as coap://proxy:5683, or HOST[:PORT] for
     /// coap://), with the target in Proxy-Uri; under --oscore the proxy sees only the
     /// target's scheme, host and port.
@@ -299,7 +303,16 @@ pub async fn run(method: Code, args: RequestArgs) -> Result<ExitCode, String> {
         context.shutdown().await;
         return status;
     }
-    let response = request.send().await.map_err(|e| match e {
+    let bar =
+        (args.progress || std::io::stdout().is_terminal()).then(crate::progress::Bar::default);
+    if let Some(bar) = &bar {
+        request = request.on_progress(bar.callback());
+    }
+    let response = request.send().await;
+    if let Some(bar) = &bar {
+        bar.finish();
+    }
+    let response = response.map_err(|e| match e {
         Error::Request(inner) => format!("no response from {}: {inner}", args.uri),
         other => other.to_string(),
     })?;

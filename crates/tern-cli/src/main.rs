@@ -8,6 +8,7 @@ mod dtls_load;
 mod files;
 mod load;
 mod oscore;
+mod progress;
 mod serve;
 mod stream_load;
 

@@ -44,7 +44,7 @@ pub use context::{resolve, Context, ContextBuilder};
 pub use error::{Error, ErrorResponse};
 pub use message::{PeerIdentity, Request, RequestOptions, Response};
 pub use observe::Observation;
-pub use request::RequestBuilder;
+pub use request::{Progress, RequestBuilder};
 pub use router::{BoxFuture, Handler, Resource, ResourceNotifier, Router};
 pub use session::{
     Session, SessionBuilder, SessionEvent, SessionState, Transport, DEFAULT_MTU, MIN_MTU,

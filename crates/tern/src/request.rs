@@ -30,6 +30,25 @@ pub struct RequestBuilder {
     pub(crate) oscore: Option<OscoreClient>,
     /// The forward proxy the request goes through (with Proxy-Uri), if any.
     pub(crate) proxy: Option<Result<CoapUri, UriError>>,
+    /// Told how far a block-wise transfer has come.
+    pub(crate) progress: Option<ProgressFn>,
+}
+
+/// A progress callback ([`RequestBuilder::on_progress`]).
+pub(crate) type ProgressFn = std::sync::Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// How far a request has come, for progress displays: after each round trip of a block-wise
+/// transfer (and once at the end of any request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Request body bytes the server acknowledged so far.
+    pub sent: usize,
+    /// The request body's size.
+    pub sent_total: usize,
+    /// Response body bytes received so far.
+    pub received: usize,
+    /// The response body's size, when the server announced it (Size2).
+    pub received_total: Option<usize>,
 }
 
 impl RequestBuilder {
@@ -106,6 +125,13 @@ impl RequestBuilder {
             None => &self.uri,
         };
         uri.as_ref().map_err(|e| Error::Uri(e.clone()))
+    }
+
+    /// Calls `progress` after each round trip of the request (each block of a block-wise
+    /// transfer), for progress bars.
+    pub fn on_progress(mut self, progress: impl Fn(Progress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(std::sync::Arc::new(progress));
+        self
     }
 
     /// Sets every per-request setting at once.
@@ -258,6 +284,7 @@ impl RequestBuilder {
         let mut whole = (config.whole_up_to > 0).then(|| message.clone());
         let (mut sender, mut next) = Block1Send::start(message, config.clone())?;
         let mut fetch: Option<Box<Block2Fetch>> = None;
+        let mut received_total: Option<usize> = None;
         // Only a context's kept connections are retried, not a session's own.
         let mut retry_on_new_connection = stream && self.session.is_none();
         // Each round trip moves at least one block forward or ends the transfer; the block
@@ -301,19 +328,45 @@ impl RequestBuilder {
                 }
                 Err(e) => return Err(e),
             };
-            next = match &mut fetch {
+            if let Some(size) = response.options.get_uint(OptionNumber::SIZE2) {
+                received_total = Some(size as usize);
+            }
+            let step = match &mut fetch {
                 Some(fetch) => match fetch.handle_response(response)? {
-                    Block2Step::Send(m) => m,
-                    Block2Step::Done(m) => return Ok(Response::from_message(m)),
+                    Block2Step::Send(m) => Ok(m),
+                    Block2Step::Done(m) => Err(m),
                 },
                 None => match sender.handle_response(response)? {
-                    Block1Step::Send(m) => m,
-                    Block1Step::Done(m) => return Ok(Response::from_message(m)),
+                    Block1Step::Send(m) => Ok(m),
+                    Block1Step::Done(m) => Err(m),
                     Block1Step::Fetch(f, m) => {
                         fetch = Some(f);
-                        m
+                        Ok(m)
                     }
                 },
+            };
+            if let Some(progress) = &self.progress {
+                let received = match (&fetch, &step) {
+                    (_, Err(done)) => done.payload.len(),
+                    (Some(fetch), Ok(_)) => fetch.received(),
+                    (None, Ok(_)) => 0,
+                };
+                // A final response means the whole body was taken.
+                let sent = if step.is_err() {
+                    sender.total()
+                } else {
+                    sender.acknowledged()
+                };
+                progress(Progress {
+                    sent,
+                    sent_total: sender.total(),
+                    received,
+                    received_total,
+                });
+            }
+            next = match step {
+                Ok(m) => m,
+                Err(done) => return Ok(Response::from_message(done)),
             };
         }
     }

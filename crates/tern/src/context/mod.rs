@@ -376,6 +376,7 @@ impl Context {
             session: None,
             oscore: None,
             proxy: None,
+            progress: None,
         }
     }
 
@@ -385,6 +386,7 @@ impl Context {
             session: None,
             oscore: None,
             proxy: None,
+            progress: None,
             context: self.clone(),
             method,
             uri: CoapUri::parse(uri),
