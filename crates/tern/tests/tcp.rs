@@ -156,6 +156,59 @@ async fn a_body_larger_than_the_servers_max_message_size_goes_block_wise() {
     srv.shutdown().await;
 }
 
+/// RFC 8323 §5.3.2: a peer without Block-Wise-Transfer in its CSM gets nothing in blocks. A
+/// server answers a response larger than such a client's Max-Message-Size with 5.00; a client
+/// does not split a body larger than such a server's Max-Message-Size, it fails clearly.
+#[tokio::test]
+async fn peers_without_block_wise_transfer_get_no_blocks() {
+    let (srv, addr) = server().await;
+    let no_blocks = StreamConfig {
+        max_message_size: 1152,
+        block_wise_transfer: false,
+        ..StreamConfig::default()
+    };
+    let client = Context::builder()
+        .stream_client_config(no_blocks)
+        .build()
+        .await
+        .unwrap();
+    let r = client
+        .get(&format!("coap+tcp://{addr}/big"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::INTERNAL_SERVER_ERROR);
+    // Small responses are unaffected.
+    let r = client
+        .get(&format!("coap+tcp://{addr}/hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::CONTENT);
+    srv.shutdown().await;
+
+    let config = StreamConfig {
+        max_message_size: 1152,
+        block_wise_transfer: false,
+        ..default_server_config()
+    };
+    let (srv, addr) = server_with(config, StreamLimits::default()).await;
+    let e = Context::client()
+        .post(&format!("coap+tcp://{addr}/echo"))
+        .payload(pattern(50_000))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            tern::Error::Request(tern::proto::endpoint::RequestError::TooLargeForPeer { .. })
+        ),
+        "{e}"
+    );
+    srv.shutdown().await;
+}
+
 #[tokio::test]
 async fn slow_handlers_answer_later_and_concurrent_requests_share_the_connection() {
     let (srv, addr) = server().await;

@@ -75,6 +75,17 @@ pub enum RequestError {
         /// The peer's limit.
         max: u32,
     },
+    /// The request does not fit the peer's Max-Message-Size, and the peer announced no
+    /// Block-Wise-Transfer in its CSM (RFC 8323 §5.3.2), so it cannot go in blocks either.
+    #[error(
+        "request of {size} bytes exceeds the peer's Max-Message-Size of {max}, and the peer does not do block-wise transfer"
+    )]
+    TooLargeForPeer {
+        /// Encoded size.
+        size: usize,
+        /// The peer's limit.
+        max: u32,
+    },
 }
 
 /// Per-request settings.

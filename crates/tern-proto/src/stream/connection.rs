@@ -817,6 +817,11 @@ impl StreamConnection {
 
     fn send_request(&mut self, message: &Message) -> Result<(), RequestError> {
         self.check_size(message).map_err(|e| match e {
+            // Without Block-Wise-Transfer in its CSM the peer cannot take the body in blocks
+            // either (RFC 8323 §5.3.2): the request cannot be sent at all.
+            StreamError::TooLarge { size, max } if !self.peer.block_wise_transfer => {
+                RequestError::TooLargeForPeer { size, max }
+            }
             StreamError::TooLarge { size, max } => RequestError::TooLarge { size, max },
             other => RequestError::ChannelFailed(other.to_string()),
         })?;

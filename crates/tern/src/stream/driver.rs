@@ -595,8 +595,26 @@ impl StreamDriver {
     /// Sends a handler's response: sliced into blocks when it is larger than the peer takes
     /// in one message (or the request asked for blocks), acknowledging the request's last
     /// Block1 block when it came block-wise.
-    fn answer(&mut self, now: Instant, id: IncomingId, response: Message, exchange: BlockExchange) {
+    fn answer(
+        &mut self,
+        now: Instant,
+        id: IncomingId,
+        mut response: Message,
+        exchange: BlockExchange,
+    ) {
         let max_payload = self.max_payload(&response, exchange.oscore.is_some());
+        // A peer without Block-Wise-Transfer in its CSM (RFC 8323 §5.3.2) cannot fetch a
+        // body in blocks, unless it asked for them.
+        let peer_blocks = self.conn.peer_csm().block_wise_transfer
+            || exchange
+                .request
+                .options
+                .contains(tern_proto::OptionNumber::BLOCK2);
+        if !peer_blocks && response.payload.len() > max_payload {
+            tracing::debug!(peer = %self.peer, size = response.payload.len(), "response too large for a peer without block-wise transfer");
+            response = Message::new(response.ty, Code::INTERNAL_SERVER_ERROR);
+            response.payload = b"the response is larger than your Max-Message-Size, and you do not do block-wise transfer".to_vec();
+        }
         let mut response = match self.config.blocks.lock() {
             Ok(mut blocks) => blocks.slice(now, response, &exchange, max_payload),
             Err(_) => Message::new(response.ty, Code::INTERNAL_SERVER_ERROR),
