@@ -17,10 +17,14 @@ use crate::oscore::OscoreClient;
 use crate::request::RequestBuilder;
 use crate::session::Session;
 use tern_oscore::RequestBinding;
+use tern_proto::block::{Block2Fetch, Block2Step};
 
 /// Notifications buffered for an [`Observation`] that is not being read; past this the driver
 /// drops new ones (a later notification supersedes them, §3.4).
 const BUFFERED_NOTIFICATIONS: usize = 64;
+
+/// The largest notification body fetched block-wise.
+const MAX_NOTIFICATION_BODY: usize = 16 << 20;
 
 /// Re-registrations after lapses in a row without a notification in between, before the
 /// observation gives up.
@@ -202,7 +206,7 @@ impl Observation {
     /// observation ended and its last response was returned.
     pub async fn next(&mut self) -> Option<Result<Response, Error>> {
         if let Some(first) = self.first.take() {
-            return Some(Ok(first));
+            return Some(self.complete(first.into_message()).await);
         }
         if self.done {
             return None;
@@ -239,7 +243,7 @@ impl Observation {
                 if !observe::continues_observation(&message) {
                     self.done = true;
                 }
-                Some(Ok(Response::from_message(message)))
+                Some(self.complete(message).await)
             }
             Some(Err(RequestError::ObservationLapsed)) if self.lapses < MAX_REREGISTRATIONS => {
                 self.lapses += 1;
@@ -260,7 +264,7 @@ impl Observation {
                         self.notifications = rx;
                         self.oscore = client.zip(binding);
                         self.done = !observe::continues_observation(&first);
-                        Some(Ok(Response::from_message(first)))
+                        Some(self.complete(first).await)
                     }
                     Err(e) => {
                         self.done = true;
@@ -276,6 +280,45 @@ impl Observation {
                 self.done = true;
                 Some(Err(Error::Closed))
             }
+        }
+    }
+
+    /// A notification (or first response) in blocks (RFC 7959 §2.6) made whole: the later
+    /// blocks are fetched with the registration request without Observe (protected anew
+    /// under OSCORE); others pass as they are.
+    async fn complete(&self, message: Message) -> Result<Response, Error> {
+        let more = tern_proto::block::BlockValue::read(&message.options, OptionNumber::BLOCK2)
+            .ok()
+            .flatten()
+            .is_some_and(|b| b.more());
+        if !more || !message.code.is_success() {
+            return Ok(Response::from_message(message));
+        }
+        let mut template = self.request.clone();
+        template.token = tern_proto::Token::EMPTY;
+        let mut fetch = Block2Fetch::new(&template, MAX_NOTIFICATION_BODY);
+        let mut step = fetch.handle_response(message)?;
+        loop {
+            let next = match step {
+                Block2Step::Send(next) => next,
+                Block2Step::Done(whole) => return Ok(Response::from_message(whole)),
+            };
+            let response = match &self.oscore {
+                Some((client, _)) => {
+                    let (outer, binding) = client.protect(&next)?;
+                    let response = self
+                        .context
+                        .send_on(&self.endpoint, self.peer, outer, self.params)
+                        .await?;
+                    client.unprotect(&binding, response.message())?
+                }
+                None => self
+                    .context
+                    .send_on(&self.endpoint, self.peer, next, self.params)
+                    .await?
+                    .into_message(),
+            };
+            step = fetch.handle_response(response)?;
         }
     }
 

@@ -30,7 +30,7 @@ use tern_tls::PeerIdentity;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::driver::Command;
-use crate::handling::{run_handler, seed, BlockExchange};
+use crate::handling::{run_handler, seed, BlockExchange, BlockTables};
 use crate::message::{Request, Response};
 use crate::oscore::{OscoreServer, Protection};
 use crate::router::{normalize, Router};
@@ -46,6 +46,9 @@ pub(crate) struct Notification {
     pub(crate) response: Message,
     /// For an observation registered with OSCORE: what the notification is protected with.
     pub(crate) protection: Option<Protection>,
+    /// The registration request (inner, for OSCORE): a notification too large for one
+    /// message is sliced as the response to it, and its later blocks are fetched with it.
+    pub(crate) registration: Message,
 }
 
 /// What an observer registered with: the (inner) registration request, and for OSCORE
@@ -163,45 +166,41 @@ impl Observers {
                 params: Vec::new(),
                 rest: None,
             };
-            let notification = move |response: Response, protection| Notification {
+            let registration = request.message.clone();
+            let notification = move |response: Response, (protection, registration)| Notification {
                 peer,
                 token,
                 value,
                 response: response.into_message(),
                 protection,
+                registration,
             };
             let answered = run_handler(
                 router.dispatch(request),
                 peer,
                 limit,
                 commands,
-                protection,
-                move |response, protection| {
-                    Command::Notification(notification(response, protection))
-                },
+                (protection, registration),
+                move |response, context| Command::Notification(notification(response, context)),
             );
-            if let Some((response, protection)) = answered {
-                ready.push(notification(response, protection));
+            if let Some((response, context)) = answered {
+                ready.push(notification(response, context));
             }
         }
         ready
     }
 
     /// Readies a notification for sending: 2.xx gets the Observe value; an error response
-    /// loses it and ends the observation (§4.2); one for an OSCORE observation is then
-    /// protected with the observation's context, under a Partial IV of its own. False when
-    /// the observer is gone (deregistered while its handler ran): nothing is to be sent.
-    pub(crate) fn prepare(
-        &mut self,
-        notification: &mut Notification,
-        oscore: Option<&OscoreServer>,
-    ) -> bool {
+    /// loses it and ends the observation (§4.2). False when the observer is gone
+    /// (deregistered while its handler ran): nothing is to be sent. Then the driver slices it
+    /// if it is large ([`slice_notification`]) and [`seal`]s it.
+    pub(crate) fn prepare(&mut self, notification: &mut Notification) -> bool {
         let Notification {
             peer,
             token,
             value,
             response,
-            protection,
+            ..
         } = notification;
         if self.registry.get(*peer, *token).is_none() {
             return false;
@@ -213,18 +212,51 @@ impl Observers {
             self.registry.deregister(*peer, *token);
             tracing::debug!(%peer, code = %response.code, "observation ended by an error response");
         }
-        if let Some(protection) = protection {
-            let plain = std::mem::replace(response, Message::new(response.ty, response.code));
-            *response = match oscore {
-                Some(server) => server.protect(protection, &plain, true),
-                // Never sent in the clear; unreachable, as the registration was unprotected
-                // with these contexts.
-                None => Message::new(plain.ty, tern_proto::Code::INTERNAL_SERVER_ERROR),
-            };
-        }
         true
     }
 }
+
+/// Slices a notification larger than `max_payload` into its first block (RFC 7959 §2.6): the
+/// rest is kept in `blocks` for the observer's GETs of the later blocks, which repeat the
+/// registration without Observe.
+pub(crate) fn slice_notification(
+    blocks: &mut BlockTables,
+    now: Instant,
+    notification: &mut Notification,
+    max_payload: usize,
+) {
+    if notification.response.payload.len() <= max_payload {
+        return;
+    }
+    let exchange = BlockExchange {
+        peer: notification.peer,
+        request: notification.registration.clone(),
+        block1: None,
+        request_len: 0,
+        oscore: None,
+    };
+    let placeholder = Message::new(notification.response.ty, notification.response.code);
+    let response = std::mem::replace(&mut notification.response, placeholder);
+    notification.response = blocks.slice(now, response, &exchange, max_payload);
+}
+
+/// Protects a notification of an OSCORE observation with the observation's context, under a
+/// Partial IV of its own (RFC 8613 §4.1.3.5.2); others are left as they are.
+pub(crate) fn seal(notification: &mut Notification, oscore: Option<&OscoreServer>) {
+    let Some(protection) = &notification.protection else {
+        return;
+    };
+    let response = &mut notification.response;
+    let plain = std::mem::replace(response, Message::new(response.ty, response.code));
+    *response = match oscore {
+        Some(server) => server.protect(protection, &plain, true),
+        // Never sent in the clear; unreachable, as the registration was unprotected with
+        // these contexts.
+        None => Message::new(plain.ty, tern_proto::Code::INTERNAL_SERVER_ERROR),
+    };
+}
+
+impl Observers {}
 
 /// The next change announced to a driver's observers; never resolves while there are none
 /// (the subscription is dropped then).

@@ -639,3 +639,86 @@ async fn a_tcp_session_observes_and_closing_it_ends_the_observation_on_both_side
     wait_observers(&srv.ctx, 0).await;
     srv.ctx.shutdown().await;
 }
+
+/// RFC 7959 §2.6: a notification larger than a block goes as its first block, and the client
+/// fetches the rest with the registration request (without Observe), over UDP and over TCP
+/// with a Max-Message-Size that forces blocks; every item of the observation is whole.
+#[tokio::test]
+async fn block_wise_notifications_arrive_whole() {
+    let counter = Arc::new(AtomicU32::new(0));
+    let c = counter.clone();
+    let body = |n: u32| -> Vec<u8> { (0..5000u32).map(|i| ((i + n) % 251) as u8).collect() };
+    let router = Router::new().resource(
+        "/large",
+        Resource::new()
+            .get(move |_| {
+                let n = c.load(Ordering::SeqCst);
+                async move { Response::content(body(n)) }
+            })
+            .obs(),
+    );
+    let notifier = router.notifier();
+    let server = Context::builder()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .bind_tcp("127.0.0.1:0".parse().unwrap())
+        .router(router)
+        .build()
+        .await
+        .unwrap();
+    let client = Context::builder()
+        .stream_client_config(StreamConfig {
+            max_message_size: 1152,
+            ..StreamConfig::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    for scheme in [Scheme::Coap, Scheme::CoapTcp] {
+        counter.store(0, Ordering::SeqCst);
+        let addr = server.listen_addrs(scheme)[0];
+        let name = if scheme == Scheme::Coap {
+            "coap"
+        } else {
+            "coap+tcp"
+        };
+        let mut observation = client
+            .get(&format!("{name}://{addr}/large"))
+            .observe()
+            .await
+            .unwrap();
+        let first = timeout(WAIT, observation.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            first.payload(),
+            body(0).as_slice(),
+            "{name}: first response"
+        );
+        assert!(first.option(OptionNumber::OBSERVE).is_some());
+        for n in 1..=2u32 {
+            counter.store(n, Ordering::SeqCst);
+            let got = timeout(WAIT, async {
+                loop {
+                    notifier.notify("/large");
+                    if let Ok(Some(item)) =
+                        timeout(Duration::from_millis(300), observation.next()).await
+                    {
+                        return item;
+                    }
+                }
+            })
+            .await
+            .unwrap()
+            .unwrap();
+            assert_eq!(
+                got.payload(),
+                body(n).as_slice(),
+                "{name}: notification {n}"
+            );
+        }
+        observation.cancel();
+    }
+    server.shutdown().await;
+}

@@ -18,7 +18,7 @@ use tern_tls::SecurityLayer;
 
 use super::Driver;
 use crate::handling::BlockExchange;
-use crate::observing::{Notification, Observers};
+use crate::observing::{self, Notification, Observers};
 use crate::router::Router;
 
 /// How long a CON notification's id is remembered for its outcome: longer than its
@@ -101,10 +101,15 @@ impl<L: SecurityLayer> Driver<L> {
         let (peer, token) = (notification.peer, notification.token);
         // Asked before `prepare`, which may end the observation.
         let confirmable = state.observers.registry().should_confirm(now, peer, token);
-        let oscore = self.router.as_deref().and_then(Router::oscore_server);
-        if !state.observers.prepare(&mut notification, oscore) {
+        if !state.observers.prepare(&mut notification) {
             return;
         }
+        let block_size = self.blocks.block_size();
+        observing::slice_notification(&mut self.blocks, now, &mut notification, block_size);
+        observing::seal(
+            &mut notification,
+            self.router.as_deref().and_then(Router::oscore_server),
+        );
         let non_window = self
             .endpoint
             .config()

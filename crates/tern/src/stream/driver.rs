@@ -635,7 +635,7 @@ impl StreamDriver {
     /// The largest payload a response like `message` may carry in one message to this peer;
     /// with `protected`, room is left for OSCORE's own bytes (the OSCORE option, the inner
     /// code and options, the AEAD tag).
-    fn max_payload(&self, message: &Message, protected: bool) -> usize {
+    pub(super) fn max_payload(&self, message: &Message, protected: bool) -> usize {
         let overhead = tern_proto::stream::frame::encoded_len(message) - message.payload.len();
         let oscore = if protected {
             crate::oscore::OSCORE_OVERHEAD

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 
 use super::driver::StreamDriver;
 use crate::handling::BlockExchange;
-use crate::observing::{Notification, NotificationSender, Observers};
+use crate::observing::{self, Notification, NotificationSender, Observers};
 
 impl StreamDriver {
     /// Registers or deregisters an observer as the response to its request says, and adds
@@ -73,14 +73,27 @@ impl StreamDriver {
         let Some(observers) = self.observers.as_mut() else {
             return;
         };
-        let oscore = self
-            .config
-            .router
-            .as_deref()
-            .and_then(crate::Router::oscore_server);
-        if !observers.prepare(&mut notification, oscore) {
+        if !observers.prepare(&mut notification) {
             return;
         }
+        // Larger than the peer takes in one message: in blocks, if the peer does block-wise.
+        let protected = notification.protection.is_some();
+        let max_payload = self.max_payload(&notification.response, protected);
+        if self.conn.peer_csm().block_wise_transfer {
+            if let Ok(mut blocks) = self.config.blocks.lock() {
+                observing::slice_notification(&mut blocks, now, &mut notification, max_payload);
+            }
+        }
+        observing::seal(
+            &mut notification,
+            self.config
+                .router
+                .as_deref()
+                .and_then(crate::Router::oscore_server),
+        );
+        let Some(observers) = self.observers.as_mut() else {
+            return;
+        };
         let token = notification.token;
         if let Err(e) = self.conn.notify(now, token, notification.response) {
             tracing::warn!(peer = %self.peer, error = %e, "notification not sent; observation ended");
