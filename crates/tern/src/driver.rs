@@ -433,8 +433,10 @@ impl<L: SecurityLayer> Driver<L> {
         exchange: BlockExchange,
     ) {
         let block_size = self.blocks.block_size();
-        response = self.blocks.slice(now, response, &exchange, block_size);
+        // Before slicing: a body sliced would be cached, and its later blocks served from the
+        // cache to whoever asks in that address's name.
         self.limit_amplification(now, &exchange, &mut response);
+        response = self.blocks.slice(now, response, &exchange, block_size);
         self.observe_response(now, &exchange, &mut response);
         let oscore = self.router.as_deref().and_then(Router::oscore_server);
         response = self

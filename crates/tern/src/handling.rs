@@ -152,6 +152,12 @@ impl BlockTables {
         let Some(server) = oscore else {
             return Err(crate::oscore::server_not_supported(&message));
         };
+        // A real OSCORE request names its kid and Partial IV; checked before any block-wise
+        // table is looked at, as the inner requests' keys carry an OSCORE option without a
+        // Partial IV, which a forged outer request must not be able to match.
+        if let Err(e) = tern_oscore::request_option(&message) {
+            return Err(tern_oscore::error_response(&message, &e));
+        }
         let outer_blocks = message.options.contains(OptionNumber::BLOCK1)
             || message.options.contains(OptionNumber::BLOCK2);
         let (message, outer) = if outer_blocks {
@@ -194,7 +200,10 @@ impl BlockTables {
         };
         let Some(server) = oscore else {
             // Unreachable in practice: the request was unprotected with these contexts.
-            return Message::new(response.ty, Code::INTERNAL_SERVER_ERROR);
+            let mut error = Message::new(response.ty, Code::INTERNAL_SERVER_ERROR);
+            error.mid = response.mid;
+            error.token = response.token;
+            return error;
         };
         let response = server.protect(&protected.protection, &response, false);
         self.finish_outer(now, response, protected.outer.as_ref(), max_payload)

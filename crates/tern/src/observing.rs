@@ -252,7 +252,12 @@ pub(crate) fn seal(notification: &mut Notification, oscore: Option<&OscoreServer
         Some(server) => server.protect(protection, &plain, true),
         // Never sent in the clear; unreachable, as the registration was unprotected with
         // these contexts.
-        None => Message::new(plain.ty, tern_proto::Code::INTERNAL_SERVER_ERROR),
+        None => {
+            let mut error = Message::new(plain.ty, tern_proto::Code::INTERNAL_SERVER_ERROR);
+            error.mid = plain.mid;
+            error.token = plain.token;
+            error
+        }
     };
 }
 

@@ -423,3 +423,49 @@ async fn outer_block_wise_is_reassembled_before_unprotecting() {
     assert_eq!(response.payload, b"3000 true");
     server.ctx.shutdown().await;
 }
+
+/// A request that copies the shape of an inner request (an OSCORE option with the kid but no
+/// Partial IV, the path, a later Block2) must not be served a cached block of a protected
+/// response: it is refused (4.02) before any block-wise table is looked at.
+#[tokio::test]
+async fn a_forged_oscore_option_cannot_read_cached_blocks() {
+    use tern::proto::endpoint::RequestParams;
+    use tern::proto::{Message, MessageType, OptionNumber};
+    use tern::tern_oscore::OscoreOption;
+
+    let (client, server_half) = pair(b"c1");
+    let server = Server::start(vec![server_half]).await;
+    let peer = server.ctx.local_addrs()[0];
+    let ctx = Context::client();
+    let params = RequestParams {
+        timeout: Some(WAIT),
+    };
+    // A protected GET of block 0 only: the rest of the body stays cached for this address.
+    let mut inner = Message::new(MessageType::Con, Code::GET);
+    inner.set_path("/big");
+    tern::proto::block::BlockValue::new(0, false, 4)
+        .unwrap()
+        .write(&mut inner.options, OptionNumber::BLOCK2);
+    let (outer, binding) = client.protect(&inner).unwrap();
+    let first = ctx.send(peer, outer, params).await.unwrap();
+    let first = client.unprotect(&binding, first.message()).unwrap();
+    assert_eq!(first.payload.len(), 256);
+    // The forgery: plain, with the marker's bytes as OSCORE option.
+    let marker = OscoreOption {
+        partial_iv: None,
+        kid_context: None,
+        kid: Some(b"c1".to_vec()),
+    };
+    let mut forged = Message::new(MessageType::Con, Code::GET);
+    forged.set_path("/big");
+    forged
+        .options
+        .set(OptionNumber::OSCORE, marker.encode().unwrap());
+    tern::proto::block::BlockValue::new(1, false, 4)
+        .unwrap()
+        .write(&mut forged.options, OptionNumber::BLOCK2);
+    let r = ctx.send(peer, forged, params).await.unwrap();
+    assert_eq!(r.code(), Code::BAD_OPTION, "{:?}", r.payload());
+    assert!(r.payload().len() < 64, "no body comes back");
+    server.ctx.shutdown().await;
+}

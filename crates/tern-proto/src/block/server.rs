@@ -186,6 +186,19 @@ impl Block2Server {
         peer: SocketAddr,
         request: &Message,
     ) -> Block2Lookup {
+        self.handle_request_with(now, peer, request, None)
+    }
+
+    /// [`handle_request`](Self::handle_request) over a reliable transport whose peer does
+    /// BERT (RFC 8323 §6): `bert` is the most body bytes one message to it may carry, and a
+    /// Block2 with SZX 7 asks for the next BERT block (a multiple of 1024 bytes).
+    pub fn handle_request_with(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        request: &Message,
+        bert: Option<usize>,
+    ) -> Block2Lookup {
         self.handle_timeout(now);
         let block = match BlockValue::read(&request.options, OptionNumber::BLOCK2) {
             Ok(Some(block)) => block,
@@ -195,7 +208,7 @@ impl Block2Server {
                 return Block2Lookup::Respond(response_to(request, Code::BAD_OPTION, &text));
             }
         };
-        if block.is_bert() {
+        if block.is_bert() && bert.is_none() {
             // RFC 7959 §2.2: SZX 7 in a request is answered 4.00 (over datagram transports).
             let text = "Block2 SZX 7 (BERT) is reserved over datagram transports";
             return Block2Lookup::Respond(response_to(request, Code::BAD_REQUEST, text));
@@ -206,7 +219,7 @@ impl Block2Server {
         let key = RequestKey::block2(request);
         if self.cache.get(peer, &key).is_some() {
             self.stats.from_cache += 1;
-            let response = self.serve(now, peer, key, request, block);
+            let response = self.serve(now, peer, key, request, block, bert);
             return Block2Lookup::Respond(response);
         }
         if matches!(request.code, Code::GET | Code::FETCH) {
@@ -226,7 +239,21 @@ impl Block2Server {
         now: Instant,
         peer: SocketAddr,
         request: &Message,
+        response: Message,
+    ) -> Message {
+        self.respond_with(now, peer, request, response, None)
+    }
+
+    /// [`respond`](Self::respond) over a reliable transport whose peer does BERT (RFC 8323
+    /// §6): unless the request asked for a smaller block size, the body goes in BERT blocks
+    /// (SZX 7) of as many 1024-byte units as fit in `bert` bytes.
+    pub fn respond_with(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        request: &Message,
         mut response: Message,
+        bert: Option<usize>,
     ) -> Message {
         self.handle_timeout(now);
         if response.options.contains(OptionNumber::BLOCK2) {
@@ -235,14 +262,12 @@ impl Block2Server {
         let asked = BlockValue::read(&request.options, OptionNumber::BLOCK2)
             .ok()
             .flatten()
-            .filter(|b| !b.is_bert());
+            .filter(|b| bert.is_some() || !b.is_bert());
         let default = self.config.default_szx.min(MAX_SZX);
-        let block = match asked {
-            Some(b) => b.with_szx(b.szx().min(default)),
-            None => BlockValue::initial(default),
-        };
+        let shape = BlockShape::of(asked, default, bert);
+        let block = shape.first;
         let offset = asked.map_or(0, |b| b.offset());
-        let size = block.size();
+        let size = shape.size;
         if offset == 0 && response.payload.len() <= size {
             if asked.is_some() && response.code.is_success() {
                 block
@@ -277,7 +302,7 @@ impl Block2Server {
         out.options = response.options;
         out.payload = slice.to_vec();
         let num = offset / size as u64;
-        let this = BlockValue::at_offset(offset, more, size).unwrap_or(block);
+        let this = shape.at(offset, more).unwrap_or(block);
         this.write(&mut out.options, OptionNumber::BLOCK2);
         if num == 0 {
             let total = u32::try_from(cached.body.len()).unwrap_or(u32::MAX);
@@ -301,10 +326,12 @@ impl Block2Server {
         key: RequestKey,
         request: &Message,
         asked: BlockValue,
+        bert: Option<usize>,
     ) -> Message {
         // A server that prefers smaller blocks answers the same offset in its size (§2.4).
-        let block = asked.with_szx(asked.szx().min(self.config.default_szx.min(MAX_SZX)));
-        let (size, offset) = (block.size(), asked.offset());
+        let shape = BlockShape::of(Some(asked), self.config.default_szx.min(MAX_SZX), bert);
+        let block = shape.first;
+        let (size, offset) = (shape.size, asked.offset());
         let built = self.cache.update(peer, &key, now, |c| {
             if offset >= c.body.len() as u64 {
                 return Err(c.body.len());
@@ -317,7 +344,7 @@ impl Block2Server {
         });
         match built {
             Some(Ok((mut out, more))) => {
-                let this = BlockValue::at_offset(offset, more, size).unwrap_or(block);
+                let this = shape.at(offset, more).unwrap_or(block);
                 this.write(&mut out.options, OptionNumber::BLOCK2);
                 if !more {
                     self.cache.remove(peer, &key);
@@ -361,6 +388,56 @@ impl Block2Server {
             self.stats.evicted += 1;
         }
         self.cache.insert(peer, key, cached, now);
+    }
+}
+
+/// How a body is cut: the bytes per message and the Block2 values that describe them.
+struct BlockShape {
+    /// The value a first block would carry.
+    first: BlockValue,
+    /// Body bytes per message.
+    size: usize,
+    /// BERT (SZX 7): NUM counts 1024-byte units, and a message carries several.
+    bert: bool,
+}
+
+impl BlockShape {
+    /// The client's size if it asked for one no larger than ours, else ours; BERT when the
+    /// transport allows it and the client asked for no smaller size.
+    fn of(asked: Option<BlockValue>, default_szx: u8, bert: Option<usize>) -> Self {
+        let plain = |szx: u8| {
+            let first = BlockValue::initial(szx);
+            BlockShape {
+                first,
+                size: first.size(),
+                bert: false,
+            }
+        };
+        match (bert, asked) {
+            (Some(max), asked) if asked.is_none_or(|b| b.is_bert() || b.szx() >= MAX_SZX) => {
+                let units = (max / 1024).max(1);
+                match BlockValue::new(0, false, super::value::BERT_SZX) {
+                    Ok(first) => BlockShape {
+                        first,
+                        size: units * 1024,
+                        bert: true,
+                    },
+                    Err(_) => plain(default_szx),
+                }
+            }
+            (_, Some(b)) if !b.is_bert() => plain(b.szx().min(default_szx)),
+            _ => plain(default_szx),
+        }
+    }
+
+    /// The Block2 value of the block at `offset`.
+    fn at(&self, offset: u64, more: bool) -> Option<BlockValue> {
+        if self.bert {
+            let num = u32::try_from(offset / 1024).ok()?;
+            BlockValue::new(num, more, super::value::BERT_SZX).ok()
+        } else {
+            BlockValue::at_offset(offset, more, self.size).ok()
+        }
     }
 }
 
