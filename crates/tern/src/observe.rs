@@ -23,6 +23,13 @@ use tern_proto::block::{Block2Fetch, Block2Step};
 /// drops new ones (a later notification supersedes them, §3.4).
 const BUFFERED_NOTIFICATIONS: usize = 64;
 
+/// The sequence number in a protected notification's Partial IV.
+fn notification_number(outer: &Message) -> Option<u64> {
+    let value = outer.options.get(OptionNumber::OSCORE)?;
+    let option = tern_oscore::OscoreOption::decode(value).ok()?;
+    tern_oscore::context::sequence_of(option.partial_iv.as_deref()?)
+}
+
 /// The largest notification body fetched block-wise.
 const MAX_NOTIFICATION_BODY: usize = 16 << 20;
 
@@ -57,6 +64,8 @@ pub struct Observation {
     lapses: u32,
     /// For an OSCORE observation: the context, and the registration its notifications answer.
     oscore: Option<(OscoreClient, RequestBinding)>,
+    /// The Partial IV of the last notification delivered (OSCORE's Notification Number).
+    last_number: Option<u64>,
     /// Held so that the session outlives the observation.
     _session: Option<Session>,
 }
@@ -192,6 +201,7 @@ impl Observation {
             request,
             params,
             lapses: 0,
+            last_number: None,
             oscore: oscore.zip(binding),
             _session: builder.session,
         })
@@ -216,7 +226,20 @@ impl Observation {
             let received = match (received, &self.oscore) {
                 (Some(Ok(outer)), Some((client, binding))) => {
                     match client.unprotect_notification(binding, &outer) {
-                        Ok(inner) => Some(Ok(inner)),
+                        Ok(inner) => {
+                            // RFC 8613 §8.4: the Partial IV, which is integrity-protected
+                            // unlike the outer Observe, orders notifications; one not newer
+                            // than the last delivered is stale.
+                            let number = notification_number(&outer);
+                            if number.is_some_and(|n| self.last_number.is_some_and(|l| n <= l)) {
+                                tracing::debug!(peer = %self.peer, "stale notification dropped");
+                                continue;
+                            }
+                            if number.is_some() {
+                                self.last_number = number;
+                            }
+                            Some(Ok(inner))
+                        }
                         Err(e) => {
                             // A notification that does not verify (or replays one) is not
                             // the server's: dropped, the observation goes on.
@@ -263,6 +286,7 @@ impl Observation {
                         self.ticket = ticket;
                         self.notifications = rx;
                         self.oscore = client.zip(binding);
+                        self.last_number = None;
                         self.done = !observe::continues_observation(&first);
                         Some(self.complete(first).await)
                     }
