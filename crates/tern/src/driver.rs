@@ -380,9 +380,14 @@ impl<L: SecurityLayer> Driver<L> {
         // (RFC 8613) requests are unprotected on the way.
         let block_size = self.blocks.block_size();
         let request_len = message.encoded_len();
-        let before =
-            self.blocks
-                .before_handler(now, peer, message, router.oscore_server(), block_size);
+        let before = self.blocks.before_handler(
+            now,
+            peer,
+            message,
+            router.oscore_server(),
+            block_size,
+            None,
+        );
         let (message, mut exchange) = match before {
             Ok(ready) => ready,
             Err(reply) => {

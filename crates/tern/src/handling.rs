@@ -29,6 +29,9 @@ pub(crate) struct BlockExchange {
     /// The size of the request as it arrived (the last block's, for a request in blocks), for
     /// amplification limits.
     pub(crate) request_len: usize,
+    /// Over a stream to a peer that does BERT (RFC 8323 §6): the most body bytes a BERT
+    /// block to it may carry; `None` for ordinary blocks.
+    pub(crate) bert: Option<usize>,
     /// For a request protected with OSCORE: what its response is protected with, and the
     /// outer exchange when the protected message itself came block-wise.
     pub(crate) oscore: Option<Box<OscoreExchange>>,
@@ -103,6 +106,7 @@ impl BlockTables {
         now: Instant,
         peer: SocketAddr,
         message: Message,
+        bert: Option<usize>,
     ) -> Result<(Message, BlockExchange), Message> {
         let (message, block1) = if message.options.contains(OptionNumber::BLOCK1) {
             match self.block1.handle(now, peer, message) {
@@ -113,7 +117,9 @@ impl BlockTables {
             (message, None)
         };
         if message.options.contains(OptionNumber::BLOCK2) {
-            if let Block2Lookup::Respond(reply) = self.block2.handle_request(now, peer, &message) {
+            if let Block2Lookup::Respond(reply) =
+                self.block2.handle_request_with(now, peer, &message, bert)
+            {
                 return Err(reply);
             }
         }
@@ -128,6 +134,7 @@ impl BlockTables {
             request: kept,
             block1,
             request_len: 0,
+            bert,
             oscore: None,
         };
         Ok((message, exchange))
@@ -145,9 +152,10 @@ impl BlockTables {
         message: Message,
         oscore: Option<&OscoreServer>,
         max_payload: usize,
+        bert: Option<usize>,
     ) -> Result<(Message, BlockExchange), Message> {
         if !message.options.contains(OptionNumber::OSCORE) {
-            return self.before(now, peer, message);
+            return self.before(now, peer, message, bert);
         }
         let Some(server) = oscore else {
             return Err(crate::oscore::server_not_supported(&message));
@@ -161,7 +169,7 @@ impl BlockTables {
         let outer_blocks = message.options.contains(OptionNumber::BLOCK1)
             || message.options.contains(OptionNumber::BLOCK2);
         let (message, outer) = if outer_blocks {
-            let (whole, exchange) = self.before(now, peer, message)?;
+            let (whole, exchange) = self.before(now, peer, message, bert)?;
             (whole, Some(exchange))
         } else {
             (message, None)
@@ -170,7 +178,7 @@ impl BlockTables {
             Ok(unprotected) => unprotected,
             Err(reply) => return Err(self.finish_outer(now, reply, outer.as_ref(), max_payload)),
         };
-        match self.before(now, peer, inner) {
+        match self.before(now, peer, inner, bert) {
             Ok((inner, mut exchange)) => {
                 exchange.oscore = Some(Box::new(OscoreExchange { protection, outer }));
                 Ok((inner, exchange))
@@ -240,8 +248,13 @@ impl BlockTables {
         if exchange.request.options.contains(OptionNumber::BLOCK2)
             || response.payload.len() > max_payload
         {
-            self.block2
-                .respond(now, exchange.peer, &exchange.request, response)
+            self.block2.respond_with(
+                now,
+                exchange.peer,
+                &exchange.request,
+                response,
+                exchange.bert,
+            )
         } else {
             response
         }

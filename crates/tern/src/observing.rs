@@ -224,6 +224,7 @@ pub(crate) fn slice_notification(
     now: Instant,
     notification: &mut Notification,
     max_payload: usize,
+    bert: Option<usize>,
 ) {
     if notification.response.payload.len() <= max_payload {
         return;
@@ -233,6 +234,7 @@ pub(crate) fn slice_notification(
         request: notification.registration.clone(),
         block1: None,
         request_len: 0,
+        bert,
         oscore: None,
     };
     let placeholder = Message::new(notification.response.ty, notification.response.code);

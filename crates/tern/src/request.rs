@@ -272,6 +272,8 @@ impl RequestBuilder {
             } else {
                 0
             },
+            // Over TCP and TLS we announce Block-Wise-Transfer: responses may come in BERT.
+            bert: stream,
         };
         let mut message = message;
         if self.request_options.block_szx.is_some() && matches!(message.code, Code::GET) {

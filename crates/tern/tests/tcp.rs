@@ -5,6 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tern::proto::stream::StreamConfig;
@@ -134,6 +135,36 @@ async fn a_small_max_message_size_makes_the_server_slice_responses() {
         .await
         .unwrap();
     assert_eq!(r.payload(), &pattern(300_000)[..]);
+    srv.shutdown().await;
+}
+
+/// BERT (RFC 8323 §6): to a client whose Max-Message-Size holds several 1024-byte units, a
+/// larger response goes in BERT blocks of as many units as fit, so a 300 kB body takes about
+/// 300/7 round trips instead of 300.
+#[tokio::test]
+async fn responses_larger_than_the_clients_max_message_size_go_in_bert_blocks() {
+    let (srv, addr) = server().await;
+    let client = Context::builder()
+        .stream_client_config(StreamConfig {
+            max_message_size: 8192,
+            ..StreamConfig::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    let trips = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t = trips.clone();
+    let r = client
+        .get(&format!("coap+tcp://{addr}/big"))
+        .on_progress(move |_| {
+            t.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.payload(), &pattern(300_000)[..]);
+    let trips = trips.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((40..=50).contains(&trips), "{trips} round trips");
     srv.shutdown().await;
 }
 

@@ -41,6 +41,8 @@ pub struct Block2Fetch {
     etag: Option<Vec<u8>>,
     observe: Option<Vec<u8>>,
     finished: bool,
+    /// Whether BERT blocks (SZX 7) are accepted: over reliable transports only.
+    bert: bool,
 }
 
 impl Block2Fetch {
@@ -78,7 +80,15 @@ impl Block2Fetch {
             etag: None,
             observe: None,
             finished: false,
+            bert: false,
         }
+    }
+
+    /// Accepts BERT blocks (RFC 8323 §6: SZX 7, each a multiple of 1024 bytes) when `bert`
+    /// is set, as a client over TCP or TLS that announced Block-Wise-Transfer does.
+    pub fn with_bert(mut self, bert: bool) -> Self {
+        self.bert = bert;
+        self
     }
 
     /// Body bytes received so far.
@@ -142,7 +152,7 @@ impl Block2Fetch {
                 Err(TransferError::MissingOption(OptionNumber::BLOCK2))
             };
         };
-        if block.is_bert() {
+        if block.is_bert() && !self.bert {
             return Err(TransferError::Bert(OptionNumber::BLOCK2));
         }
         let expected_offset = self.body.len() as u64;
@@ -155,7 +165,13 @@ impl Block2Fetch {
             });
         }
         let (len, size) = (response.payload.len(), block.size());
-        if len > size || (block.more() && len != size) {
+        // A BERT block is any whole number of 1024-byte units (the last one may be shorter).
+        let bad_size = if block.is_bert() {
+            (block.more() && (len == 0 || len % size != 0)) || (!block.more() && len == 0 && !first)
+        } else {
+            len > size || (block.more() && len != size)
+        };
+        if bad_size {
             return Err(TransferError::BlockSize {
                 len,
                 size,
@@ -194,6 +210,17 @@ impl Block2Fetch {
         // The next block starts where the body ends, in the server's size, or a smaller one if
         // the server switched sizes so that the offset is not on one of its boundaries.
         let offset = self.body.len() as u64;
+        if block.is_bert() {
+            // The next BERT block: NUM counts 1024-byte units (the body so far is whole units).
+            let num = u32::try_from(offset / 1024)
+                .map_err(|_| TransferError::TooManyBlocks { size: 1024 })?;
+            let next = BlockValue::new(num, false, super::value::BERT_SZX)
+                .map_err(|_| TransferError::TooManyBlocks { size: 1024 })?;
+            let mut request = self.template.clone();
+            next.write(&mut request.options, OptionNumber::BLOCK2);
+            self.expected_token = request.token;
+            return Ok(Block2Step::Send(request));
+        }
         let mut szx = block.szx();
         while szx > 0 && offset % size_of_szx(szx) as u64 != 0 {
             szx -= 1;

@@ -32,6 +32,8 @@ pub struct Block1SendConfig {
     /// message may be as large as the peer's Max-Message-Size, so blocks are needed only
     /// beyond it.
     pub whole_up_to: usize,
+    /// Accept a response body in BERT blocks (SZX 7, RFC 8323 §6): over TCP and TLS only.
+    pub bert: bool,
 }
 
 impl Default for Block1SendConfig {
@@ -41,6 +43,7 @@ impl Default for Block1SendConfig {
             request_tag: None,
             max_response_body: 1 << 20,
             whole_up_to: 0,
+            bert: false,
         }
     }
 }
@@ -289,7 +292,8 @@ impl Block1Send {
         let mut last = self.template.clone();
         last.token = self.expected_token;
         // The fetch checks the final response's token as its first.
-        let mut fetch = Block2Fetch::new(&last, self.config.max_response_body);
+        let mut fetch =
+            Block2Fetch::new(&last, self.config.max_response_body).with_bert(self.config.bert);
         match fetch.handle_response(response)? {
             Block2Step::Send(request) => Ok(Block1Step::Fetch(Box::new(fetch), request)),
             Block2Step::Done(response) => Ok(Block1Step::Done(response)),

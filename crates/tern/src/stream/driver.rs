@@ -556,7 +556,15 @@ impl StreamDriver {
         let max_payload = self.max_payload(&message, false);
         let before = match self.config.blocks.lock() {
             Ok(mut blocks) => {
-                blocks.before_handler(now, peer, message, router.oscore_server(), max_payload)
+                let bert = self.bert(max_payload);
+                blocks.before_handler(
+                    now,
+                    peer,
+                    message,
+                    router.oscore_server(),
+                    max_payload,
+                    bert,
+                )
             }
             Err(_) => Err(Message::new(message.ty, Code::INTERNAL_SERVER_ERROR)),
         };
@@ -635,6 +643,13 @@ impl StreamDriver {
     /// The largest payload a response like `message` may carry in one message to this peer;
     /// with `protected`, room is left for OSCORE's own bytes (the OSCORE option, the inner
     /// code and options, the AEAD tag).
+    /// The BERT block size for this peer (RFC 8323 §6), when it does block-wise transfer and
+    /// at least two 1024-byte units fit in a message to it (with one, ordinary 1024-byte
+    /// blocks say the same).
+    pub(super) fn bert(&self, max_payload: usize) -> Option<usize> {
+        (self.conn.peer_csm().block_wise_transfer && max_payload >= 2048).then_some(max_payload)
+    }
+
     pub(super) fn max_payload(&self, message: &Message, protected: bool) -> usize {
         let overhead = tern_proto::stream::frame::encoded_len(message) - message.payload.len();
         let oscore = if protected {

@@ -81,7 +81,14 @@ impl StreamDriver {
         let max_payload = self.max_payload(&notification.response, protected);
         if self.conn.peer_csm().block_wise_transfer {
             if let Ok(mut blocks) = self.config.blocks.lock() {
-                observing::slice_notification(&mut blocks, now, &mut notification, max_payload);
+                let bert = self.bert(max_payload);
+                observing::slice_notification(
+                    &mut blocks,
+                    now,
+                    &mut notification,
+                    max_payload,
+                    bert,
+                );
             }
         }
         observing::seal(

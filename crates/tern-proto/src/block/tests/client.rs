@@ -450,3 +450,58 @@ fn a_post_with_large_bodies_both_ways_hands_over_to_a_fetch() {
     assert_eq!(result.payload, down);
     assert!(s.is_empty() && a.is_empty());
 }
+
+/// BERT (RFC 8323 §6) end to end: a server allowed 4096 bytes per message sends SZX 7 blocks
+/// of four 1024-byte units, and a fetch that accepts BERT asks for the next by unit number
+/// and reassembles the body; a fetch that does not accept BERT refuses them.
+#[test]
+fn bert_blocks_go_by_units_and_reassemble() {
+    let t0 = Instant::now();
+    let mut s = Block2Server::new(Block2Config::default(), SEED);
+    let data = body(20_000);
+    let request = get("bert", None);
+    let first = s.respond_with(t0, addr(1), &request, content(data.clone()), Some(4096));
+    let b = block_of(&first, OptionNumber::BLOCK2);
+    assert!(b.is_bert() && b.more() && b.num() == 0, "{b}");
+    assert_eq!(first.payload.len(), 4096);
+    assert_eq!(first.options.get_uint(OptionNumber::SIZE2), Some(20_000));
+    // Without BERT support the fetch refuses SZX 7.
+    let mut plain = Block2Fetch::new(&request, 1 << 20);
+    assert_eq!(
+        plain.handle_response(first.clone()),
+        Err(TransferError::Bert(OptionNumber::BLOCK2))
+    );
+    let mut fetch = Block2Fetch::new(&request, 1 << 20).with_bert(true);
+    let mut step = fetch.handle_response(first).unwrap();
+    let mut exchanges = 1;
+    let whole = loop {
+        match step {
+            Block2Step::Send(next) => {
+                let asked = block_of(&next, OptionNumber::BLOCK2);
+                assert!(asked.is_bert());
+                assert_eq!(
+                    asked.num() as usize,
+                    exchanges * 4,
+                    "NUM counts 1024-byte units"
+                );
+                let Block2Lookup::Respond(r) =
+                    s.handle_request_with(t0, addr(1), &next, Some(4096))
+                else {
+                    panic!("later BERT blocks come from the cache")
+                };
+                exchanges += 1;
+                step = fetch.handle_response(r).unwrap();
+            }
+            Block2Step::Done(m) => break m,
+        }
+    };
+    assert_eq!(whole.payload, data);
+    assert_eq!(exchanges, 5, "20,000 bytes in 4096-byte BERT blocks");
+    // Over a datagram transport a BERT request is still a 4.00.
+    let mut bert_request = get("bert", None);
+    block(4, false, 7).write(&mut bert_request.options, OptionNumber::BLOCK2);
+    let Block2Lookup::Respond(r) = s.handle_request(t0, addr(1), &bert_request) else {
+        panic!()
+    };
+    assert_eq!(r.code, Code::BAD_REQUEST);
+}
