@@ -77,3 +77,71 @@ fn bench_rejects_a_block_size_that_is_not_a_power_of_two() {
     assert!(!out.success());
     assert!(out.stderr.contains("-b/--block-size"), "{}", out.describe());
 }
+
+/// `tern dtls-load requests`: closed-loop GETs over DTLS sessions driven at the record layer,
+/// every one answered 2.05; `tern bench --oscore` protects each request and is answered too.
+#[test]
+fn lean_dtls_load_and_oscore_bench_are_answered() {
+    let port = common::free_port();
+    let dtls: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let dir = std::env::temp_dir().join(format!("tern-bench-lean-{}", std::process::id()));
+    let (client, server) = (dir.join("client"), dir.join("server"));
+    let secret = r#"{"secret_hex": "0102030405060708090a0b0c0d0e0f10"}"#;
+    for (d, sender, recipient) in [(&client, "01", ""), (&server, "", "01")] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("secret.json"), secret).unwrap();
+        std::fs::write(
+            d.join("settings.json"),
+            format!(r#"{{"sender-id_hex": "{sender}", "recipient-id_hex": "{recipient}", "window": 128}}"#),
+        )
+        .unwrap();
+    }
+    let (_server, addr) = start_tern_server_with(&[
+        "--no-tcp",
+        "--no-tls",
+        "--dtls-bind",
+        &dtls.to_string(),
+        "--psk-identity",
+        "lean",
+        "--psk-key",
+        "lean-secret",
+        "--oscore",
+        server.to_str().unwrap(),
+    ]);
+    let out = tern([
+        "dtls-load",
+        "requests",
+        &dtls.to_string(),
+        "-u",
+        "lean",
+        "-k",
+        "lean-secret",
+        "-s",
+        "2",
+        "-w",
+        "4",
+        "-d",
+        "1",
+        "--json",
+    ]);
+    assert!(out.success(), "{}", out.describe());
+    assert!(field(&out.stdout, "requests") > 0, "{}", out.stdout);
+    assert_eq!(field(&out.stdout, "errors"), 0, "{}", out.stdout);
+    assert_eq!(field(&out.stdout, "timeouts"), 0, "{}", out.stdout);
+
+    let out = tern([
+        "bench",
+        "--oscore",
+        client.to_str().unwrap(),
+        "-c",
+        "8",
+        "-d",
+        "1",
+        "--json",
+        &format!("coap://{addr}/"),
+    ]);
+    assert!(out.success(), "{}", out.describe());
+    assert!(field(&out.stdout, "requests") > 0, "{}", out.stdout);
+    assert_eq!(field(&out.stdout, "errors"), 0, "{}", out.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+}
