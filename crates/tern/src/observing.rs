@@ -243,10 +243,12 @@ pub(crate) fn slice_notification(
 }
 
 /// Protects a notification of an OSCORE observation with the observation's context, under a
-/// Partial IV of its own (RFC 8613 §4.1.3.5.2); others are left as they are.
-pub(crate) fn seal(notification: &mut Notification, oscore: Option<&OscoreServer>) {
+/// Partial IV of its own (RFC 8613 §4.1.3.5.2); others are left as they are. False when it
+/// could not be protected (its context was removed, say): the notification is then an
+/// unprotected 5.00, and the observation must end.
+pub(crate) fn seal(notification: &mut Notification, oscore: Option<&OscoreServer>) -> bool {
     let Some(protection) = &notification.protection else {
-        return;
+        return true;
     };
     let response = &mut notification.response;
     let plain = std::mem::replace(response, Message::new(response.ty, response.code));
@@ -261,6 +263,7 @@ pub(crate) fn seal(notification: &mut Notification, oscore: Option<&OscoreServer
             error
         }
     };
+    response.options.contains(tern_proto::OptionNumber::OSCORE)
 }
 
 impl Observers {}

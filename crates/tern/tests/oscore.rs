@@ -90,6 +90,7 @@ struct Server {
     ctx: Context,
     notifier: ResourceNotifier,
     count: Arc<AtomicU32>,
+    oscore: OscoreServer,
 }
 
 impl Server {
@@ -98,7 +99,7 @@ impl Server {
         for c in contexts {
             oscore.add(c).unwrap();
         }
-        let (router, notifier, count) = router(Some(oscore));
+        let (router, notifier, count) = router(Some(oscore.clone()));
         let ctx = Context::builder()
             .bind("127.0.0.1:0".parse().unwrap())
             .bind_tcp("127.0.0.1:0".parse().unwrap())
@@ -110,6 +111,7 @@ impl Server {
             ctx,
             notifier,
             count,
+            oscore,
         }
     }
 
@@ -467,5 +469,75 @@ async fn a_forged_oscore_option_cannot_read_cached_blocks() {
     let r = ctx.send(peer, forged, params).await.unwrap();
     assert_eq!(r.code(), Code::BAD_OPTION, "{:?}", r.payload());
     assert!(r.payload().len() < 64, "no body comes back");
+    server.ctx.shutdown().await;
+}
+
+/// A client that leaves its kid context out finds the one context with its kid and an ID
+/// Context; with two such contexts it must say which (4.01 otherwise).
+#[tokio::test]
+async fn a_missing_kid_context_finds_the_only_context_with_that_kid() {
+    let with_context = |id: &[u8], sender: &[u8], recipient: &[u8]| {
+        let mut p = ContextParams::new(&SECRET, sender, recipient);
+        p.id_context = Some(id.to_vec());
+        SecurityContext::derive(&p).unwrap()
+    };
+    let server = Server::start(vec![OscoreContext::in_memory(with_context(
+        b"g1", b"S", b"c1",
+    ))])
+    .await;
+    let client = OscoreClient::new(OscoreContext::in_memory(with_context(b"g1", b"c1", b"S")))
+        .without_kid_context();
+    let ctx = Context::client();
+    let uri = server.uri(Scheme::Coap, "/secret");
+    let r = ctx.get(&uri).oscore(&client).send().await.unwrap();
+    assert_eq!(r.payload(), b"hello c1");
+    server.ctx.shutdown().await;
+
+    let two = Server::start(vec![
+        OscoreContext::in_memory(with_context(b"g1", b"S", b"c1")),
+        OscoreContext::in_memory(with_context(b"g2", b"S", b"c1")),
+    ])
+    .await;
+    match ctx
+        .get(&two.uri(Scheme::Coap, "/secret"))
+        .oscore(&client)
+        .send()
+        .await
+    {
+        Err(Error::OscoreRefused { code, .. }) => assert_eq!(code, Code::UNAUTHORIZED),
+        other => panic!("ambiguous kid: {other:?}"),
+    }
+    two.ctx.shutdown().await;
+}
+
+/// A context removed while it has observers: their next notification cannot be protected, so
+/// it is their last (an unprotected 5.00), and they are deregistered rather than sent 5.00s
+/// on every change.
+#[tokio::test]
+async fn removing_a_context_ends_its_observations() {
+    let (client, server_half) = pair(b"c1");
+    let server = Server::start(vec![server_half]).await;
+    let ctx = Context::client();
+    let mut observation = ctx
+        .get(&server.uri(Scheme::Coap, "/count"))
+        .oscore(&client)
+        .observe()
+        .await
+        .unwrap();
+    timeout(WAIT, observation.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(server.ctx.observer_count().await, 1);
+    assert!(server.oscore.remove(b"c1", None));
+    server.notifier.notify("/count");
+    timeout(WAIT, async {
+        while server.ctx.observer_count().await > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the observer is removed");
     server.ctx.shutdown().await;
 }

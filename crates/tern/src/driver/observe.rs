@@ -106,10 +106,12 @@ impl<L: SecurityLayer> Driver<L> {
         }
         let block_size = self.blocks.block_size();
         observing::slice_notification(&mut self.blocks, now, &mut notification, block_size, None);
-        observing::seal(
+        if !observing::seal(
             &mut notification,
             self.router.as_deref().and_then(Router::oscore_server),
-        );
+        ) {
+            state.observers.registry_mut().deregister(peer, token);
+        }
         let non_window = self
             .endpoint
             .config()

@@ -133,8 +133,16 @@ impl OscoreServer {
             Ok(option) => option,
             Err(e) => return Err(refuse(request, &e)),
         };
-        let key: ContextKey = (option.kid.unwrap_or_default(), option.kid_context);
+        let mut key: ContextKey = (option.kid.unwrap_or_default(), option.kid_context);
         let mut contexts = self.lock();
+        if key.1.is_none() && !contexts.contains_key(&key) {
+            // No kid context sent: the one context with this kid, if only one has it (its ID
+            // Context is then known to both sides; decryption still proves it).
+            let mut with_kid = contexts.keys().filter(|(kid, _)| *kid == key.0);
+            if let (Some(only), None) = (with_kid.next(), with_kid.next()) {
+                key = only.clone();
+            }
+        }
         let Some(entry) = contexts.get_mut(&key) else {
             return Err(refuse(request, &OscoreError::UnknownContext));
         };

@@ -91,7 +91,7 @@ impl StreamDriver {
                 );
             }
         }
-        observing::seal(
+        let sealed = observing::seal(
             &mut notification,
             self.config
                 .router
@@ -101,6 +101,11 @@ impl StreamDriver {
         let Some(observers) = self.observers.as_mut() else {
             return;
         };
+        if !sealed {
+            observers
+                .registry_mut()
+                .deregister(self.peer, notification.token);
+        }
         let token = notification.token;
         if let Err(e) = self.conn.notify(now, token, notification.response) {
             tracing::warn!(peer = %self.peer, error = %e, "notification not sent; observation ended");
