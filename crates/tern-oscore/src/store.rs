@@ -1,7 +1,14 @@
 //! The contexts a server holds, found by the kid (the client's Sender ID, our Recipient ID)
 //! and kid context of a request (§8.2 step 2). Several contexts may share a kid when their
-//! ID Contexts differ; a request without kid context then matches only a context without one.
+//! ID Contexts differ. A request without kid context matches a context without one, or else
+//! the only context with its kid (whose ID Context both sides then know; decryption still
+//! proves it).
+//!
+//! Generic over what is stored with each context, so that a runtime can keep its storage
+//! (where sequence-number marks go) beside it: anything that lends out its
+//! [`SecurityContext`].
 
+use std::borrow::BorrowMut;
 use std::collections::HashMap;
 
 use tern_proto::Message;
@@ -12,10 +19,21 @@ use crate::protect::{request_option, unprotect_request, OscoreError, RequestBind
 /// The key a context is found by: (Recipient ID, ID Context).
 pub type ContextKey = (Vec<u8>, Option<Vec<u8>>);
 
-/// Contexts by (Recipient ID, ID Context).
-#[derive(Debug, Default)]
-pub struct ContextStore {
-    contexts: HashMap<ContextKey, SecurityContext>,
+/// Contexts by Recipient ID, then ID Context: a lookup is two hash probes whatever the number
+/// of contexts, including the fallback for a request without kid context.
+#[derive(Debug)]
+pub struct ContextStore<C = SecurityContext> {
+    by_kid: HashMap<Vec<u8>, HashMap<Option<Vec<u8>>, C>>,
+    len: usize,
+}
+
+impl<C> Default for ContextStore<C> {
+    fn default() -> Self {
+        ContextStore {
+            by_kid: HashMap::new(),
+            len: 0,
+        }
+    }
 }
 
 /// Why a context could not be added.
@@ -26,7 +44,7 @@ pub enum StoreError {
     Duplicate,
 }
 
-impl ContextStore {
+impl<C: BorrowMut<SecurityContext>> ContextStore<C> {
     /// No contexts.
     pub fn new() -> Self {
         Self::default()
@@ -34,46 +52,72 @@ impl ContextStore {
 
     /// Adds a context; refuses one whose (Recipient ID, ID Context) is taken, as the server
     /// could not tell their requests apart.
-    pub fn insert(&mut self, context: SecurityContext) -> Result<(), StoreError> {
-        let key = (
-            context.recipient_id().to_vec(),
-            context.id_context().map(<[u8]>::to_vec),
-        );
-        if self.contexts.contains_key(&key) {
+    pub fn insert(&mut self, context: C) -> Result<(), StoreError> {
+        let security: &SecurityContext = context.borrow();
+        let kid = security.recipient_id().to_vec();
+        let id_context = security.id_context().map(<[u8]>::to_vec);
+        let contexts = self.by_kid.entry(kid).or_default();
+        if contexts.contains_key(&id_context) {
             return Err(StoreError::Duplicate);
         }
-        self.contexts.insert(key, context);
+        contexts.insert(id_context, context);
+        self.len += 1;
         Ok(())
     }
 
     /// Removes a context.
-    pub fn remove(
-        &mut self,
-        recipient_id: &[u8],
-        id_context: Option<&[u8]>,
-    ) -> Option<SecurityContext> {
-        self.contexts
-            .remove(&(recipient_id.to_vec(), id_context.map(<[u8]>::to_vec)))
+    pub fn remove(&mut self, recipient_id: &[u8], id_context: Option<&[u8]>) -> Option<C> {
+        let contexts = self.by_kid.get_mut(recipient_id)?;
+        let removed = contexts.remove(&id_context.map(<[u8]>::to_vec))?;
+        if contexts.is_empty() {
+            self.by_kid.remove(recipient_id);
+        }
+        self.len -= 1;
+        Some(removed)
     }
 
-    /// The context for `kid` and `kid_context`.
-    pub fn get_mut(
+    /// The context for exactly `kid` and `kid_context`.
+    pub fn get_mut(&mut self, kid: &[u8], kid_context: Option<&[u8]>) -> Option<&mut C> {
+        self.by_kid
+            .get_mut(kid)?
+            .get_mut(&kid_context.map(<[u8]>::to_vec))
+    }
+
+    /// The context a request with `kid` and `kid_context` is for, with its key: the exact
+    /// match, or, when no kid context was sent, the only context with that kid.
+    pub fn find_mut(
         &mut self,
         kid: &[u8],
         kid_context: Option<&[u8]>,
-    ) -> Option<&mut SecurityContext> {
-        self.contexts
-            .get_mut(&(kid.to_vec(), kid_context.map(<[u8]>::to_vec)))
+    ) -> Option<(ContextKey, &mut C)> {
+        let contexts = self.by_kid.get_mut(kid)?;
+        let id_context = match kid_context {
+            Some(given) => Some(given.to_vec()),
+            None if contexts.contains_key(&None) => None,
+            None if contexts.len() == 1 => contexts.keys().next()?.clone(),
+            None => return None,
+        };
+        let context = contexts.get_mut(&id_context)?;
+        Some(((kid.to_vec(), id_context), context))
     }
 
     /// How many contexts are held.
     pub fn len(&self) -> usize {
-        self.contexts.len()
+        self.len
     }
 
     /// Whether none is.
     pub fn is_empty(&self) -> bool {
-        self.contexts.is_empty()
+        self.len == 0
+    }
+
+    /// Every context with its key.
+    pub fn iter(&self) -> impl Iterator<Item = (ContextKey, &C)> {
+        self.by_kid.iter().flat_map(|(kid, contexts)| {
+            contexts
+                .iter()
+                .map(move |(id_context, c)| ((kid.clone(), id_context.clone()), c))
+        })
     }
 
     /// Unprotects a request with the context its kid and kid context name; returns that
@@ -84,12 +128,10 @@ impl ContextStore {
     ) -> Result<(ContextKey, Message, RequestBinding), OscoreError> {
         let option = request_option(request)?;
         let kid = option.kid.unwrap_or_default();
-        let key = (kid, option.kid_context);
-        let context = self
-            .contexts
-            .get_mut(&key)
+        let (key, context) = self
+            .find_mut(&kid, option.kid_context.as_deref())
             .ok_or(OscoreError::UnknownContext)?;
-        let (inner, binding) = unprotect_request(context, request)?;
+        let (inner, binding) = unprotect_request(context.borrow_mut(), request)?;
         Ok((key, inner, binding))
     }
 }
@@ -155,5 +197,26 @@ mod tests {
         );
         assert!(store.remove(b"b", None).is_some());
         assert!(store.get_mut(b"b", None).is_none());
+    }
+
+    #[test]
+    fn a_missing_kid_context_finds_the_only_context_with_that_kid() {
+        let mut store = ContextStore::new();
+        let (_, group) = pair(b"a", Some(b"g1"), b"secret-g-0123456");
+        store.insert(group).unwrap();
+        let (key, _) = store.find_mut(b"a", None).unwrap();
+        assert_eq!(key, (b"a".to_vec(), Some(b"g1".to_vec())));
+        assert!(store.find_mut(b"a", Some(b"g2")).is_none());
+        let (_, other) = pair(b"a", Some(b"g2"), b"secret-g-0123456");
+        store.insert(other).unwrap();
+        assert!(
+            store.find_mut(b"a", None).is_none(),
+            "two candidates: ambiguous"
+        );
+        assert_eq!(store.len(), 2);
+        assert!(store.remove(b"a", Some(b"g1")).is_some());
+        assert!(store.remove(b"a", Some(b"g1")).is_none());
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.iter().count(), 1);
     }
 }

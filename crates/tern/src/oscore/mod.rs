@@ -72,6 +72,18 @@ impl std::fmt::Debug for OscoreContext {
     }
 }
 
+impl std::borrow::Borrow<SecurityContext> for OscoreContext {
+    fn borrow(&self) -> &SecurityContext {
+        &self.context
+    }
+}
+
+impl std::borrow::BorrowMut<SecurityContext> for OscoreContext {
+    fn borrow_mut(&mut self) -> &mut SecurityContext {
+        &mut self.context
+    }
+}
+
 impl OscoreContext {
     /// A context kept in memory only: its sequence numbers start where it stands and are not
     /// stored, so it must not outlive the process (tests, or keys used once).

@@ -1,12 +1,11 @@
 //! A server's OSCORE contexts: requests unprotected with the context their kid and kid
 //! context name, responses and notifications protected with it, §8.2 errors answered.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tern_oscore::{
     echo_challenge, error_response, protect_response, request_option, unprotect_request,
-    ContextKey, OscoreError, OscoreOption, RequestBinding,
+    ContextKey, ContextStore, OscoreError, OscoreOption, RequestBinding,
 };
 use tern_proto::{Code, Message, MessageType, OptionNumber};
 
@@ -48,7 +47,7 @@ impl Protection {
 /// ```
 #[derive(Clone, Default)]
 pub struct OscoreServer {
-    contexts: Arc<Mutex<HashMap<ContextKey, OscoreContext>>>,
+    contexts: Arc<Mutex<ContextStore<OscoreContext>>>,
 }
 
 impl std::fmt::Debug for OscoreServer {
@@ -57,13 +56,6 @@ impl std::fmt::Debug for OscoreServer {
             .field("contexts", &self.len())
             .finish()
     }
-}
-
-fn key_of(context: &OscoreContext) -> ContextKey {
-    (
-        context.context.recipient_id().to_vec(),
-        context.context.id_context().map(<[u8]>::to_vec),
-    )
 }
 
 impl OscoreServer {
@@ -75,21 +67,16 @@ impl OscoreServer {
     /// Adds a context; refuses one whose Recipient ID and ID Context another already has, as
     /// their requests could not be told apart.
     pub fn add(&self, context: OscoreContext) -> Result<(), OscoreConfigError> {
-        let key = key_of(&context);
-        let mut contexts = self.lock();
-        if contexts.contains_key(&key) {
-            return Err(OscoreConfigError::Duplicate(context.describe()));
-        }
-        contexts.insert(key, context);
-        Ok(())
+        let describe = context.describe();
+        self.lock()
+            .insert(context)
+            .map_err(|_| OscoreConfigError::Duplicate(describe))
     }
 
     /// Removes the context for a kid (the client's Sender ID) and ID Context; later requests
     /// protected with it get 4.01.
     pub fn remove(&self, kid: &[u8], kid_context: Option<&[u8]>) -> bool {
-        self.lock()
-            .remove(&(kid.to_vec(), kid_context.map(<[u8]>::to_vec)))
-            .is_some()
+        self.lock().remove(kid, kid_context).is_some()
     }
 
     /// How many contexts are held.
@@ -99,7 +86,7 @@ impl OscoreServer {
 
     /// Whether none is.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.lock().is_empty()
     }
 
     /// The next sequence number each context will send, by kid and ID Context (for
@@ -117,7 +104,7 @@ impl OscoreServer {
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ContextKey, OscoreContext>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ContextStore<OscoreContext>> {
         // A panic elsewhere cannot leave a context half-updated in a way that reuses a nonce
         // (numbers are taken before use), so a poisoned lock is used as it stands.
         self.contexts
@@ -133,17 +120,9 @@ impl OscoreServer {
             Ok(option) => option,
             Err(e) => return Err(refuse(request, &e)),
         };
-        let mut key: ContextKey = (option.kid.unwrap_or_default(), option.kid_context);
+        let kid = option.kid.unwrap_or_default();
         let mut contexts = self.lock();
-        if key.1.is_none() && !contexts.contains_key(&key) {
-            // No kid context sent: the one context with this kid, if only one has it (its ID
-            // Context is then known to both sides; decryption still proves it).
-            let mut with_kid = contexts.keys().filter(|(kid, _)| *kid == key.0);
-            if let (Some(only), None) = (with_kid.next(), with_kid.next()) {
-                key = only.clone();
-            }
-        }
-        let Some(entry) = contexts.get_mut(&key) else {
+        let Some((key, entry)) = contexts.find_mut(&kid, option.kid_context.as_deref()) else {
             return Err(refuse(request, &OscoreError::UnknownContext));
         };
         match unprotect_request(&mut entry.context, request) {
@@ -195,7 +174,8 @@ impl OscoreServer {
         fresh_nonce: bool,
     ) -> Message {
         let mut contexts = self.lock();
-        let Some(entry) = contexts.get_mut(&protection.key) else {
+        let (kid, kid_context) = &protection.key;
+        let Some(entry) = contexts.get_mut(kid, kid_context.as_deref()) else {
             tracing::info!("OSCORE context removed before its response: 5.00 sent instead");
             return plain_error(response, Code::INTERNAL_SERVER_ERROR);
         };
