@@ -127,31 +127,25 @@ async fn register_maybe_protected(
     params: RequestParams,
     oscore: Option<&OscoreClient>,
 ) -> Result<Registered, Error> {
-    let Some(client) = oscore else {
-        let (ticket, first, rx) =
-            register(context, endpoint, peer, request.clone(), params).await?;
-        // RFC 9175 §2.3: a 4.01 with Echo is answered once.
-        let Some(echo) = crate::request::echo_challenge(&Response::from_message(first.clone()))
-        else {
-            return Ok((ticket, first, rx, None));
-        };
-        let mut again = request.clone();
-        again.options.set(OptionNumber::ECHO, echo);
-        let (ticket, first, rx) = register(context, endpoint, peer, again, params).await?;
-        return Ok((ticket, first, rx, None));
-    };
     let mut request = request.clone();
     let mut echoed = false;
     loop {
-        let (protected, binding) = client.protect(&request)?;
-        let (ticket, outer, rx) = register(context, endpoint, peer, protected, params).await?;
-        let first = client.unprotect(&binding, &outer)?;
-        match first.options.get(OptionNumber::ECHO) {
-            Some(echo) if first.code == Code::UNAUTHORIZED && !echoed => {
-                request.options.set(OptionNumber::ECHO, echo.to_vec());
-                echoed = true;
+        let (ticket, first, rx, binding) = match oscore {
+            Some(client) => {
+                let (protected, binding) = client.protect(&request)?;
+                let (ticket, outer, rx) =
+                    register(context, endpoint, peer, protected, params).await?;
+                let first = client.unprotect(&binding, &outer)?;
+                (ticket, first, rx, Some(binding))
             }
-            _ => return Ok((ticket, first, rx, Some(binding))),
+            None => {
+                let (ticket, first, rx) =
+                    register(context, endpoint, peer, request.clone(), params).await?;
+                (ticket, first, rx, None)
+            }
+        };
+        if !crate::request::answer_echo(&mut request, &first, &mut echoed) {
+            return Ok((ticket, first, rx, binding));
         }
     }
 }

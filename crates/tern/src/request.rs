@@ -383,40 +383,26 @@ impl RequestBuilder {
         message: Message,
         params: RequestParams,
     ) -> Result<Response, Error> {
-        let Some(client) = &self.oscore else {
-            // RFC 9175 §2.3: a 4.01 with Echo asks for the request again with the Echo; once.
-            let again = message.clone();
-            let response = self
-                .context
-                .send_on(endpoint, peer, message, params)
-                .await?;
-            return match echo_challenge(&response) {
-                Some(echo) => {
-                    let mut again = again;
-                    again.options.set(OptionNumber::ECHO, echo);
-                    self.context.send_on(endpoint, peer, again, params).await
-                }
-                None => Ok(response),
-            };
-        };
         let mut request = message;
         let mut echoed = false;
         loop {
-            let (protected, binding) = client.protect(&request)?;
-            let outer = self
-                .context
-                .send_on(endpoint, peer, protected, params)
-                .await?
-                .into_message();
-            let inner = client.unprotect(&binding, &outer)?;
-            match inner.options.get(OptionNumber::ECHO) {
-                // A server without its replay state asks once for proof of freshness
-                // (Appendix B.1.2); a second challenge is its answer, not a loop.
-                Some(echo) if inner.code == Code::UNAUTHORIZED && !echoed => {
-                    request.options.set(OptionNumber::ECHO, echo.to_vec());
-                    echoed = true;
+            let response = match &self.oscore {
+                Some(client) => {
+                    let (protected, binding) = client.protect(&request)?;
+                    let outer = self
+                        .context
+                        .send_on(endpoint, peer, protected, params)
+                        .await?;
+                    Response::from_message(client.unprotect(&binding, outer.message())?)
                 }
-                _ => return Ok(Response::from_message(inner)),
+                None => {
+                    self.context
+                        .send_on(endpoint, peer, request.clone(), params)
+                        .await?
+                }
+            };
+            if !answer_echo(&mut request, response.message(), &mut echoed) {
+                return Ok(response);
             }
         }
     }
@@ -435,12 +421,19 @@ fn request_tag() -> Vec<u8> {
     tag.to_vec()
 }
 
-/// The Echo value of a 4.01 that asks for the request again with it (RFC 9175 §2.3).
-pub(crate) fn echo_challenge(response: &Response) -> Option<Vec<u8>> {
-    (response.code() == Code::UNAUTHORIZED)
-        .then(|| response.option(OptionNumber::ECHO))
-        .flatten()
-        .map(<[u8]>::to_vec)
+/// RFC 9175 §2.3 (and RFC 8613 Appendix B.1.2 inside OSCORE): a 4.01 with Echo asks for the
+/// request again with that Echo. Sets it on `request` and says whether to repeat, once: a
+/// second challenge is the server's answer, not a loop.
+pub(crate) fn answer_echo(request: &mut Message, response: &Message, echoed: &mut bool) -> bool {
+    if *echoed || response.code != Code::UNAUTHORIZED {
+        return false;
+    }
+    let Some(echo) = response.options.get(OptionNumber::ECHO) else {
+        return false;
+    };
+    request.options.set(OptionNumber::ECHO, echo.to_vec());
+    *echoed = true;
+    true
 }
 
 /// Whether a request may be sent twice with the effect of once (RFC 7252 §5.1: GET, PUT and
