@@ -16,7 +16,7 @@
 //! client "socket", opened (TCP connect, TLS handshake, CSM exchange) before the clock starts;
 //! the requests in flight on a connection are pipelined on it.
 
-use crate::load::percentile;
+use crate::load::latency_percentiles;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -369,16 +369,10 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
         retransmissions += context.stats().await.retransmissions;
         context.shutdown().await;
     }
-    latencies.sort_unstable();
+    let (p50, p90, p99, p999) = latency_percentiles(&mut latencies);
     let requests = latencies.len();
     let rps = requests as f64 / elapsed;
     let mbps = body_bytes as f64 / elapsed / 1e6;
-    let (p50, p90, p99, p999) = (
-        percentile(&latencies, 50.0),
-        percentile(&latencies, 90.0),
-        percentile(&latencies, 99.0),
-        percentile(&latencies, 99.9),
-    );
     if args.json {
         println!(
             "{{\"requests\":{requests},\"rps\":{rps:.1},\"p50_us\":{p50},\"p90_us\":{p90},\"p99_us\":{p99},\"p999_us\":{p999},\"retransmissions\":{retransmissions},\"timeouts\":{timeouts},\"errors\":{errors},\"body_bytes\":{body_bytes},\"mb_per_s\":{mbps:.3},\"concurrency\":{},\"sockets\":{sockets},\"duration_s\":{elapsed:.2}}}",
@@ -418,7 +412,7 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::percentile;
+    use crate::load::percentile;
 
     #[test]
     fn percentiles_use_nearest_rank() {

@@ -13,7 +13,7 @@
 //!   layer, its answer matched by message ID. Much cheaper per request than `tern bench`'s full
 //!   client, so that one load core can keep a fast server busy.
 
-use crate::load::{check_seconds, percentile, rss_bytes};
+use crate::load::{check_seconds, latency_percentiles, percentile, rss_bytes};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -743,15 +743,9 @@ async fn requests(args: RequestArgs) -> Result<ExitCode, String> {
         errors += r.errors;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
+    let (p50, p90, p99, p999) = latency_percentiles(&mut latencies);
     let requests = latencies.len();
     let rps = requests as f64 / elapsed;
-    let (p50, p90, p99, p999) = (
-        percentile(&latencies, 50.0),
-        percentile(&latencies, 90.0),
-        percentile(&latencies, 99.0),
-        percentile(&latencies, 99.9),
-    );
     let in_flight = args.sessions * args.window;
     if args.json {
         println!(

@@ -23,6 +23,18 @@ pub fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// The latency percentiles a load command reports: p50, p90, p99, p99.9 of the latencies,
+/// which are sorted here.
+pub fn latency_percentiles(latencies: &mut [u32]) -> (u32, u32, u32, u32) {
+    latencies.sort_unstable();
+    (
+        percentile(latencies, 50.0),
+        percentile(latencies, 90.0),
+        percentile(latencies, 99.0),
+        percentile(latencies, 99.9),
+    )
+}
+
 /// This process's resident set size (Linux), if readable.
 pub fn rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
