@@ -46,9 +46,6 @@ pub(crate) struct Notification {
     pub(crate) response: Message,
     /// For an observation registered with OSCORE: what the notification is protected with.
     pub(crate) protection: Option<Protection>,
-    /// The registration request (inner, for OSCORE): a notification too large for one
-    /// message is sliced as the response to it, and its later blocks are fetched with it.
-    pub(crate) registration: Message,
 }
 
 /// What an observer registered with: the (inner) registration request, and for OSCORE
@@ -166,25 +163,25 @@ impl Observers {
                 params: Vec::new(),
                 rest: None,
             };
-            let registration = request.message.clone();
-            let notification = move |response: Response, (protection, registration)| Notification {
+            let notification = move |response: Response, protection| Notification {
                 peer,
                 token,
                 value,
                 response: response.into_message(),
                 protection,
-                registration,
             };
             let answered = run_handler(
                 router.dispatch(request),
                 peer,
                 limit,
                 commands,
-                (protection, registration),
-                move |response, context| Command::Notification(notification(response, context)),
+                protection,
+                move |response, protection| {
+                    Command::Notification(notification(response, protection))
+                },
             );
-            if let Some((response, context)) = answered {
-                ready.push(notification(response, context));
+            if let Some((response, protection)) = answered {
+                ready.push(notification(response, protection));
             }
         }
         ready
@@ -216,22 +213,46 @@ impl Observers {
     }
 }
 
-/// Slices a notification larger than `max_payload` into its first block (RFC 7959 §2.6): the
-/// rest is kept in `blocks` for the observer's GETs of the later blocks, which repeat the
-/// registration without Observe.
-pub(crate) fn slice_notification(
+impl Observers {
+    /// Slices a notification larger than `max_payload` into its first block (RFC 7959 §2.6),
+    /// as the response to its observer's registration: the rest is kept in `blocks` for the
+    /// observer's GETs of the later blocks, which repeat the registration without Observe.
+    pub(crate) fn slice(
+        &self,
+        blocks: &mut BlockTables,
+        now: Instant,
+        notification: &mut Notification,
+        max_payload: usize,
+        bert: Option<usize>,
+    ) {
+        if notification.response.payload.len() <= max_payload {
+            return;
+        }
+        let Some((_, observer)) = self.registry.get(notification.peer, notification.token) else {
+            return;
+        };
+        slice_as_response(
+            blocks,
+            now,
+            notification,
+            &observer.data.request,
+            max_payload,
+            bert,
+        );
+    }
+}
+
+fn slice_as_response(
     blocks: &mut BlockTables,
     now: Instant,
     notification: &mut Notification,
+    registration: &Message,
     max_payload: usize,
     bert: Option<usize>,
 ) {
-    if notification.response.payload.len() <= max_payload {
-        return;
-    }
     let exchange = BlockExchange {
         peer: notification.peer,
-        request: notification.registration.clone(),
+        request: registration.clone(),
         block1: None,
         request_len: 0,
         bert,

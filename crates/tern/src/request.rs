@@ -408,17 +408,20 @@ impl RequestBuilder {
     }
 }
 
-/// A fresh Request-Tag: 4 random bytes (a counter if the system has no randomness, which still
-/// keeps this process's transfers apart).
+/// A fresh Request-Tag: a per-process random start plus a counter, so that concurrent
+/// transfers of this process never share one (other processes send from other ports, which
+/// servers key by too), without a system call per request.
 fn request_tag() -> Vec<u8> {
-    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
-    let mut tag = [0u8; 4];
-    if getrandom::getrandom(&mut tag).is_err() {
-        tag = COUNTER
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            .to_be_bytes();
-    }
-    tag.to_vec()
+    static START: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = *START.get_or_init(|| {
+        let mut bytes = [0u8; 4];
+        // Without randomness the counter alone still keeps this process's transfers apart.
+        let _ = getrandom::getrandom(&mut bytes);
+        u32::from_be_bytes(bytes)
+    });
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    start.wrapping_add(n).to_be_bytes().to_vec()
 }
 
 /// RFC 9175 §2.3 (and RFC 8613 Appendix B.1.2 inside OSCORE): a 4.01 with Echo asks for the

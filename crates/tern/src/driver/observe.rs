@@ -105,7 +105,9 @@ impl<L: SecurityLayer> Driver<L> {
             return;
         }
         let block_size = self.blocks.block_size();
-        observing::slice_notification(&mut self.blocks, now, &mut notification, block_size, None);
+        state
+            .observers
+            .slice(&mut self.blocks, now, &mut notification, block_size, None);
         if !observing::seal(
             &mut notification,
             self.router.as_deref().and_then(Router::oscore_server),

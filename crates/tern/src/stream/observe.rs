@@ -80,15 +80,11 @@ impl StreamDriver {
         let protected = notification.protection.is_some();
         let max_payload = self.max_payload(&notification.response, protected);
         if self.conn.peer_csm().block_wise_transfer {
-            if let Ok(mut blocks) = self.config.blocks.lock() {
-                let bert = self.bert(max_payload);
-                observing::slice_notification(
-                    &mut blocks,
-                    now,
-                    &mut notification,
-                    max_payload,
-                    bert,
-                );
+            let bert = self.bert(max_payload);
+            if let (Some(observers), Ok(mut blocks)) =
+                (self.observers.as_ref(), self.config.blocks.lock())
+            {
+                observers.slice(&mut blocks, now, &mut notification, max_payload, bert);
             }
         }
         let sealed = observing::seal(
