@@ -206,6 +206,17 @@ impl Network {
         self.in_flight.peek().map(|Reverse(f)| f.at)
     }
 
+    /// Moves the clock forward to `now` (never back): for a network driven by someone else's
+    /// clock, such as the runtime's simulated sockets on Tokio's paused time.
+    pub fn advance_to(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    /// Takes the next datagram due by the network's clock: `(from, to, contents)`.
+    pub fn take_due(&mut self) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
+        self.pop_due(self.now)
+    }
+
     /// Takes the next datagram due by `now`: `(from, to, contents)`.
     fn pop_due(&mut self, now: Instant) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
         if self.in_flight.peek().is_some_and(|Reverse(f)| f.at <= now) {

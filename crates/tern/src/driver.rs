@@ -22,13 +22,12 @@ use tern_proto::{
 use tern_tls::{DtlsContext, LayerEvent, SecurityLayer};
 
 use crate::session::{SessionEvent, SessionState};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::message::Request;
 use crate::observing::{self, ClientObservations, Notification, NotificationSender};
 use crate::router::Router;
-use crate::udp::{self, RecvBatch};
+use crate::udp::{self, DatagramSocket, RecvBatch};
 use observe::ServerObserve;
 
 use crate::echo::{VerifiedAddresses, ADDRESS_PROOF_AGE};
@@ -86,7 +85,7 @@ pub(crate) enum Command {
 const MAX_BATCHES_PER_WAKE: usize = 8;
 
 pub(crate) struct Driver<L: SecurityLayer> {
-    socket: UdpSocket,
+    socket: DatagramSocket,
     endpoint: Endpoint,
     layer: L,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -114,7 +113,7 @@ pub(crate) struct Driver<L: SecurityLayer> {
 impl<L: SecurityLayer> Driver<L> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        socket: UdpSocket,
+        socket: DatagramSocket,
         endpoint: Endpoint,
         layer: L,
         commands: mpsc::UnboundedReceiver<Command>,
@@ -195,7 +194,7 @@ impl<L: SecurityLayer> Driver<L> {
                 }
                 path = observing::next_change(self.observe.as_mut().map(|s| &mut s.observers)) => self.on_change(path),
                 () = &mut sleep, if armed.is_some() => {
-                    let now = Instant::now();
+                    let now = crate::clock::now();
                     self.layer.handle_timeout(now);
                     self.drain_layer(now);
                     self.endpoint.handle_timeout(now);
@@ -216,10 +215,10 @@ impl<L: SecurityLayer> Driver<L> {
 
     fn receive(&mut self, batch: &mut RecvBatch) {
         for _ in 0..MAX_BATCHES_PER_WAKE {
-            match udp::try_recv_batch(&self.socket, batch) {
+            match self.socket.try_recv_batch(batch) {
                 Ok(0) => break,
                 Ok(_) => {
-                    let now = Instant::now();
+                    let now = crate::clock::now();
                     let secure = self.layer.is_secure();
                     for (peer, datagram) in batch.iter() {
                         if secure {
@@ -246,7 +245,7 @@ impl<L: SecurityLayer> Driver<L> {
 
     /// Returns false on shutdown.
     fn command(&mut self, command: Command) -> bool {
-        let now = Instant::now();
+        let now = crate::clock::now();
         match command {
             Command::Request {
                 ticket,
@@ -368,7 +367,7 @@ impl<L: SecurityLayer> Driver<L> {
     /// and answered piggybacked without a task. The others run as tasks and answer through the
     /// command channel; the message layer sends the empty ACK if they are slow.
     fn dispatch(&mut self, id: IncomingId, peer: SocketAddr, message: Message) {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let Some(router) = self.router.clone() else {
             let _ = self
                 .endpoint
@@ -424,7 +423,7 @@ impl<L: SecurityLayer> Driver<L> {
             },
         );
         if let Some((response, exchange)) = ready {
-            self.answer(Instant::now(), id, response.into_message(), exchange);
+            self.answer(crate::clock::now(), id, response.into_message(), exchange);
         }
     }
 
@@ -492,7 +491,7 @@ impl<L: SecurityLayer> Driver<L> {
 
     async fn flush(&mut self) {
         let secure = self.layer.is_secure();
-        let now = Instant::now();
+        let now = crate::clock::now();
         while let Some(t) = self.endpoint.poll_transmit() {
             if secure {
                 self.layer.send(now, t.destination, t.contents);
@@ -600,7 +599,7 @@ impl<L: SecurityLayer> Driver<L> {
     async fn send_outbox(&mut self) {
         let mut sent = 0;
         while sent < self.outbox.len() {
-            match udp::try_send_batch(&self.socket, &self.outbox[sent..]) {
+            match self.socket.try_send_batch(&self.outbox[sent..]) {
                 Ok(n) => sent += n.max(1),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if self.socket.writable().await.is_err() {

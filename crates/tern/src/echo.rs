@@ -41,7 +41,7 @@ impl EchoVerifier {
     pub(crate) fn new() -> Self {
         EchoVerifier {
             key: crate::handling::seed(),
-            base: Instant::now(),
+            base: crate::clock::now(),
         }
     }
 
@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn challenges_verify_for_their_address_and_age_only() {
         let v = EchoVerifier::new();
-        let now = Instant::now();
+        let now = crate::clock::now();
         let a: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:5001".parse().unwrap();
         let echo = v.challenge(now, a);

@@ -25,12 +25,14 @@
 //! ```
 #![warn(missing_docs)]
 
+mod clock;
 mod context;
 mod driver;
 mod echo;
 mod error;
 mod handling;
 mod message;
+pub mod netsim;
 mod observe;
 mod observing;
 pub mod oscore;

@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tern_proto::link_format::{self, Link};
 use tern_proto::observe::RegistryConfig;
@@ -438,7 +438,7 @@ impl Router {
             .get(OptionNumber::ECHO)
             .is_some_and(|echo| {
                 self.echo
-                    .verify(Instant::now(), request.peer, echo, max_age)
+                    .verify(crate::clock::now(), request.peer, echo, max_age)
             })
     }
 
@@ -467,7 +467,7 @@ impl Router {
                     return Box::pin(std::future::ready(response));
                 }
                 Some(_) if !self.fresh_enough(&route.resource, &request) => {
-                    let now = Instant::now();
+                    let now = crate::clock::now();
                     let challenge = self.echo.challenge(now, request.peer);
                     let response = Response::new(Code::UNAUTHORIZED)
                         .with_option(OptionNumber::ECHO, challenge);

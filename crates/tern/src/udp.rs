@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
+use crate::netsim::SimSocket;
+
 /// Datagrams taken from the socket per call.
 pub const BATCH: usize = 32;
 /// Receive buffer per datagram. A datagram longer than this is dropped as truncated.
@@ -42,8 +44,98 @@ impl RecvBatch {
     }
 }
 
+impl RecvBatch {
+    /// Empties the batch before a receive.
+    pub(crate) fn clear(&mut self) {
+        self.count = 0;
+    }
+
+    /// Datagrams in the batch.
+    pub(crate) fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Adds a datagram (when the batch has room); one longer than [`MAX_DATAGRAM`] is kept as
+    /// truncated, which [`iter`](Self::iter) skips, as a socket's would be.
+    pub(crate) fn push(&mut self, peer: SocketAddr, datagram: &[u8]) {
+        if self.count == BATCH {
+            return;
+        }
+        let i = self.count;
+        let len = datagram.len().min(MAX_DATAGRAM);
+        self.buffers[i][..len].copy_from_slice(&datagram[..len]);
+        self.lens[i] = len;
+        self.peers[i] = (datagram.len() <= MAX_DATAGRAM).then_some(peer);
+        self.count += 1;
+    }
+}
+
+/// A bound datagram socket: the operating system's, or one on a
+/// [simulated network](crate::netsim).
+pub(crate) enum DatagramSocket {
+    Os(UdpSocket),
+    Sim(SimSocket),
+}
+
+impl DatagramSocket {
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            DatagramSocket::Os(s) => s.local_addr(),
+            DatagramSocket::Sim(s) => Ok(s.local_addr()),
+        }
+    }
+
+    /// Waits until a datagram may be waiting.
+    pub(crate) async fn readable(&self) -> io::Result<()> {
+        match self {
+            DatagramSocket::Os(s) => s.readable().await,
+            DatagramSocket::Sim(s) => {
+                s.readable().await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits until the socket may take more.
+    pub(crate) async fn writable(&self) -> io::Result<()> {
+        match self {
+            DatagramSocket::Os(s) => s.writable().await,
+            DatagramSocket::Sim(_) => Ok(()),
+        }
+    }
+
+    /// Receives up to [`BATCH`] datagrams without blocking; `WouldBlock` when none is waiting.
+    pub(crate) fn try_recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        match self {
+            DatagramSocket::Os(s) => try_recv_batch(s, batch),
+            DatagramSocket::Sim(s) => s.try_recv_batch(batch),
+        }
+    }
+
+    /// Sends as many of `datagrams` as the socket takes without blocking; returns how many.
+    pub(crate) fn try_send_batch(&self, datagrams: &[(SocketAddr, Vec<u8>)]) -> io::Result<usize> {
+        match self {
+            DatagramSocket::Os(s) => try_send_batch(s, datagrams),
+            DatagramSocket::Sim(s) => Ok(s.send_batch(datagrams)),
+        }
+    }
+
+    /// A seed for the endpoint on this socket: random, or drawn from the simulated network's
+    /// seed so that a simulated run repeats exactly.
+    pub(crate) fn endpoint_seed(&self) -> io::Result<[u8; 32]> {
+        match self {
+            DatagramSocket::Os(_) => {
+                let mut seed = [0u8; 32];
+                getrandom::getrandom(&mut seed).map_err(|e| io::Error::other(e.to_string()))?;
+                Ok(seed)
+            }
+            DatagramSocket::Sim(s) => Ok(s.endpoint_seed()),
+        }
+    }
+}
+
 /// Receives up to [`BATCH`] datagrams without blocking; `WouldBlock` when none is waiting.
-pub fn try_recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
+fn try_recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<usize> {
     batch.count = 0;
     let n = socket.try_io(Interest::READABLE, || sys::recv_batch(socket, batch))?;
     batch.count = n;
@@ -52,10 +144,7 @@ pub fn try_recv_batch(socket: &UdpSocket, batch: &mut RecvBatch) -> io::Result<u
 
 /// Sends as many of `datagrams` as the socket takes without blocking; returns how many went.
 /// `WouldBlock` when the socket buffer is full before the first one.
-pub fn try_send_batch(
-    socket: &UdpSocket,
-    datagrams: &[(SocketAddr, Vec<u8>)],
-) -> io::Result<usize> {
+fn try_send_batch(socket: &UdpSocket, datagrams: &[(SocketAddr, Vec<u8>)]) -> io::Result<usize> {
     if datagrams.is_empty() {
         return Ok(0);
     }

@@ -22,6 +22,7 @@ pub struct ContextBuilder {
     stream_client: StreamConfig,
     stream_server: StreamConfig,
     stream_limits: StreamLimits,
+    sockets: Sockets,
 }
 
 impl Default for ContextBuilder {
@@ -42,6 +43,7 @@ impl Default for ContextBuilder {
             stream_client: StreamConfig::default(),
             stream_server: default_server_config(),
             stream_limits: StreamLimits::default(),
+            sockets: Sockets::Os,
         }
     }
 }
@@ -146,6 +148,14 @@ impl ContextBuilder {
         self
     }
 
+    /// Binds this context's UDP sockets on a simulated network instead of the operating
+    /// system's, at `host` (addresses given with an unspecified IP, and client sockets, get
+    /// it): see [`netsim`](crate::netsim). Such a context cannot use TCP or TLS.
+    pub fn simulated(mut self, network: &SimNetwork, host: IpAddr) -> Self {
+        self.sockets = Sockets::Sim(network.clone(), host);
+        self
+    }
+
     /// Serves requests with a router.
     pub fn router(mut self, router: Router) -> Self {
         self.router = Some(router);
@@ -175,6 +185,13 @@ impl ContextBuilder {
         self.config
             .validate()
             .map_err(|e| Error::Config(e.to_string()))?;
+        if matches!(self.sockets, Sockets::Sim(..))
+            && !(self.tcp_binds.is_empty() && self.tls_binds.is_empty())
+        {
+            return Err(Error::Config(
+                "a context on a simulated network has no TCP or TLS listeners".into(),
+            ));
+        }
         let router = self.router.map(Arc::new);
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
         let client_dtls = if self.dtls_client.psk.is_some() || self.dtls_client.pki.is_some() {
@@ -193,7 +210,7 @@ impl ContextBuilder {
         };
         let mut bound = Vec::new();
         for addr in &self.binds {
-            let socket = bind_socket(*addr)?;
+            let socket = self.sockets.bind(*addr)?;
             bound.push(spawn_driver(
                 socket,
                 &self.config,
@@ -205,7 +222,7 @@ impl ContextBuilder {
             )?);
         }
         for addr in &self.dtls_binds {
-            let socket = bind_socket(*addr)?;
+            let socket = self.sockets.bind(*addr)?;
             let layer = DtlsLayer::new(client_dtls.clone(), server_dtls.clone(), self.dtls_limits)?;
             bound.push(spawn_driver(
                 socket,
@@ -280,12 +297,31 @@ impl ContextBuilder {
                 bound,
                 ephemeral: Mutex::new(Vec::new()),
                 peer_params: Mutex::new(Vec::new()),
+                sockets: self.sockets,
             }),
         })
     }
 }
 
-pub(super) fn bind_socket(addr: SocketAddr) -> Result<UdpSocket, Error> {
+/// Where a context's UDP sockets are bound.
+#[derive(Clone)]
+pub(super) enum Sockets {
+    /// The operating system's.
+    Os,
+    /// A simulated network's, at a host address.
+    Sim(SimNetwork, IpAddr),
+}
+
+impl Sockets {
+    pub(super) fn bind(&self, addr: SocketAddr) -> Result<DatagramSocket, Error> {
+        match self {
+            Sockets::Os => bind_os_socket(addr).map(DatagramSocket::Os),
+            Sockets::Sim(network, host) => Ok(DatagramSocket::Sim(network.bind(addr, *host)?)),
+        }
+    }
+}
+
+fn bind_os_socket(addr: SocketAddr) -> Result<UdpSocket, Error> {
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     if addr.is_ipv6() {
@@ -301,7 +337,7 @@ pub(super) fn bind_socket(addr: SocketAddr) -> Result<UdpSocket, Error> {
 }
 
 pub(super) fn spawn_driver<L: SecurityLayer>(
-    socket: UdpSocket,
+    socket: DatagramSocket,
     config: &EndpointConfig,
     router: Option<Arc<Router>>,
     handler_timeout: Duration,
@@ -311,8 +347,7 @@ pub(super) fn spawn_driver<L: SecurityLayer>(
 ) -> Result<Arc<EndpointHandle>, Error> {
     let secure = layer.is_secure();
     let local = socket.local_addr()?;
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed).map_err(|e| Error::Io(std::io::Error::other(e.to_string())))?;
+    let seed = socket.endpoint_seed()?;
     let endpoint = Endpoint::new(config.clone(), seed);
     let (tx, rx) = mpsc::unbounded_channel();
     let driver = Driver::new(

@@ -22,15 +22,17 @@ use tern_tls::{
 use crate::driver::{Command, Driver};
 use crate::error::Error;
 use crate::message::{RequestOptions, Response};
+use crate::netsim::SimNetwork;
 use crate::request::RequestBuilder;
 use crate::router::Router;
+use crate::udp::DatagramSocket;
 
 mod builder;
 mod keys;
 
 use crate::session::{SessionBuilder, SessionEvent, SessionState, DEFAULT_MTU};
 use crate::stream::{self, default_server_config, Listener, Retirement, StreamLimits, StreamSetup};
-use builder::{bind_socket, spawn_driver};
+use builder::{spawn_driver, Sockets};
 pub use builder::{ContextBuilder, DEFAULT_HANDLER_TIMEOUT};
 use tern_proto::stream::StreamConfig;
 use tokio::sync::broadcast;
@@ -97,6 +99,8 @@ struct Inner {
     tls_client: Option<TlsContext>,
     /// The settings `tls_client` was made from, the base of per-peer and sessions' own.
     tls_client_settings: TlsSettings,
+    /// Where UDP sockets are bound: the operating system, or a simulated network.
+    sockets: Sockets,
 }
 
 impl Drop for Inner {
@@ -168,6 +172,7 @@ impl Context {
                 bound: Vec::new(),
                 ephemeral: Mutex::new(Vec::new()),
                 peer_params: Mutex::new(Vec::new()),
+                sockets: Sockets::Os,
             }),
         }
     }
@@ -246,6 +251,11 @@ impl Context {
         peer: SocketAddr,
         secure: bool,
     ) -> Result<Arc<EndpointHandle>, Error> {
+        if matches!(self.inner.sockets, Sockets::Sim(..)) {
+            return Err(Error::Config(
+                "a context on a simulated network cannot connect over TCP or TLS".into(),
+            ));
+        }
         let key = (peer, secure);
         let open = |clients: &HashMap<_, Arc<EndpointHandle>>| {
             clients
@@ -286,7 +296,7 @@ impl Context {
         };
         let mut target = peer;
         if let Some(advice) = advice {
-            let now = std::time::Instant::now();
+            let now = crate::clock::now();
             if let Some(wait) = advice
                 .not_before
                 .and_then(|at| at.checked_duration_since(now))
@@ -584,7 +594,7 @@ impl Context {
         state: Arc<Mutex<SessionState>>,
     ) -> Result<Arc<EndpointHandle>, Error> {
         let local = local.unwrap_or_else(|| unspecified(peer));
-        let socket = bind_socket(local)?;
+        let socket = self.inner.sockets.bind(local)?;
         let (config, router, timeout, events) = (
             &self.inner.config,
             self.inner.router.clone(),
@@ -635,7 +645,7 @@ impl Context {
         if let Some(e) = ephemeral.iter().find(same_family) {
             return Ok(e.clone());
         }
-        let socket = bind_socket(unspecified(peer))?;
+        let socket = self.inner.sockets.bind(unspecified(peer))?;
         let (config, router, timeout, events) = (
             &self.inner.config,
             self.inner.router.clone(),

@@ -75,7 +75,7 @@ impl<L: SecurityLayer> Driver<L> {
 
     /// A resource changed: runs its GET handler for every observer and notifies them.
     pub(super) fn on_change(&mut self, path: String) {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let (Some(state), Some(router)) = (self.observe.as_mut(), self.router.as_ref()) else {
             return;
         };
@@ -161,7 +161,7 @@ impl<L: SecurityLayer> Driver<L> {
         };
         let registry = state.observers.registry_mut();
         match failure {
-            None => registry.confirmed(Instant::now(), peer, token),
+            None => registry.confirmed(crate::clock::now(), peer, token),
             Some(NotificationFailure::NotSent) => {}
             Some(reason) => {
                 if registry.deregister(peer, token).is_some() {

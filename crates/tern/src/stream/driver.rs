@@ -150,7 +150,7 @@ impl StreamDriver {
         let mut shutdown = self.config.shutdown.clone();
         let mut shutting_down = false;
         loop {
-            let now = Instant::now();
+            let now = crate::clock::now();
             self.process(now);
             if self.closed.is_some() && self.pending_output() == 0 {
                 break;
@@ -179,7 +179,7 @@ impl StreamDriver {
                         // Every handle is gone: nobody can use this client connection.
                         commands_open = false;
                         if !self.config.server {
-                            self.conn.release(Instant::now(), None, None);
+                            self.conn.release(crate::clock::now(), None, None);
                         }
                     }
                 },
@@ -203,7 +203,7 @@ impl StreamDriver {
                     self.command(Command::Shutdown);
                 }
                 () = &mut sleep, if armed.is_some() => {
-                    let now = Instant::now();
+                    let now = crate::clock::now();
                     self.trim(now);
                     self.channel.handle_timeout(now);
                     self.conn.handle_timeout(now);
@@ -233,10 +233,10 @@ impl StreamDriver {
     /// The connection failed under us: what is outstanding fails with the reason.
     fn fail(&mut self, reason: &str) {
         self.retire();
-        self.conn.close(Instant::now(), reason);
+        self.conn.close(crate::clock::now(), reason);
         self.output.clear();
         self.written = 0;
-        self.process(Instant::now());
+        self.process(crate::clock::now());
         if self.closed.is_none() {
             self.closed = Some(reason.to_string());
         }
@@ -266,7 +266,7 @@ impl StreamDriver {
     }
 
     fn read(&mut self) {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let result = if self.channel.is_passthrough() {
             // Plain TCP: the socket reads straight into the frame decoder's buffer.
             let buffer = self.conn.input_buffer(READ_CHUNK);
@@ -475,7 +475,7 @@ impl StreamDriver {
     }
 
     fn command(&mut self, command: Command) {
-        let now = Instant::now();
+        let now = crate::clock::now();
         match command {
             Command::Request {
                 ticket,

@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use tern_proto::stream::{StreamConnection, StreamRole};
 use tokio::net::TcpListener;
@@ -112,7 +111,7 @@ pub(crate) async fn accept_loop(
         };
         let _ = socket.set_nodelay(true);
         let _ = socket2::SockRef::from(&socket).set_keepalive(true);
-        let channel = match setup.server_channel(secure, Instant::now()) {
+        let channel = match setup.server_channel(secure, crate::clock::now()) {
             Ok(channel) => channel,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "cannot start the channel");
@@ -122,7 +121,7 @@ pub(crate) async fn accept_loop(
         let conn = StreamConnection::new(
             StreamRole::Server,
             setup.server_config.clone(),
-            Instant::now(),
+            crate::clock::now(),
             seed(),
         );
         let (tx, rx) = mpsc::unbounded_channel();

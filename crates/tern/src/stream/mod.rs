@@ -278,7 +278,7 @@ pub(crate) async fn connect(
     };
     let _ = socket.set_nodelay(true);
     let local = socket.local_addr()?;
-    let now = Instant::now();
+    let now = crate::clock::now();
     let channel: Box<dyn StreamSecurity> = match tls {
         Some(ctx) => Box::new(TlsChannel::connect(ctx, now)?),
         None => Box::new(PlainStream::new()),

@@ -62,7 +62,7 @@ impl StreamDriver {
             self.config.handler_timeout,
             &self.command_tx,
         );
-        let now = Instant::now();
+        let now = crate::clock::now();
         for notification in ready {
             self.send_notification(now, notification);
         }
