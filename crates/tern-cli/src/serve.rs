@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 use tern::proto::uri::Scheme;
@@ -41,6 +41,11 @@ pub struct ServeArgs {
     /// Requests being handled at once; more are answered 5.03.
     #[arg(long, default_value_t = EndpointConfig::default().max_pending_incoming)]
     max_pending: usize,
+    /// Every this many seconds, print what the server holds against its caps (peers,
+    /// requests, deduplication, DTLS sessions and handshakes, observers, block-wise state,
+    /// stream connections and buffers) to stderr. 0: never.
+    #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+    usage_interval: u64,
     /// Milliseconds a handler may take before a CON request gets an empty ACK.
     #[arg(long, default_value_t = 1000)]
     separate_delay_ms: u64,
@@ -460,6 +465,18 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, String> {
         for addr in context.listen_addrs(scheme) {
             eprintln!("listening on {addr} ({scheme})");
         }
+    }
+    if args.usage_interval > 0 {
+        let context = context.clone();
+        let every = Duration::from_secs(args.usage_interval);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                eprintln!("usage: {}", context.usage().await);
+            }
+        });
     }
     tokio::signal::ctrl_c()
         .await

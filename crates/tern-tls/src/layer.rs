@@ -53,6 +53,23 @@ pub enum LayerEvent {
     SendFailed(SocketAddr, String),
 }
 
+/// What a [`SecurityLayer`] holds against its caps, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayerUsage {
+    /// Channels held.
+    pub channels: usize,
+    /// Their cap.
+    pub max_channels: usize,
+    /// Established channels closed to make room, so far.
+    pub channels_evicted: u64,
+    /// Channels in handshake.
+    pub handshaking: usize,
+    /// Their cap.
+    pub max_handshaking: usize,
+    /// Handshakes refused by the caps, so far.
+    pub handshakes_refused: u64,
+}
+
 /// One interface over plain and secure datagram channels.
 pub trait SecurityLayer: Send + 'static {
     /// Whether traffic is protected.
@@ -75,6 +92,10 @@ pub trait SecurityLayer: Send + 'static {
     fn peer_identity(&self, peer: SocketAddr) -> Option<PeerIdentity>;
     /// Closes the channel to a peer (close_notify for DTLS).
     fn disconnect(&mut self, now: Instant, peer: SocketAddr);
+    /// What the layer holds against its caps (nothing, for a layer without channels).
+    fn usage(&self) -> LayerUsage {
+        LayerUsage::default()
+    }
     /// Uses these client credentials for new channels to `peer` (secure layers only).
     fn set_peer_credentials(&mut self, _peer: SocketAddr, _ctx: DtlsContext) {}
     /// Forgets per-peer client credentials; returns whether there were any.
@@ -171,6 +192,10 @@ pub struct DtlsLayer {
     received: VecDeque<(SocketAddr, Vec<u8>)>,
     transmit: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<LayerEvent>,
+    /// Established channels closed to make room for new ones, so far.
+    channels_evicted: u64,
+    /// Handshakes refused by the caps, so far.
+    handshakes_refused: u64,
 }
 
 impl DtlsLayer {
@@ -192,6 +217,8 @@ impl DtlsLayer {
             received: VecDeque::new(),
             transmit: VecDeque::new(),
             events: VecDeque::new(),
+            channels_evicted: 0,
+            handshakes_refused: 0,
         })
     }
 
@@ -302,6 +329,7 @@ impl DtlsLayer {
     /// channel is in handshake.
     fn admit(&mut self, now: Instant) -> bool {
         if self.handshaking.len() >= self.limits.max_handshaking {
+            self.handshakes_refused += 1;
             return false;
         }
         if self.peers.len() >= self.limits.max_channels {
@@ -312,8 +340,14 @@ impl DtlsLayer {
                 .min_by_key(|(_, p)| p.last_used)
                 .map(|(a, _)| *a);
             match victim {
-                Some(addr) => self.disconnect(now, addr),
-                None => return false,
+                Some(addr) => {
+                    self.channels_evicted += 1;
+                    self.disconnect(now, addr);
+                }
+                None => {
+                    self.handshakes_refused += 1;
+                    return false;
+                }
             }
         }
         true
@@ -354,6 +388,17 @@ impl DtlsLayer {
 impl SecurityLayer for DtlsLayer {
     fn is_secure(&self) -> bool {
         true
+    }
+
+    fn usage(&self) -> LayerUsage {
+        LayerUsage {
+            channels: self.peers.len(),
+            max_channels: self.limits.max_channels,
+            channels_evicted: self.channels_evicted,
+            handshaking: self.handshaking.len(),
+            max_handshaking: self.limits.max_handshaking,
+            handshakes_refused: self.handshakes_refused,
+        }
     }
 
     fn handle_datagram(&mut self, now: Instant, peer: SocketAddr, datagram: &[u8]) {

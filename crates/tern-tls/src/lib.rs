@@ -28,7 +28,9 @@ pub use dtls::{
     Accept, ChannelEvent, ChannelState, DtlsChannel, DtlsContext, DtlsListener, DtlsSettings, Role,
     TimerPolicy, TlsError,
 };
-pub use layer::{DtlsLayer, DtlsLimits, LayerEvent, PeerIdentity, PlainLayer, SecurityLayer};
+pub use layer::{
+    DtlsLayer, DtlsLimits, LayerEvent, LayerUsage, PeerIdentity, PlainLayer, SecurityLayer,
+};
 pub use pki::{CertificateCheck, PkiError, PkiSettings, Source};
 pub use stream::{PlainStream, StreamSecurity};
 pub use tls::{TlsChannel, TlsContext, TlsEvent, TlsSettings, TlsVersion};

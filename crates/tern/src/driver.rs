@@ -28,6 +28,7 @@ use crate::message::Request;
 use crate::observing::{self, ClientObservations, Notification, NotificationSender};
 use crate::router::Router;
 use crate::udp::{self, DatagramSocket, RecvBatch};
+use crate::usage::{Gauge, Usage};
 use observe::ServerObserve;
 
 use crate::echo::{VerifiedAddresses, ADDRESS_PROOF_AGE};
@@ -76,6 +77,8 @@ pub(crate) enum Command {
     /// Closes every session authenticated with a PSK identity; answers how many.
     DisconnectIdentity(Vec<u8>, oneshot::Sender<usize>),
     Stats(oneshot::Sender<Stats>),
+    /// What the endpoint holds against its caps.
+    Usage(oneshot::Sender<Usage>),
     PeerParams(SocketAddr, TransmissionParams),
     Shutdown,
 }
@@ -127,6 +130,7 @@ impl<L: SecurityLayer> Driver<L> {
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let observe = router.as_deref().map(ServerObserve::new);
+        let blocks = BlockTables::new(router.as_deref());
         Driver {
             socket,
             endpoint,
@@ -141,7 +145,7 @@ impl<L: SecurityLayer> Driver<L> {
             events,
             local,
             session_state,
-            blocks: BlockTables::new(),
+            blocks,
             observe,
             observations: ClientObservations::default(),
             verified: VerifiedAddresses::default(),
@@ -330,10 +334,52 @@ impl<L: SecurityLayer> Driver<L> {
             Command::Stats(reply) => {
                 let _ = reply.send(self.endpoint.stats());
             }
+            Command::Usage(reply) => {
+                let _ = reply.send(self.usage());
+            }
             Command::PeerParams(peer, params) => self.endpoint.set_peer_params(now, peer, params),
             Command::Shutdown => return false,
         }
         true
+    }
+
+    /// What this endpoint holds against its caps.
+    fn usage(&self) -> Usage {
+        let config = self.endpoint.config();
+        let stats = self.endpoint.stats();
+        let layer = self.layer.usage();
+        let (block1, block2) = self.blocks.usage();
+        Usage {
+            peers: Gauge::new(
+                self.endpoint.peer_count(),
+                config.max_peers,
+                stats.peers_refused,
+            ),
+            pending_requests: Gauge::new(
+                self.endpoint.pending_incoming(),
+                config.max_pending_incoming,
+                stats.overloaded,
+            ),
+            dedup_entries: Gauge::new(
+                self.endpoint.dedup_len(),
+                config.dedup_total,
+                self.endpoint.dedup_evicted(),
+            ),
+            dtls_sessions: Gauge::new(layer.channels, layer.max_channels, layer.channels_evicted),
+            dtls_handshakes: Gauge::new(
+                layer.handshaking,
+                layer.max_handshaking,
+                layer.handshakes_refused,
+            ),
+            observers: self
+                .observe
+                .as_ref()
+                .map(|o| o.observers.usage())
+                .unwrap_or_default(),
+            block1_transfers: block1,
+            block2_cached_bytes: block2,
+            ..Usage::default()
+        }
     }
 
     fn process_events(&mut self) {

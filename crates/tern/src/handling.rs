@@ -8,8 +8,7 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tern_proto::block::{
-    Block1Action, Block1Assembler, Block1Config, Block2Config, Block2Lookup, Block2Server,
-    BlockValue,
+    Block1Action, Block1Assembler, Block1Config, Block2Lookup, Block2Server, BlockValue,
 };
 use tern_proto::{Code, Message, OptionNumber};
 use tokio::sync::mpsc;
@@ -17,7 +16,8 @@ use tokio::sync::mpsc;
 use crate::driver::Command;
 use crate::message::Response;
 use crate::oscore::{OscoreIdentity, OscoreServer, Protection};
-use crate::router::BoxFuture;
+use crate::router::{BoxFuture, Router};
+use crate::usage::Gauge;
 
 /// A request whose handler runs, as the block-wise layer needs it for the response: the peer,
 /// the request without its body (kept for FETCH, whose body is part of its key), and the
@@ -72,25 +72,42 @@ pub(crate) struct BlockTables {
 }
 
 impl BlockTables {
-    /// For a datagram endpoint.
-    pub(crate) fn new() -> Self {
-        Self::with(Block1Config::default())
+    /// For a datagram endpoint, with the router's caps (the defaults without a router).
+    pub(crate) fn new(router: Option<&Router>) -> Self {
+        let (block1, block2) = router.map(|r| r.block_config().clone()).unwrap_or_default();
+        BlockTables {
+            block1: Block1Assembler::new(block1, seed()),
+            block2: Block2Server::new(block2, seed()),
+        }
     }
 
     /// For stream connections: request bodies may also come in BERT blocks (RFC 8323 §6),
     /// which a peer may send before it has seen the CSM that announces block-wise support.
-    pub(crate) fn for_streams() -> Self {
-        Self::with(Block1Config {
+    pub(crate) fn for_streams(router: Option<&Router>) -> Self {
+        let mut tables = Self::new(router);
+        let block1 = Block1Config {
             bert: true,
-            ..Block1Config::default()
-        })
+            ..tables.block1.config().clone()
+        };
+        tables.block1 = Block1Assembler::new(block1, seed());
+        tables
     }
 
-    fn with(block1: Block1Config) -> Self {
-        BlockTables {
-            block1: Block1Assembler::new(block1, seed()),
-            block2: Block2Server::new(Block2Config::default(), seed()),
-        }
+    /// Request bodies being assembled, and bytes of response bodies cached, against caps.
+    pub(crate) fn usage(&self) -> (Gauge, Gauge) {
+        let (c1, c2) = (self.block1.config(), self.block2.config());
+        (
+            Gauge::new(
+                self.block1.len(),
+                c1.max_transfers,
+                self.block1.stats().refused,
+            ),
+            Gauge::new(
+                self.block2.cached_bytes(),
+                c2.max_cached_bytes,
+                self.block2.stats().evicted,
+            ),
+        )
     }
 
     /// The block size responses are sliced to when the request asks for none.

@@ -41,6 +41,7 @@ mod router;
 mod session;
 mod stream;
 mod udp;
+pub mod usage;
 
 pub use context::{resolve, Context, ContextBuilder};
 pub use error::{Error, ErrorResponse};
@@ -57,6 +58,7 @@ pub use tern_oscore::credentials;
 pub use tern_proto::stream::StreamConfig;
 pub use tern_proto::{self as proto, Code, ContentFormat, OptionNumber};
 pub use tern_tls::{self as tls, Psk};
+pub use usage::{Gauge, Usage};
 
 /// The README's Rust example, compiled as a doc test so it stays true.
 #[cfg(doctest)]

@@ -34,6 +34,7 @@ use crate::handling::{run_handler, seed, BlockExchange, BlockTables};
 use crate::message::{Request, Response};
 use crate::oscore::{OscoreServer, Protection};
 use crate::router::{normalize, Router};
+use crate::usage::Gauge;
 
 /// Where a client observation's notifications go.
 pub(crate) type NotificationSender = mpsc::Sender<Result<Message, RequestError>>;
@@ -61,6 +62,8 @@ pub(crate) struct Observers {
     registry: ObserverRegistry<Registration>,
     /// Changes announced by the application; subscribed while there are observers.
     changes: Option<broadcast::Receiver<String>>,
+    /// Registrations refused by the caps (served as plain GETs), so far.
+    refused: u64,
 }
 
 impl Observers {
@@ -68,7 +71,19 @@ impl Observers {
         Observers {
             registry: ObserverRegistry::new(router.observe_config().clone(), seed()),
             changes: None,
+            refused: 0,
         }
+    }
+
+    /// Registrations refused by the caps so far.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Observers held, against the registry's total cap.
+    pub(crate) fn usage(&self) -> Gauge {
+        let cap = self.registry.config().max_total;
+        Gauge::new(self.registry.len(), cap, self.refused)
     }
 
     pub(crate) fn registry(&self) -> &ObserverRegistry<Registration> {
@@ -124,6 +139,7 @@ impl Observers {
                 }
             }
             Err(e) => {
+                self.refused += 1;
                 tracing::info!(%peer, error = %e, "observation refused; served as a plain GET");
                 response.options.remove(OptionNumber::OBSERVE);
             }

@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tern_proto::block::{Block1Config, Block2Config};
 use tern_proto::link_format::{self, Link};
 use tern_proto::observe::RegistryConfig;
 use tern_proto::{Code, ContentFormat, OptionNumber};
@@ -239,6 +240,9 @@ pub struct Router {
     /// Paths of observable resources that changed, to every endpoint serving this router.
     changes: broadcast::Sender<String>,
     observe_config: RegistryConfig,
+    /// Caps on request bodies arriving block by block, and on response bodies cached for
+    /// block-wise GETs.
+    block_config: (Block1Config, Block2Config),
     /// The OSCORE contexts requests to this router are unprotected with.
     oscore: Option<OscoreServer>,
     /// Issues and checks Echo values (freshness and address verification).
@@ -253,6 +257,7 @@ impl Default for Router {
             routes: Arc::default(),
             changes: broadcast::channel(CHANGE_BACKLOG).0,
             observe_config: RegistryConfig::default(),
+            block_config: (Block1Config::default(), Block2Config::default()),
             oscore: None,
             echo: Arc::new(EchoVerifier::new()),
             limit_amplification: false,
@@ -304,6 +309,20 @@ impl Router {
         self
     }
 
+    /// Sets the caps on block-wise state each endpoint (or stream listener) serving this
+    /// router keeps: request bodies being assembled (Block1: transfers, bytes, body size,
+    /// lifetime) and response bodies cached for later blocks (Block2: bytes, per peer,
+    /// lifetime). Past them, new transfers get 5.03 and cached bodies are evicted (and
+    /// regenerated if asked for again). Over streams BERT request blocks are always accepted.
+    pub fn block_limits(
+        mut self,
+        request_bodies: Block1Config,
+        response_cache: Block2Config,
+    ) -> Self {
+        self.block_config = (request_bodies, response_cache);
+        self
+    }
+
     /// Unprotects OSCORE requests (RFC 8613) with these contexts before routing them, and
     /// protects their responses and notifications. Without it, a request with an OSCORE
     /// option gets 4.02 Bad Option. Requests without OSCORE are still routed (see
@@ -338,6 +357,11 @@ impl Router {
     /// The OSCORE contexts, if any.
     pub(crate) fn oscore_server(&self) -> Option<&OscoreServer> {
         self.oscore.as_ref()
+    }
+
+    /// The block-wise caps ([`block_limits`](Self::block_limits)).
+    pub(crate) fn block_config(&self) -> &(Block1Config, Block2Config) {
+        &self.block_config
     }
 
     /// The observer limits ([`observe_limits`](Self::observe_limits)).

@@ -367,6 +367,9 @@ async fn the_connection_cap_refuses_more_connections() {
         .await
         .unwrap_err();
     assert!(!e.to_string().is_empty());
+    let usage = srv.usage().await;
+    assert_eq!(usage.stream_connections.held, 2, "{usage}");
+    assert!(usage.stream_connections.turned_away >= 1, "{usage}");
     // The first two still work.
     for s in &sessions {
         assert_eq!(s.get("/hello").send().await.unwrap().code(), Code::CONTENT);
@@ -595,6 +598,9 @@ async fn the_handshake_cap_refuses_connections_while_silent_ones_hold_it() {
             .await
             .unwrap();
     assert!(closed && got.is_empty(), "{got:02x?}");
+    let usage = srv.usage().await;
+    assert_eq!(usage.stream_handshakes.held, 2, "{usage}");
+    assert_eq!(usage.stream_handshakes.turned_away, 1, "{usage}");
     // Once the silent ones time out, clients get in again.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let client = Context::client();

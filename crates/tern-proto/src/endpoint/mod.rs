@@ -455,6 +455,11 @@ impl Endpoint {
         self.dedup.len()
     }
 
+    /// Deduplication entries dropped early by the per-peer or total cap so far.
+    pub fn dedup_evicted(&self) -> u64 {
+        self.dedup.evicted()
+    }
+
     /// Incoming requests not yet answered.
     pub fn pending_incoming(&self) -> usize {
         self.incoming.len()

@@ -26,6 +26,7 @@ use crate::netsim::SimNetwork;
 use crate::request::RequestBuilder;
 use crate::router::Router;
 use crate::udp::DatagramSocket;
+use crate::usage::Usage;
 
 mod builder;
 mod keys;
@@ -544,6 +545,24 @@ impl Context {
                     total += s;
                 }
             }
+        }
+        total
+    }
+
+    /// What the context holds for its peers now, against the caps that bound it, summed over
+    /// its endpoints and listeners: see [`Usage`].
+    pub async fn usage(&self) -> Usage {
+        let mut total = Usage::default();
+        for endpoint in self.all_endpoints() {
+            let (tx, rx) = oneshot::channel();
+            if endpoint.commands.send(Command::Usage(tx)).is_ok() {
+                if let Ok(u) = rx.await {
+                    total += u;
+                }
+            }
+        }
+        for listener in &self.inner.listeners {
+            total += listener.usage();
         }
         total
     }

@@ -22,6 +22,7 @@ use crate::message::Request;
 use crate::observing::{self, ClientObservations, Observers};
 use crate::router::Router;
 use crate::session::{SessionEvent, SessionState};
+use crate::usage::Usage;
 
 /// Bytes read from the socket per read call.
 const READ_CHUNK: usize = 16 * 1024;
@@ -29,7 +30,7 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Output not yet taken by the socket above which the driver stops reading: a peer that
 /// sends requests but does not read its responses cannot make the server buffer without
 /// bound.
-const MAX_PENDING_OUTPUT: usize = 1 << 20;
+pub(crate) const MAX_PENDING_OUTPUT: usize = 1 << 20;
 
 /// How long after its last input a connection gives back its read and write buffers: an idle
 /// connection (of thousands) then holds none, a busy one keeps them.
@@ -149,6 +150,8 @@ impl StreamDriver {
         let mut commands_open = true;
         let mut shutdown = self.config.shutdown.clone();
         let mut shutting_down = false;
+        // Whether the last turn read from the socket, to count each pause once.
+        let mut reading = true;
         loop {
             let now = crate::clock::now();
             self.process(now);
@@ -169,8 +172,16 @@ impl StreamDriver {
                 }
                 armed = next;
             }
-            let want_write = self.pending_output() > 0;
-            let want_read = self.closed.is_none() && self.pending_output() < MAX_PENDING_OUTPUT;
+            let pending = self.pending_output();
+            let want_write = pending > 0;
+            let want_read = self.closed.is_none() && pending < MAX_PENDING_OUTPUT;
+            if let Some(slot) = self.config.slot.as_mut() {
+                slot.set_buffered(pending);
+                if !want_read && reading && self.closed.is_none() {
+                    slot.paused();
+                }
+            }
+            reading = want_read;
             tokio::select! {
                 biased;
                 command = self.commands.recv(), if commands_open => match command {
@@ -534,6 +545,11 @@ impl StreamDriver {
             }
             Command::Stats(reply) => {
                 let _ = reply.send(self.stats);
+            }
+            // What a connection holds is counted by its listener (server side) and is one
+            // connection's worth on the client side: nothing a peer can grow.
+            Command::Usage(reply) => {
+                let _ = reply.send(Usage::default());
             }
             // Credentials and transmission parameters are per connection here, fixed at
             // connect time; retransmission parameters mean nothing on a reliable stream.

@@ -2,7 +2,7 @@
 //! connection, with caps on connections and on connections still in their handshake.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tern_proto::stream::{StreamConnection, StreamRole};
@@ -12,14 +12,24 @@ use tokio::sync::mpsc;
 use super::driver::{StreamDriver, StreamDriverConfig};
 use super::{StreamLimits, StreamSetup};
 use crate::handling::{seed, BlockTables};
+use crate::usage::{Gauge, Usage};
 
 /// Connections of one listener, counted.
 #[derive(Default)]
 pub(crate) struct ConnectionCounts {
     open: AtomicUsize,
     handshaking: AtomicUsize,
-    refused: AtomicUsize,
+    /// Connections closed at once because `open` was at its cap.
+    refused: AtomicU64,
+    /// Connections closed at once because `handshaking` was at its cap.
+    handshakes_refused: AtomicU64,
     observers: AtomicUsize,
+    /// Registrations the connections' registries refused.
+    observers_refused: AtomicU64,
+    /// Output bytes the open connections hold, not yet taken by their sockets.
+    buffered: AtomicUsize,
+    /// Times a connection stopped reading because its peer was not taking its output.
+    paused: AtomicU64,
 }
 
 /// A connection's place in its listener's counts, given back when the connection ends.
@@ -28,6 +38,10 @@ pub(crate) struct ConnectionSlot {
     handshaking: bool,
     /// The connection's observers, as counted in `counts`.
     observers: usize,
+    /// The connection's buffered output, as counted in `counts`.
+    buffered: usize,
+    /// The connection's refused registrations, as counted in `counts`.
+    observers_refused: u64,
 }
 
 impl ConnectionSlot {
@@ -48,31 +62,61 @@ impl ConnectionSlot {
         }
         self.observers = n;
     }
+
+    /// The connection's registry has refused `n` registrations in all.
+    pub(crate) fn set_observers_refused(&mut self, n: u64) {
+        let new = n.saturating_sub(self.observers_refused);
+        self.counts
+            .observers_refused
+            .fetch_add(new, Ordering::Relaxed);
+        self.observers_refused = self.observers_refused.max(n);
+    }
+
+    /// The connection holds `n` bytes of output not yet written.
+    pub(crate) fn set_buffered(&mut self, n: usize) {
+        let buffered = &self.counts.buffered;
+        if n > self.buffered {
+            buffered.fetch_add(n - self.buffered, Ordering::Relaxed);
+        } else {
+            buffered.fetch_sub(self.buffered - n, Ordering::Relaxed);
+        }
+        self.buffered = n;
+    }
+
+    /// The connection stopped reading: its peer is not taking its output.
+    pub(crate) fn paused(&self) {
+        self.counts.paused.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.established();
         self.set_observers(0);
+        self.set_buffered(0);
         self.counts.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// Takes a slot if the caps allow.
+/// Takes a slot if the caps allow; counts the refusal otherwise.
 fn take_slot(counts: &Arc<ConnectionCounts>, limits: &StreamLimits) -> Option<ConnectionSlot> {
     if counts.open.fetch_add(1, Ordering::Relaxed) >= limits.max_connections {
         counts.open.fetch_sub(1, Ordering::Relaxed);
+        counts.refused.fetch_add(1, Ordering::Relaxed);
         return None;
     }
     if counts.handshaking.fetch_add(1, Ordering::Relaxed) >= limits.max_handshaking {
         counts.handshaking.fetch_sub(1, Ordering::Relaxed);
         counts.open.fetch_sub(1, Ordering::Relaxed);
+        counts.handshakes_refused.fetch_add(1, Ordering::Relaxed);
         return None;
     }
     Some(ConnectionSlot {
         counts: counts.clone(),
         handshaking: true,
         observers: 0,
+        buffered: 0,
+        observers_refused: 0,
     })
 }
 
@@ -82,12 +126,11 @@ pub(crate) async fn accept_loop(
     setup: Arc<StreamSetup>,
     secure: bool,
     counts: Arc<ConnectionCounts>,
+    blocks: Arc<Mutex<BlockTables>>,
 ) {
     let local = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    // One block-wise state for the listener, so that its caps hold for all connections.
-    let blocks = Arc::new(Mutex::new(BlockTables::for_streams()));
     let mut shutdown = setup.shutdown.subscribe();
     loop {
         let accepted = tokio::select! {
@@ -104,8 +147,7 @@ pub(crate) async fn accept_loop(
             }
         };
         let Some(slot) = take_slot(&counts, &setup.limits) else {
-            let refused = counts.refused.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::debug!(%peer, refused, "connection refused: at the connection cap");
+            tracing::debug!(%peer, "connection refused: at the connection or handshake cap");
             drop(socket);
             continue;
         };
@@ -150,5 +192,38 @@ impl ConnectionCounts {
     /// Observers on the open connections.
     pub(crate) fn observers(&self) -> usize {
         self.observers.load(Ordering::Relaxed)
+    }
+
+    /// Connections and their handshakes and buffers, against the caps.
+    pub(crate) fn usage(
+        &self,
+        limits: &StreamLimits,
+        per_connection_output: usize,
+        per_connection_observers: usize,
+    ) -> Usage {
+        let open = self.open();
+        Usage {
+            observers: Gauge::new(
+                self.observers(),
+                open.saturating_mul(per_connection_observers),
+                self.observers_refused.load(Ordering::Relaxed),
+            ),
+            stream_connections: Gauge::new(
+                open,
+                limits.max_connections,
+                self.refused.load(Ordering::Relaxed),
+            ),
+            stream_handshakes: Gauge::new(
+                self.handshaking.load(Ordering::Relaxed),
+                limits.max_handshaking,
+                self.handshakes_refused.load(Ordering::Relaxed),
+            ),
+            stream_buffered_bytes: Gauge::new(
+                self.buffered.load(Ordering::Relaxed),
+                open.saturating_mul(per_connection_output),
+                self.paused.load(Ordering::Relaxed),
+            ),
+            ..Usage::default()
+        }
     }
 }

@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::handling::{seed, BlockTables};
 use crate::router::Router;
 use crate::session::{SessionEvent, SessionState};
+use crate::usage::Usage;
 use driver::{StreamDriver, StreamDriverConfig};
 use listener::ConnectionCounts;
 
@@ -172,6 +173,12 @@ pub(crate) struct Listener {
     pub(crate) local: SocketAddr,
     pub(crate) secure: bool,
     counts: Arc<ConnectionCounts>,
+    /// The listener's block-wise state, shared by its connections so that its caps hold for
+    /// all of them.
+    blocks: Arc<Mutex<BlockTables>>,
+    limits: StreamLimits,
+    /// Each connection's cap on its observers (the router's).
+    observers_per_connection: usize,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -184,6 +191,21 @@ impl Listener {
     /// Observers on the connections open now (RFC 7641).
     pub(crate) fn observers(&self) -> usize {
         self.counts.observers()
+    }
+
+    /// What the listener's connections hold against its caps.
+    pub(crate) fn usage(&self) -> Usage {
+        let mut usage = self.counts.usage(
+            &self.limits,
+            driver::MAX_PENDING_OUTPUT,
+            self.observers_per_connection,
+        );
+        if let Ok(blocks) = self.blocks.lock() {
+            let (block1, block2) = blocks.usage();
+            usage.block1_transfers = block1;
+            usage.block2_cached_bytes = block2;
+        }
+        usage
     }
 
     /// Waits until the accept task has ended (after [`StreamSetup::shut_down`]), so that the
@@ -222,17 +244,29 @@ pub(crate) fn listen(
     let listener = TcpListener::from_std(socket.into())?;
     let local = listener.local_addr()?;
     let counts = Arc::new(ConnectionCounts::default());
+    let blocks = Arc::new(Mutex::new(BlockTables::for_streams(
+        setup.router.as_deref(),
+    )));
+    let limits = setup.limits;
+    let observers_per_connection = setup
+        .router
+        .as_ref()
+        .map_or(0, |r| r.observe_config().max_total);
     let task = tokio::spawn(listener::accept_loop(
         listener,
         setup,
         secure,
         counts.clone(),
+        blocks.clone(),
     ));
     tracing::debug!(%local, secure, "stream listener started");
     Ok(Listener {
         local,
         secure,
         counts,
+        blocks,
+        limits,
+        observers_per_connection,
         task: Mutex::new(Some(task)),
     })
 }
@@ -292,7 +326,9 @@ pub(crate) async fn connect(
         handler_timeout: setup.handler_timeout,
         events: setup.events.clone(),
         session,
-        blocks: Arc::new(Mutex::new(BlockTables::for_streams())),
+        blocks: Arc::new(Mutex::new(BlockTables::for_streams(
+            setup.router.as_deref(),
+        ))),
         slot: None,
         server: false,
         shutdown: setup.shutdown.subscribe(),

@@ -137,9 +137,11 @@ impl StreamDriver {
     /// [`Context::observer_count`](crate::Context::observer_count)) how many observers there are.
     fn observers_changed(&mut self) {
         let n = self.observer_count();
+        let refused = self.observers.as_ref().map_or(0, |o| o.refused());
         self.conn.set_observers(n);
         if let Some(slot) = self.config.slot.as_mut() {
             slot.set_observers(n);
+            slot.set_observers_refused(refused);
         }
     }
 
