@@ -102,3 +102,57 @@ hex "$s/len14" 01ff e00020 45 ff $(printf '61%.0s' $(seq 300))
 # A first message that is not a CSM, and an unknown critical CSM option 9.
 hex "$s/not-csm-first" 0003 0001
 hex "$s/bad-csm-option" 0011 10e1 90
+
+p=corpus/options
+mkdir -p "$p"
+# The options area of a message alone (options, then perhaps the payload marker and payload);
+# the same bytes also build options as records [number u16][length u16][value] for the encoder.
+# RFC 8613 C.4's options: Uri-Host "localhost", Uri-Path "tv1".
+hex "$p/rfc8613-c4" 396c6f63616c686f7374 83747631
+# Uri-Path "a", Uri-Query "x=1", Size2 (delta 13: a 1-byte extension), option 2320 (delta 2292:
+# a 2-byte extension) twice, the second with a 13-byte value (length 13: a 1-byte extension).
+hex "$p/extended" b161 43783d31 d100ff e007e7 0d00 6162636465666768696a6b6c6d
+# Typed values: Observe 0, Content-Format 50 (json), Max-Age 3600, Accept 10001 (oscore),
+# Block2 0/1/64, Block1 65534/1/1024, Size1 1024 (delta 33), then a payload "hi!".
+hex "$p/typed" 60 6132 220e10 322711 610a 430fffee d2140400 ff 686921
+# Proxy-Uri (delta 35) with a 300-byte value (length 14: a 2-byte extension), then the
+# unknown critical option 65001 (delta 64966, a 2-byte extension) with no value.
+hex "$p/len14" de16001f $(printf '61%.0s' $(seq 300)) e0fcb9
+# Repeated and empty options: ETag twice, If-None-Match, Uri-Path "a", "", "b", Echo (delta
+# 241), No-Response 26, Request-Tag (delta 34) empty.
+hex "$p/repeated" 4101 020203 10 6161 00 0162 d4e401020304 611a d015
+# Malformed: a value past the end, a missing 1-byte and 2-byte extension, nibble 15, a number
+# past 65535, a payload marker with no payload.
+hex "$p/truncated-value" b561
+hex "$p/truncated-delta13" d0
+hex "$p/truncated-length14" 3e01
+hex "$p/reserved-nibble" f0
+hex "$p/number-overflow" e0ffff e0ffff
+hex "$p/empty-payload" 60ff
+
+r=corpus/dtls_record
+mkdir -p "$r"
+# One datagram of DTLS records: [type][version][epoch][48-bit sequence][length][fragment]
+# (RFC 6347 §4.1).
+# A ClientHello (handshake, DTLS 1.0 version, epoch 0): client_version DTLS 1.2, a random,
+# no session ID, no cookie, TLS_PSK_WITH_AES_128_CCM_8, null compression.
+hex "$r/client-hello" 16feff 0000 000000000000 0036 \
+    01 00002a 0000 000000 00002a fefd $(printf '%02x' $(seq 1 32)) 00 00 0002 c0a8 01 00
+# A HelloVerifyRequest with an 8-byte cookie.
+hex "$r/hello-verify" 16fefd 0000 000000000000 0017 \
+    03 00000b 0000 000000 00000b fefd 08 0102030405060708
+# A last flight: ChangeCipherSpec (epoch 0) and an encrypted Finished (epoch 1) in one datagram.
+hex "$r/ccs-finished" 14fefd 0000 000000000005 0001 01 \
+    16fefd 0001 000000000000 0028 $(printf '%02x' $(seq 1 40))
+# Application data (epoch 1, sequence 7: explicit nonce, 3 bytes, 8-byte tag), then an
+# alert (epoch 1) in the same datagram.
+hex "$r/app-data-alert" 17fefd 0001 000000000007 0013 0001000000000007 a1a2a3 $(printf 'b%.0s0' $(seq 8)) \
+    15fefd 0001 000000000008 0012 0001000000000008 0102 $(printf 'c%.0s0' $(seq 8))
+# Truncated: a header alone without its fragment, 12 bytes of a header, two records and the
+# header of a third whose fragment is missing.
+hex "$r/header-only" 17fefd 0001 000000000001 0004
+hex "$r/short-header" 17fefd 0001 000000000001 00
+hex "$r/two-and-a-half" 17fefd 0001 000000000007 0001 09 17fefd 0001 000000000008 0001 09 \
+    17fefd 0001 000000000009 0005 0102
+# An empty epoch-0 handshake record followed by a byte 1 (the start of no record).
+hex "$r/empty-handshake" 16fefd 0000 000000000000 0000 01

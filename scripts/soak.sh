@@ -6,8 +6,14 @@
 #   TERN_SOAK_SECONDS=120 bash scripts/soak.sh    # two
 #
 # Load, all at once for the whole run (closed-loop, so it never overloads the loopback queues):
-#   tern bench GET /time (CON, 4 in flight), GET /time (NON, 2), POST /echo with 200 bytes (CON, 4),
-#   PUT /store/k with 64 bytes (CON, 2), PUT /store/k (NON, 2); plus a python3 stream of malformed
+#   UDP: tern bench GET /time (CON, 4 in flight), GET /time (NON, 2), POST /echo with 200 bytes
+#     (CON, 4), PUT /store/k with 64 bytes (CON, 2), PUT /store/k (NON, 2);
+#   block-wise: PUT of 4,000 bytes to /store/blk in 256-byte blocks (2), GET of it (2);
+#   DTLS (PSK): GET /time over coaps:// from 4 sessions (4), POST /echo (2);
+#   OSCORE: GET /time and POST /echo protected with a context of the server's (2 each);
+#   observe: 8 `tern get -s` observers of /time (one notification a second each), each of
+#     which must see at least 90% of the notifications the run allows;
+#   plus a python3 stream of malformed
 #   datagrams (~400/s from 32 source ports: truncated headers, token length 9-15, bad option
 #   deltas and lengths, payload markers with no payload, reserved codes, random bytes, unknown
 #   critical options), with a CoAP ping every 50th datagram that must be answered (RST).
@@ -64,8 +70,22 @@ timeout 1800 cargo build -q --release -p tern-cli
 TERN="$TARGET_DIR/release/tern"
 
 PORT="$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+DTLS_PORT="$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 URI="coap://127.0.0.1:$PORT"
-"$TERN" serve --bind "127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
+DTLS_URI="coaps://127.0.0.1:$DTLS_PORT"
+PSK=(--psk-identity soak --psk-key soak-secret-key)
+# Two OSCORE contexts (one per load process: a context's sequence numbers belong to one
+# sender), both halves of each in aiocoap's folder format.
+SECRET='{"secret_hex": "0102030405060708090a0b0c0d0e0f10", "salt_hex": "9e7ca92223786340"}'
+for kid in 01 02; do
+    mkdir -p "$WORK/oscore-client-$kid" "$WORK/oscore-server-$kid"
+    printf '%s\n' "$SECRET" >"$WORK/oscore-client-$kid/secret.json"
+    printf '%s\n' "$SECRET" >"$WORK/oscore-server-$kid/secret.json"
+    printf '{"sender-id_hex": "%s", "recipient-id_hex": ""}\n' "$kid" >"$WORK/oscore-client-$kid/settings.json"
+    printf '{"sender-id_hex": "", "recipient-id_hex": "%s", "window": 64}\n' "$kid" >"$WORK/oscore-server-$kid/settings.json"
+done
+"$TERN" serve --bind "127.0.0.1:$PORT" --no-tcp --dtls-bind "127.0.0.1:$DTLS_PORT" "${PSK[@]}" \
+    --oscore "$WORK/oscore-server-01" --oscore "$WORK/oscore-server-02" --usage-interval 60 >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 1 50); do
     timeout 5 "$TERN" get --timeout 1 "$URI/time" >/dev/null 2>&1 && break
@@ -88,6 +108,22 @@ bench get-non -c 2 --non "$URI/time"
 bench post-con -c 4 --method post --payload 200 "$URI/echo"
 bench put-con -c 2 --method put --payload 64 "$URI/store/k"
 bench put-non -c 2 --method put --payload 64 --non "$URI/store/k"
+# The block-wise body exists before anyone GETs it.
+head -c 4000 /dev/zero | tr '\0' 'b' >"$WORK/blk"
+timeout 10 "$TERN" put -b 256 -f "$WORK/blk" "$URI/store/blk" >/dev/null \
+    || { log "cannot store the block-wise body"; exit 1; }
+bench put-block -c 2 --method put --payload 4000 -b 256 "$URI/store/blk"
+bench get-block -c 2 -b 256 "$URI/store/blk"
+bench get-dtls -c 4 --sockets 4 "${PSK[@]}" "$DTLS_URI/time"
+bench post-dtls -c 2 --method post --payload 100 "${PSK[@]}" "$DTLS_URI/echo"
+bench get-oscore -c 2 --oscore "$WORK/oscore-client-01" "$URI/time"
+bench post-oscore -c 2 --method post --payload 100 --oscore "$WORK/oscore-client-02" "$URI/echo"
+OBSERVERS=8
+for i in $(seq 1 "$OBSERVERS"); do
+    timeout --kill-after=10 $((DURATION + 60)) "$TERN" get -s "$DURATION" "$URI/time" \
+        >"$WORK/observe-$i.out" 2>"$WORK/observe-$i.err" &
+    PIDS+=("$!")
+done
 
 timeout --kill-after=10 $((DURATION + 60)) python3 - "$PORT" "$DURATION" >"$WORK/inject.json" 2>"$WORK/inject.err" <<'PY' &
 import json, os, random, select, socket, sys, time
@@ -196,6 +232,8 @@ PIDS=()
 final=0
 timeout 10 "$TERN" get --timeout 5 "$URI/time" >"$WORK/final.out" 2>&1 && [ -s "$WORK/final.out" ] && final=1
 
+grep '^usage:' "$WORK/server.log" | tail -n 1 | sed 's/^/soak: server /' >&2 || true
+
 # --- verdict -------------------------------------------------------------------------------------
 python3 - "$CSV" "$WORK" "$MAX_SLOPE" "$final" "$DURATION" <<'PY'
 import csv, glob, json, os, sys
@@ -248,6 +286,16 @@ try:
 except Exception:
     problems.append("the malformed-datagram injector gave no result: "
                     + open(os.path.join(work, "inject.err")).read().strip()[-500:])
+observers = sorted(glob.glob(os.path.join(work, "observe-*.out")))
+expected = duration - 5  # one notification a second, less the start-up
+for f in observers:
+    lines = sum(1 for line in open(f) if line.strip())
+    if lines < 0.9 * expected:
+        err = open(f[:-4] + ".err").read().strip()[-300:]
+        problems.append(f"observer {os.path.basename(f)} saw {lines} notifications, expected about {expected}: {err}")
+if observers:
+    counts = [sum(1 for line in open(f) if line.strip()) for f in observers]
+    print(f"soak: {len(observers)} observers saw {min(counts)}..{max(counts)} notifications each")
 print(f"soak: {total} requests in all")
 if not final:
     problems.append("GET /time failed after the soak")

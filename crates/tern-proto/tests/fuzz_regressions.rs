@@ -7,7 +7,10 @@
 //! parsing, so that the round-trip checks below are known to run.
 //!
 //! Keep the `check_*` functions in step with the fuzz targets; `every_fuzz_target_has_a_replay`
-//! fails when a target is added without one.
+//! fails when a target is added without one. The `options` target's checks are not copied here
+//! but shared with it (`tests/options_fuzz_check/mod.rs`, which the target `include!`s).
+
+mod options_fuzz_check;
 
 use std::fs;
 use std::net::SocketAddr;
@@ -243,6 +246,14 @@ fn check_block(mut data: &[u8]) -> Outcome {
     }
 }
 
+/// `fuzz/fuzz_targets/options.rs` (its checks: `tests/options_fuzz_check/mod.rs`).
+fn check_options(data: &[u8]) -> Outcome {
+    match options_fuzz_check::check(data) {
+        options_fuzz_check::Outcome::Rejected => Outcome::Rejected,
+        options_fuzz_check::Outcome::Checked => Outcome::Checked,
+    }
+}
+
 type Check = fn(&[u8]) -> Outcome;
 
 const TARGETS: &[(&str, Check)] = &[
@@ -250,10 +261,12 @@ const TARGETS: &[(&str, Check)] = &[
     ("uri", check_uri),
     ("link_format", check_link_format),
     ("block", check_block),
+    ("options", check_options),
 ];
 
-/// Targets whose inputs another test file replays (tern-oscore depends on tern-proto, not the
-/// reverse; `stream_frame` shares its check with the fuzz target through `include!`).
+/// Targets whose inputs another test file replays (tern-oscore and tern-tls depend on
+/// tern-proto, not the reverse; `stream_frame` shares its check with the fuzz target through
+/// `include!`).
 const REPLAYED_ELSEWHERE: &[(&str, &str)] = &[
     ("oscore", "crates/tern-oscore/tests/fuzz_regressions.rs"),
     (
@@ -263,6 +276,10 @@ const REPLAYED_ELSEWHERE: &[(&str, &str)] = &[
     (
         "stream_frame",
         "crates/tern-proto/tests/stream_fuzz_regressions.rs",
+    ),
+    (
+        "dtls_record",
+        "crates/tern-tls/tests/record_fuzz_regressions.rs",
     ),
 ];
 
@@ -386,6 +403,10 @@ fn the_checks_reject_what_they_should() {
     assert_eq!(check_block(&[]), Outcome::Rejected);
     assert_eq!(check_block(&[0, 0, 1, 0x40]), Outcome::Rejected);
     assert_eq!(check_block(&[0, 0, 4, 0x40, 0x01, 0, 1]), Outcome::Checked);
+    // Uri-Path "a"; then a value running past the end; then option nibble 15.
+    assert_eq!(check_options(&[0xb1, b'a']), Outcome::Checked);
+    assert_eq!(check_options(&[0xb5, b'a']), Outcome::Rejected);
+    assert_eq!(check_options(&[0xf0]), Outcome::Rejected);
     let mut failures = Vec::new();
     let (files, _) = replay("regressions", "no-such-target", check_uri, &mut failures);
     assert_eq!((files, failures.len()), (0, 0));

@@ -88,6 +88,8 @@ pub fn is_client_hello(datagram: &[u8]) -> bool {
         Some(h) => {
             h.content_type == ContentType::Handshake
                 && h.epoch == 0
+                // The handshake type is the fragment's first byte: an empty fragment has none.
+                && h.length > 0
                 && datagram.get(HEADER_LEN) == Some(&1)
         }
         None => false,
