@@ -246,6 +246,9 @@ macro_rules! content_formats {
         impl ContentFormat {
             $($(#[$doc])* pub const $name: ContentFormat = ContentFormat($num);)*
 
+            /// Every Content-Format this crate knows the media type of.
+            pub const KNOWN: &'static [ContentFormat] = &[$(ContentFormat($num)),*];
+
             /// The media type (with parameters) registered for this number.
             pub fn media_type(self) -> Option<&'static str> {
                 match self.0 {

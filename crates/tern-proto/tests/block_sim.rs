@@ -15,6 +15,7 @@
 //! Run:    cargo test -p tern-proto --test block_sim -- --nocapture
 //! Replay: TERN_BLOCK_SIM_SEED=5 cargo test -p tern-proto --test block_sim -- --nocapture
 //! More:   TERN_BLOCK_SIM_SEEDS=100 cargo test --release -p tern-proto --test block_sim
+//! The small-body scenario (3,000 seeds of 5,200 bytes) takes TERN_BLOCK_SIM_SMALL_SEED(S).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -29,10 +30,16 @@ use tern_proto::{
     Code, Endpoint, EndpointConfig, Event, Message, MessageType, OptionNumber, RequestId, Transmit,
 };
 
-/// Seeds run by default: about 0.1 s each in the debug profile (5 s in all on a 2-core machine).
+/// Seeds run by default with the 1 MB body: about 0.1 s each in the debug profile (5 s in all
+/// on a 2-core machine).
 const DEFAULT_SEEDS: u64 = 48;
 /// The body, both ways: 1 MB, not a multiple of any block size.
 const BODY_LEN: usize = 1_000_000;
+/// Seeds run by default with the small body (a few blocks each way, so that thousands of seeds
+/// reach the corner cases of a transfer's first and last blocks).
+const SMALL_SEEDS: u64 = 3_000;
+/// The small body: five 1024-byte blocks and a bit, ten 512-byte ones and a bit.
+const SMALL_BODY_LEN: usize = 5_200;
 const LOSS: f64 = 0.2;
 const HORIZON: Duration = Duration::from_secs(24 * 3600);
 const MAX_STEPS: usize = 3_000_000;
@@ -150,6 +157,8 @@ struct Client {
     last: Message,
     current: Option<RequestId>,
     get_szx: Option<u8>,
+    /// The body's length (the GET accepts up to twice it).
+    body_len: usize,
     exchanges: u64,
     retries: u64,
     restarts: u64,
@@ -172,7 +181,7 @@ impl Client {
         if let Some(szx) = self.get_szx {
             BlockValue::initial(szx).write(&mut get.options, OptionNumber::BLOCK2);
         }
-        self.phase = Phase::Get(Block2Fetch::new(&get, 2 * BODY_LEN));
+        self.phase = Phase::Get(Block2Fetch::new(&get, 2 * self.body_len));
         self.send(now, get);
     }
 
@@ -294,9 +303,9 @@ struct Report {
     regenerated: u64,
 }
 
-fn payload(seed: u64) -> Vec<u8> {
+fn payload(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..BODY_LEN)
+    (0..len)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
@@ -306,7 +315,7 @@ fn payload(seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn run_seed(seed: u64) -> Report {
+fn run_seed(seed: u64, body_len: usize) -> Report {
     let t0 = Instant::now();
     let mut world: World<Peer> = World::new(seed, t0);
     let (c_addr, s_addr) = (addr(5683), addr(5684));
@@ -321,8 +330,8 @@ fn run_seed(seed: u64) -> Report {
     // Odd seeds: the server asks for 512-byte request blocks (early negotiation). Every third
     // seed: the client asks for 512-byte response blocks.
     let block1 = Block1Config {
-        max_body_size: 2 * BODY_LEN,
-        max_buffered_bytes: 4 * BODY_LEN,
+        max_body_size: 2 * body_len,
+        max_buffered_bytes: 4 * body_len,
         preferred_szx: if seed % 2 == 1 { 5 } else { 6 },
         ..Block1Config::default()
     };
@@ -334,7 +343,7 @@ fn run_seed(seed: u64) -> Report {
         puts: 0,
         gets: 0,
     };
-    let body = payload(seed);
+    let body = payload(seed, body_len);
     let mut put = Message::new(MessageType::Con, Code::PUT);
     put.set_path("/big");
     put.payload = body.clone();
@@ -350,6 +359,7 @@ fn run_seed(seed: u64) -> Report {
         last: first.clone(),
         current: None,
         get_szx: (seed % 3 == 0).then_some(5),
+        body_len,
         exchanges: 0,
         retries: 0,
         restarts: 0,
@@ -426,17 +436,31 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
-#[test]
-fn a_megabyte_both_ways_survives_loss_duplication_and_reordering() {
-    let seeds: Vec<u64> = match env_u64("TERN_BLOCK_SIM_SEED") {
+/// Runs the seeds (`{prefix}_SEED` alone, else `{prefix}_SEEDS` or `default` of them) with
+/// a body of `body_len` bytes and prints the totals.
+fn run_seeds(prefix: &str, default: u64, body_len: usize, print_each: bool) {
+    let seeds: Vec<u64> = match env_u64(&format!("{prefix}_SEED")) {
         Some(seed) => vec![seed],
-        None => (0..env_u64("TERN_BLOCK_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS)).collect(),
+        None => (0..env_u64(&format!("{prefix}_SEEDS")).unwrap_or(default)).collect(),
     };
     let started = std::time::Instant::now();
     let mut total = Report::default();
     for &seed in &seeds {
-        let r = run_seed(seed);
-        println!("block_sim: seed {seed}: {r:?}");
+        let outcome = std::panic::catch_unwind(|| run_seed(seed, body_len));
+        let r = outcome.unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            panic!(
+                "{why}\nreplay: {prefix}_SEED={seed} cargo test -p tern-proto --test block_sim \
+                 -- --nocapture"
+            )
+        });
+        if print_each || seeds.len() == 1 {
+            println!("block_sim: seed {seed}: {r:?}");
+        }
         total.exchanges += r.exchanges;
         total.retries += r.retries;
         total.restarts += r.restarts;
@@ -454,7 +478,7 @@ fn a_megabyte_both_ways_survives_loss_duplication_and_reordering() {
          {} lost, {} duplicated; server: {} repeated blocks acknowledged again, {} blocks \
          from the cache, {} regenerated; {} s of virtual time",
         seeds.len(),
-        BODY_LEN,
+        body_len,
         LOSS * 100.0,
         started.elapsed(),
         total.exchanges,
@@ -468,4 +492,14 @@ fn a_megabyte_both_ways_survives_loss_duplication_and_reordering() {
         total.regenerated,
         total.virtual_secs,
     );
+}
+
+#[test]
+fn a_megabyte_both_ways_survives_loss_duplication_and_reordering() {
+    run_seeds("TERN_BLOCK_SIM", DEFAULT_SEEDS, BODY_LEN, true);
+}
+
+#[test]
+fn small_bodies_both_ways_survive_thousands_of_seeds() {
+    run_seeds("TERN_BLOCK_SIM_SMALL", SMALL_SEEDS, SMALL_BODY_LEN, false);
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use tern_proto::block::{
-    Block1Send, Block1SendConfig, Block1Step, Block2Fetch, Block2Step, BlockValue,
+    Block1Send, Block1SendConfig, Block1Step, Block2Fetch, Block2Step, BlockValue, TransferError,
 };
 use tern_proto::endpoint::{RequestError, RequestParams};
 use tern_proto::uri::{CoapUri, Host, Scheme, UriError};
@@ -15,6 +15,10 @@ use crate::message::{RequestOptions, Response};
 use crate::observe::Observation;
 use crate::oscore::OscoreClient;
 use crate::session::Session;
+
+/// How often a block-wise GET or FETCH starts over when the representation changes between
+/// its blocks, before it fails with the change.
+const MAX_ETAG_RESTARTS: u32 = 3;
 
 /// A client request being prepared; [`send`](Self::send) sends it.
 pub struct RequestBuilder {
@@ -284,6 +288,13 @@ impl RequestBuilder {
         }
         // Kept for a fallback to blocks (a body sent whole that the peer finds too large).
         let mut whole = (config.whole_up_to > 0).then(|| message.clone());
+        // A GET or FETCH whose representation changed between blocks starts over, a few times
+        // (RFC 7959 §2.4: the blocks of two representations must not be combined).
+        let mut restarts_left = if matches!(message.code, Code::GET | Code::FETCH) {
+            MAX_ETAG_RESTARTS
+        } else {
+            0
+        };
         let (mut sender, mut next) = Block1Send::start(message, config.clone())?;
         let mut fetch: Option<Box<Block2Fetch>> = None;
         let mut received_total: Option<usize> = None;
@@ -334,9 +345,15 @@ impl RequestBuilder {
                 received_total = Some(size as usize);
             }
             let step = match &mut fetch {
-                Some(fetch) => match fetch.handle_response(response)? {
-                    Block2Step::Send(m) => Ok(m),
-                    Block2Step::Done(m) => Err(m),
+                Some(fetch) => match fetch.handle_response(response) {
+                    Ok(Block2Step::Send(m)) => Ok(m),
+                    Ok(Block2Step::Done(m)) => Err(m),
+                    Err(TransferError::EtagChanged) if restarts_left > 0 => {
+                        restarts_left -= 1;
+                        tracing::debug!("representation changed mid-transfer: starting over");
+                        Ok(fetch.restart())
+                    }
+                    Err(e) => return Err(e.into()),
                 },
                 None => match sender.handle_response(response)? {
                     Block1Step::Send(m) => Ok(m),

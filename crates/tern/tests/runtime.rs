@@ -373,3 +373,45 @@ async fn large_bodies_go_block_wise_both_ways() {
     assert!(r.payload() == small.as_slice());
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_block_wise_get_starts_over_when_the_representation_changes() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    use tern::proto::block::{Block1Config, Block2Config};
+    // No cache: every later block regenerates the body, and the second generation differs.
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let router = Router::new()
+        .get("/changing", move |_| {
+            let version = (c.fetch_add(1, Ordering::SeqCst) + 1).min(2) as u8;
+            async move { Response::content(vec![version; 3000]) }
+        })
+        .block_limits(
+            Block1Config::default(),
+            Block2Config {
+                max_cached_bytes: 0,
+                ..Block2Config::default()
+            },
+        );
+    let ctx = Context::builder()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .router(router)
+        .build()
+        .await
+        .unwrap();
+    let addr = ctx.local_addrs()[0];
+    let client = Context::client();
+    let r = client
+        .get(&format!("coap://{addr}/changing"))
+        .block_size(1024)
+        .send()
+        .await
+        .unwrap();
+    // Never a mix of the two versions: the second, whole.
+    assert_eq!(r.payload(), vec![2u8; 3000].as_slice());
+    assert!(
+        calls.load(Ordering::SeqCst) >= 4,
+        "the transfer started over"
+    );
+}
