@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tern_proxy::HttpForwarder;
+
 use clap::Args;
 use tern::proto::uri::Scheme;
 use tern::proto::EndpointConfig;
@@ -322,6 +324,12 @@ pub fn demo_router(
 
 /// Runs the server until Ctrl-C.
 pub async fn run(args: ServeArgs) -> Result<ExitCode, String> {
+    run_with(args, None).await
+}
+
+/// Runs the server: the demo resources, or with `gateway` a router that only forwards
+/// requests meant for a proxy (`tern proxy`), on the listeners and credentials of `args`.
+pub async fn run_with(args: ServeArgs, gateway: Option<HttpForwarder>) -> Result<ExitCode, String> {
     let binds = if args.bind.is_empty() {
         vec![
             SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 5683)),
@@ -343,8 +351,15 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, String> {
         ..Default::default()
     };
     let fresh = args.require_echo.map(std::time::Duration::from_secs_f64);
-    let mut router = demo_router(args.store_max_value, args.store_max_entries, files, fresh)
-        .limit_amplification(args.limit_amplification);
+    let demo = gateway.is_none();
+    let mut router = match gateway {
+        Some(forwarder) => Router::new().forward_proxy(move |request| {
+            let forwarder = forwarder.clone();
+            async move { forwarder.forward(request).await }
+        }),
+        None => demo_router(args.store_max_value, args.store_max_entries, files, fresh),
+    }
+    .limit_amplification(args.limit_amplification);
     let mut oscore_dirs = args.oscore.clone();
     if let Some(path) = &args.credentials {
         let credentials =
@@ -366,6 +381,9 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, String> {
     // /time is observable (RFC 7641): its observers get the time once a second.
     let notifier = router.notifier();
     tokio::spawn(async move {
+        if !demo {
+            return;
+        }
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {

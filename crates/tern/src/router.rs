@@ -249,6 +249,8 @@ pub struct Router {
     echo: Arc<EchoVerifier>,
     /// Whether responses to unverified addresses are limited (RFC 9175 §2.4).
     limit_amplification: bool,
+    /// Where requests meant for a forward proxy go (else they get 5.05).
+    forward_proxy: Option<Arc<dyn Handler>>,
 }
 
 impl Default for Router {
@@ -261,6 +263,7 @@ impl Default for Router {
             oscore: None,
             echo: Arc::new(EchoVerifier::new()),
             limit_amplification: false,
+            forward_proxy: None,
         }
     }
 }
@@ -306,6 +309,15 @@ impl Router {
     /// endpoint serving this router applies to its observers.
     pub fn observe_limits(mut self, config: RegistryConfig) -> Self {
         self.observe_config = config;
+        self
+    }
+
+    /// Handles requests meant for a forward proxy (with Proxy-Uri, or Proxy-Scheme and Uri-*,
+    /// RFC 7252 §5.7.2) with `handler`, as a CoAP-to-CoAP or cross-proxy does; without it they
+    /// are answered 5.05 Proxying Not Supported. Block-wise bodies reach the handler whole
+    /// and its response is sliced as any other.
+    pub fn forward_proxy(mut self, handler: impl Handler) -> Self {
+        self.forward_proxy = Some(Arc::new(handler));
         self
     }
 
@@ -466,13 +478,16 @@ impl Router {
             })
     }
 
-    /// Routes a request to its handler; 4.04, 4.05 and `/.well-known/core` are answered here,
-    /// and 5.05 to a request meant for a forward proxy (Proxy-Uri or Proxy-Scheme, RFC 7252
-    /// §5.7.2), which a router is not.
+    /// Routes a request to its handler; 4.04, 4.05 and `/.well-known/core` are answered here.
+    /// A request meant for a forward proxy (Proxy-Uri or Proxy-Scheme, RFC 7252 §5.7.2) goes
+    /// to the [`forward_proxy`](Self::forward_proxy) handler, or gets 5.05 without one.
     pub fn dispatch(&self, mut request: Request) -> BoxFuture {
         let options = &request.message.options;
         if options.contains(OptionNumber::PROXY_URI) || options.contains(OptionNumber::PROXY_SCHEME)
         {
+            if let Some(proxy) = &self.forward_proxy {
+                return proxy.call(request);
+            }
             let response = Response::new(Code::PROXYING_NOT_SUPPORTED);
             return Box::pin(std::future::ready(response));
         }

@@ -1,0 +1,72 @@
+//! `tern proxy`: the CoAP → HTTP gateway. It listens like `tern serve` (every transport and
+//! credential flag of it applies) and forwards requests that carry Proxy-Uri, or Proxy-Scheme
+//! with Uri-*, to http:// and https:// servers.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use tern_proxy::{AllowRule, ForwarderConfig, HttpForwarder, ProxyPolicy, MAX_TIMEOUT};
+
+use crate::serve::{self, ServeArgs};
+
+/// `tern proxy` flags.
+#[derive(Args)]
+pub struct ProxyArgs {
+    /// Listeners and credentials, as for `tern serve`.
+    #[command(flatten)]
+    listen: ServeArgs,
+    /// Forward only to this host (`api.example.com`, `*.example.com`, an IP) or URL prefix
+    /// (`https://api.example.com/v1/`); repeatable. Without any, every public host is
+    /// forwarded to. Loopback, link-local and private addresses are refused unless listed.
+    #[arg(long = "allow", value_name = "HOST|PREFIX")]
+    allow: Vec<String>,
+    /// Seconds to wait for the HTTP server (at most 30).
+    #[arg(long = "http-timeout", default_value_t = MAX_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
+    http_timeout: f64,
+    /// Largest HTTP response body forwarded (bytes); larger ones are answered 5.02.
+    #[arg(long = "max-body", default_value_t = tern_proxy::coap2http::DEFAULT_MAX_BODY)]
+    max_body: usize,
+    /// Pass the client's authenticated identity (psk:ID, cert:CN, oscore:KID) to the HTTP
+    /// server in this header.
+    #[arg(long = "identity-header", value_name = "NAME")]
+    identity_header: Option<String>,
+    /// Forward target URLs holding credentials (userinfo, token=, key=, ...) from plain
+    /// coap:// clients too, where anyone on the path can read them.
+    #[arg(long = "allow-credentials-over-coap")]
+    credentials_over_plain: bool,
+    /// Extra trust anchors (PEM) for https:// servers.
+    #[arg(long = "http-ca-file", value_name = "FILE")]
+    http_ca_file: Option<PathBuf>,
+    /// Do not verify https:// servers (tests only).
+    #[arg(long = "http-no-verify")]
+    http_no_verify: bool,
+}
+
+/// Runs the gateway until Ctrl-C.
+pub async fn run(args: ProxyArgs) -> Result<ExitCode, String> {
+    if !(args.http_timeout > 0.0 && args.http_timeout <= MAX_TIMEOUT.as_secs_f64()) {
+        return Err(format!(
+            "--http-timeout must be more than 0 and at most {} seconds",
+            MAX_TIMEOUT.as_secs()
+        ));
+    }
+    if args.http_no_verify {
+        eprintln!("WARNING: --http-no-verify: https:// servers are not verified");
+    }
+    let config = ForwarderConfig {
+        policy: ProxyPolicy {
+            allow: args.allow.iter().map(|a| AllowRule::parse(a)).collect(),
+            credentials_over_plain: args.credentials_over_plain,
+            ..ProxyPolicy::default()
+        },
+        timeout: Duration::from_secs_f64(args.http_timeout),
+        max_response_body: args.max_body,
+        identity_header: args.identity_header,
+        ca_file: args.http_ca_file,
+        no_verify: args.http_no_verify,
+    };
+    let forwarder = HttpForwarder::new(config).map_err(|e| e.to_string())?;
+    serve::run_with(args.listen, Some(forwarder)).await
+}

@@ -1,0 +1,247 @@
+//! `tern proxy` (CoAP → HTTP) with real peers on both sides: an HTTP backend (python3's
+//! `http.server`), libcoap's `coap-client -P` over coap:// and coaps:// (PSK), and aiocoap
+//! through its library API (aiocoap-client 0.4.17's `--proxy` only takes CoAP targets: its
+//! ProxyForwarder needs a CoAP remote, which an http:// URI does not give it).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// python3 serving a directory on 127.0.0.1 over HTTP.
+fn http_backend(dir: &Path) -> (ChildGuard, SocketAddr) {
+    let port = free_port_tcp();
+    let mut cmd = Command::new("python3");
+    cmd.args([
+        "-m",
+        "http.server",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ])
+    .current_dir(dir);
+    let guard = ChildGuard::spawn("python3 http.server", cmd);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = std::time::Instant::now() + SERVER_READY_TIMEOUT;
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the HTTP backend did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    (guard, addr)
+}
+
+fn free_port_tcp() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A directory with `hello.txt` and a 200 kB `big.bin`.
+fn content() -> (tempdir::Dir, Vec<u8>) {
+    let dir = tempdir::Dir::new();
+    std::fs::write(dir.path().join("hello.txt"), "hello from http\n").unwrap();
+    let big: Vec<u8> = (0..200_000).map(|i| b'a' + (i % 26) as u8).collect();
+    std::fs::write(dir.path().join("big.bin"), &big).unwrap();
+    (dir, big)
+}
+
+mod tempdir {
+    use std::path::{Path, PathBuf};
+
+    /// A fresh directory under the system's temporary one, removed on drop.
+    pub struct Dir(PathBuf);
+
+    impl Dir {
+        pub fn new() -> Self {
+            let path = std::env::temp_dir().join(format!(
+                "tern-proxy-interop-{}-{}",
+                std::process::id(),
+                super::random_text(8)
+            ));
+            std::fs::create_dir_all(&path).unwrap();
+            Dir(path)
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// `tern proxy` on 127.0.0.1 (coap, and coaps with a PSK), the backend listed.
+fn start_gateway(extra: &[&str]) -> (ChildGuard, SocketAddr, SocketAddr) {
+    let port = free_port();
+    let dtls_port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let dtls: SocketAddr = ([127, 0, 0, 1], dtls_port).into();
+    let mut cmd = Command::new(tern_bin());
+    cmd.args(["proxy", "--bind", &addr.to_string(), "--no-tcp"]);
+    cmd.args(["--dtls-bind", &dtls.to_string(), "--no-tls"]);
+    cmd.args(["--psk-identity", "device-3", "--psk-key", "gw-secret"]);
+    cmd.args([
+        "--allow",
+        "127.0.0.1",
+        "--identity-header",
+        "X-Coap-Identity",
+    ]);
+    cmd.args(extra);
+    let mut gateway = ChildGuard::spawn("tern proxy", cmd);
+    wait_ready(&mut gateway, addr, Some("listening on"));
+    (gateway, addr, dtls)
+}
+
+#[test]
+fn libcoap_client_through_tern_proxy_to_http() {
+    let Some(client) = require_peer("coap-client-notls") else {
+        return;
+    };
+    let (dir, big) = content();
+    let (_backend, http) = http_backend(dir.path());
+    let (_gateway, gw, _) = start_gateway(&[]);
+    let proxy = format!("coap://{gw}");
+    let run = |args: &[String]| run_with_timeout(&client, args, CLIENT_TIMEOUT);
+
+    let out = run(&[
+        "-P".into(),
+        proxy.clone(),
+        format!("http://{http}/hello.txt"),
+    ]);
+    assert!(out.success(), "{}", out.describe());
+    assert_eq!(
+        out.stdout.trim_end(),
+        "hello from http",
+        "{}",
+        out.describe()
+    );
+
+    // 200 kB: Block2 between libcoap and the gateway.
+    let out = run(&[
+        "-P".into(),
+        proxy.clone(),
+        "-b".into(),
+        "1024".into(),
+        format!("http://{http}/big.bin"),
+    ]);
+    assert!(out.success(), "{}", out.describe());
+    assert!(
+        out.stdout.trim_end().as_bytes() == &big[..],
+        "got {} bytes of {}, stderr: {}",
+        out.stdout.len(),
+        big.len(),
+        out.stderr
+    );
+
+    // A missing file: 404 → 4.04, which coap-client prints.
+    let out = run(&["-P".into(), proxy.clone(), format!("http://{http}/missing")]);
+    assert!(out.all_output().contains("4.04"), "{}", out.describe());
+
+    // A target with a token over plain coap: refused (4.03).
+    let out = run(&[
+        "-P".into(),
+        proxy,
+        format!("http://{http}/hello.txt?token=abc"),
+    ]);
+    assert!(out.all_output().contains("4.03"), "{}", out.describe());
+}
+
+#[test]
+fn libcoap_client_over_coaps_may_send_credentials() {
+    let Some(client) = require_peer("coap-client-openssl") else {
+        return;
+    };
+    let (dir, _) = content();
+    let (_backend, http) = http_backend(dir.path());
+    let (_gateway, _, dtls) = start_gateway(&[]);
+    let out = run_with_timeout(
+        &client,
+        [
+            "-u".to_string(),
+            "device-3".into(),
+            "-k".into(),
+            "gw-secret".into(),
+            "-P".into(),
+            format!("coaps://{dtls}"),
+            format!("http://{http}/hello.txt?token=abc"),
+        ],
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.success(), "{}", out.describe());
+    assert_eq!(
+        out.stdout.trim_end(),
+        "hello from http",
+        "{}",
+        out.describe()
+    );
+}
+
+/// aiocoap's python, beside aiocoap-client in the peers' venv.
+fn aiocoap_python() -> Option<PathBuf> {
+    require_peer("aiocoap-client")?;
+    let client = locate_peer("aiocoap-client")?;
+    let python = client.with_file_name("python3");
+    assert!(python.exists(), "{} is missing", python.display());
+    Some(python)
+}
+
+#[test]
+fn aiocoap_through_tern_proxy_to_http() {
+    let Some(python) = aiocoap_python() else {
+        return;
+    };
+    let (dir, big) = content();
+    let (_backend, http) = http_backend(dir.path());
+    let (_gateway, gw, _) = start_gateway(&[]);
+    let script = r#"
+import asyncio, sys
+import aiocoap
+async def main():
+    ctx = await aiocoap.Context.create_client_context()
+    for target in sys.argv[2:]:
+        msg = aiocoap.Message(code=aiocoap.GET, uri=sys.argv[1])
+        msg.opt.proxy_uri = target
+        r = await ctx.request(msg).response
+        print(r.code, r.opt.content_format, len(r.payload), r.payload[:20])
+    await ctx.shutdown()
+asyncio.run(main())
+"#;
+    let out = run_with_timeout(
+        &python,
+        [
+            "-c".to_string(),
+            script.into(),
+            format!("coap://{gw}"),
+            format!("http://{http}/hello.txt"),
+            format!("http://{http}/big.bin"),
+            format!("http://{http}/missing"),
+        ],
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.success(), "{}", out.describe());
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", out.describe());
+    assert!(
+        lines[0].starts_with("2.05 Content TEXT 16 b'hello from http"),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        lines[1].starts_with(&format!("2.05 Content None {} ", big.len()))
+            || lines[1].starts_with(&format!("2.05 Content OCTETSTREAM {} ", big.len())),
+        "{}",
+        out.describe()
+    );
+    assert!(lines[2].starts_with("4.04 Not Found"), "{}", out.describe());
+}

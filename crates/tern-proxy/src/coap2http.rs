@@ -1,0 +1,345 @@
+//! CoAP → HTTP: a forward-proxy handler for Tern's router ([`tern::Router::forward_proxy`])
+//! that sends requests carrying Proxy-Uri (or Proxy-Scheme with Uri-*) to http:// and https://
+//! servers and maps their answers back.
+//!
+//! Failures: a target the policy refuses gets its [`Refusal`] code (5.05 for a scheme, 4.03
+//! for the allow-list, internal addresses and credentials over plain coap); an HTTP server that
+//! cannot be reached, breaks the exchange or sends a body larger than allowed, 5.02 Bad
+//! Gateway; no answer within the time-out (30 s by default and at most), 5.04 Gateway Timeout.
+//! Bodies of any size (up to the runtime's block-wise limits) arrive and leave whole: the
+//! runtime reassembles and slices the blocks on the CoAP side.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use http::uri::{Authority, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_openssl::client::legacy::HttpsConnector;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use tern::{PeerIdentity, Request, Response};
+use tern_proto::Code;
+
+use crate::policy::{ProxyPolicy, Refusal};
+use crate::translate;
+
+/// The longest a request may wait for its HTTP server, and the default.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest HTTP response body taken by default: the runtime's limit on a block-wise body.
+pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+
+/// How the forwarder behaves.
+#[derive(Debug, Clone)]
+pub struct ForwarderConfig {
+    /// What may be forwarded, where.
+    pub policy: ProxyPolicy,
+    /// How long to wait for the HTTP server's answer (capped at [`MAX_TIMEOUT`]).
+    pub timeout: Duration,
+    /// Largest HTTP response body; more is answered 5.02.
+    pub max_response_body: usize,
+    /// A header that carries the CoAP client's authenticated identity to the HTTP server
+    /// (`psk:<identity>`, `cert:<common name>`, `oscore:<kid in hex>`); not sent for
+    /// unauthenticated clients, and removed from what the client could set itself.
+    pub identity_header: Option<String>,
+    /// Extra trust anchors (PEM) for https:// servers, besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Skip verifying https:// servers (for tests; logged loudly).
+    pub no_verify: bool,
+}
+
+impl Default for ForwarderConfig {
+    fn default() -> Self {
+        ForwarderConfig {
+            policy: ProxyPolicy::default(),
+            timeout: MAX_TIMEOUT,
+            max_response_body: DEFAULT_MAX_BODY,
+            identity_header: None,
+            ca_file: None,
+            no_verify: false,
+        }
+    }
+}
+
+/// Why a forwarder could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// TLS set-up for https:// targets failed (a CA file that does not load, say).
+    #[error("TLS client set-up: {0}")]
+    Tls(#[from] openssl::error::ErrorStack),
+    /// A configured header name is not valid.
+    #[error("{0:?} is not a valid header name")]
+    HeaderName(String),
+}
+
+/// Resolves target host names and keeps only the addresses the policy allows, so that the
+/// address checked is the address connected to.
+#[derive(Clone)]
+pub struct PolicyResolver {
+    policy: Arc<ProxyPolicy>,
+}
+
+impl tower_service::Service<Name> for PolicyResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), io::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let found: Vec<IpAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .map(|a| a.ip())
+                .collect();
+            let kept = policy
+                .filter_addresses(&host, found)
+                .map_err(|r| io::Error::new(io::ErrorKind::PermissionDenied, r.reason))?;
+            Ok(kept
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, 0))
+                .collect::<Vec<_>>()
+                .into_iter())
+        })
+    }
+}
+
+type HttpClient = Client<HttpsConnector<HttpConnector<PolicyResolver>>, Full<Bytes>>;
+
+/// Forwards CoAP requests to HTTP servers. Cheap to clone.
+#[derive(Clone)]
+pub struct HttpForwarder {
+    client: HttpClient,
+    config: Arc<ForwarderConfig>,
+    policy: Arc<ProxyPolicy>,
+    identity_header: Option<HeaderName>,
+}
+
+impl HttpForwarder {
+    /// A forwarder with its own HTTP client (connections are pooled per host).
+    pub fn new(mut config: ForwarderConfig) -> Result<Self, ProxyError> {
+        config.timeout = config.timeout.min(MAX_TIMEOUT);
+        let policy = Arc::new(config.policy.clone());
+        let mut http = HttpConnector::new_with_resolver(PolicyResolver {
+            policy: policy.clone(),
+        });
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(config.timeout));
+        let mut tls = SslConnector::builder(SslMethod::tls_client())?;
+        if let Some(ca) = &config.ca_file {
+            tls.set_ca_file(ca)?;
+        }
+        if config.no_verify {
+            tracing::warn!("https:// servers are NOT verified (--no-verify): anyone on the path can impersonate them");
+            tls.set_verify(SslVerifyMode::NONE);
+        }
+        let https = HttpsConnector::with_connector(http, tls)?;
+        let client = Client::builder(TokioExecutor::new()).build(https);
+        let identity_header = match &config.identity_header {
+            Some(name) => Some(
+                HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| ProxyError::HeaderName(name.clone()))?,
+            ),
+            None => None,
+        };
+        Ok(HttpForwarder {
+            client,
+            config: Arc::new(config),
+            policy,
+            identity_header,
+        })
+    }
+
+    /// Forwards one request and gives the CoAP response (errors included).
+    pub async fn forward(&self, request: Request) -> Response {
+        match self.try_forward(&request).await {
+            Ok(response) => response,
+            Err(refusal) => {
+                tracing::debug!(peer = %request.peer(), code = ?refusal.code, reason = %refusal.reason, "not forwarded");
+                Response::error(refusal.code, refusal.reason)
+            }
+        }
+    }
+
+    async fn try_forward(&self, request: &Request) -> Result<Response, Refusal> {
+        let message = request.message();
+        let target = translate::target_uri(message)?;
+        let secure = request.peer_identity().is_some() || request.oscore().is_some();
+        self.policy.check(&target, secure)?;
+        let host = target.host().unwrap_or("");
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = literal.parse::<IpAddr>() {
+            self.policy.filter_addresses(literal, vec![ip])?;
+        }
+        let (target, authorization) = split_userinfo(&target)?;
+        let parts = translate::http_request(message, target.clone())?;
+        let mut builder = http::Request::builder()
+            .method(parts.method)
+            .uri(target.clone());
+        let headers = builder.headers_mut().expect("a fresh builder");
+        *headers = parts.headers;
+        if let Some(auth) = authorization {
+            headers.insert(AUTHORIZATION, auth);
+        }
+        if let Some(name) = &self.identity_header {
+            headers.remove(name);
+            if let Some(identity) = identity_of(request) {
+                if let Ok(value) = HeaderValue::from_str(&identity) {
+                    headers.insert(name.clone(), value);
+                }
+            }
+        }
+        let http_request = builder
+            .body(Full::new(Bytes::from(parts.body)))
+            .map_err(|e| {
+                refusal(
+                    Code::BAD_OPTION,
+                    format!("cannot form the HTTP request: {e}"),
+                )
+            })?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(http_request)
+                .await
+                .map_err(|e| classify(&e))?;
+            let (head, body) = response.into_parts();
+            let body = Limited::new(body, self.config.max_response_body)
+                .collect()
+                .await
+                .map_err(|_| {
+                    refusal(
+                        Code::BAD_GATEWAY,
+                        format!(
+                            "the HTTP response was larger than {} bytes, or broke off",
+                            self.config.max_response_body
+                        ),
+                    )
+                })?
+                .to_bytes();
+            Ok::<_, Refusal>((head, body))
+        };
+        let (head, body) = tokio::time::timeout(self.config.timeout, exchange)
+            .await
+            .map_err(|_| {
+                refusal(
+                    Code::GATEWAY_TIMEOUT,
+                    "the HTTP server did not answer in time",
+                )
+            })??;
+        let response = translate::coap_response(
+            message.code,
+            &target,
+            head.status.as_u16(),
+            &head.headers,
+            body.to_vec(),
+        );
+        Ok(Response::from_message(response))
+    }
+}
+
+fn refusal(code: Code, reason: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        reason: reason.into(),
+    }
+}
+
+/// The error of a failed HTTP exchange as a CoAP answer: the policy's refusal of every
+/// address (4.03), else 5.02. The diagnostic stays generic: it must not tell a client about
+/// the gateway's internal network.
+fn classify(error: &hyper_util::client::legacy::Error) -> Refusal {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if io.kind() == io::ErrorKind::PermissionDenied {
+                return refusal(Code::FORBIDDEN, io.to_string());
+            }
+        }
+        source = e.source();
+    }
+    tracing::debug!(error = %error, "HTTP exchange failed");
+    refusal(Code::BAD_GATEWAY, "the HTTP server could not be reached")
+}
+
+/// The target without userinfo, and the userinfo as an `Authorization: Basic` header.
+fn split_userinfo(target: &Uri) -> Result<(Uri, Option<HeaderValue>), Refusal> {
+    let Some(authority) = target.authority() else {
+        return Ok((target.clone(), None));
+    };
+    let Some((userinfo, hostport)) = authority.as_str().rsplit_once('@') else {
+        return Ok((target.clone(), None));
+    };
+    let decode =
+        |s: &str| tern_proto::uri::percent_decode(s).unwrap_or_else(|_| s.as_bytes().to_vec());
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let mut credentials = decode(user);
+    credentials.push(b':');
+    credentials.extend(decode(password));
+    let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}"))
+        .map_err(|_| refusal(Code::BAD_OPTION, "userinfo cannot be a header"))?;
+    value.set_sensitive(true);
+    let mut parts = target.clone().into_parts();
+    parts.authority = Some(
+        hostport
+            .parse::<Authority>()
+            .map_err(|_| refusal(Code::BAD_OPTION, "the target's host is not valid"))?,
+    );
+    let uri =
+        Uri::from_parts(parts).map_err(|_| refusal(Code::BAD_OPTION, "the target is not valid"))?;
+    Ok((uri, Some(value)))
+}
+
+/// The CoAP client's authenticated identity, as the identity header says it.
+fn identity_of(request: &Request) -> Option<String> {
+    if let Some(oscore) = request.oscore() {
+        let kid: String = oscore.kid.iter().map(|b| format!("{b:02x}")).collect();
+        return Some(format!("oscore:{kid}"));
+    }
+    match request.peer_identity()? {
+        PeerIdentity::Psk(id) => Some(format!("psk:{}", String::from_utf8_lossy(id))),
+        PeerIdentity::Certificate { common_name, .. } => {
+            common_name.as_ref().map(|cn| format!("cert:{cn}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn userinfo_becomes_basic_authorization() {
+        let uri: Uri = "https://al%40ice:s3cr%3At@example.com:8443/x?y"
+            .parse()
+            .unwrap();
+        let (stripped, auth) = split_userinfo(&uri).unwrap();
+        assert_eq!(stripped.to_string(), "https://example.com:8443/x?y");
+        let auth = auth.unwrap();
+        assert!(auth.is_sensitive());
+        let b64 = auth.to_str().unwrap().strip_prefix("Basic ").unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        assert_eq!(decoded, b"al@ice:s3cr:t");
+        let plain: Uri = "http://example.com/".parse().unwrap();
+        assert!(split_userinfo(&plain).unwrap().1.is_none());
+    }
+}
