@@ -54,7 +54,7 @@ pub struct RequestArgs {
     /// PSK identity for coaps://.
     #[arg(short = 'u', long = "psk-identity", requires = "psk_key")]
     psk_identity: Option<String>,
-    /// PSK for coaps://: text, or hex:00ff....
+    /// PSK for coaps://: text, hex:00ff..., or sha256:PASSWORD (its SHA-256 digest)
     #[arg(short = 'k', long = "psk-key", requires = "psk_identity")]
     psk_key: Option<String>,
     /// Our certificate (PEM or DER) for coaps://.

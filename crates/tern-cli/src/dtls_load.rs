@@ -53,7 +53,7 @@ struct Target {
     /// PSK identity.
     #[arg(short = 'u', long = "psk-identity", requires = "psk_key")]
     psk_identity: Option<String>,
-    /// PSK: text, or hex:00ff....
+    /// PSK: text, hex:00ff..., or sha256:PASSWORD (its SHA-256 digest)
     #[arg(short = 'k', long = "psk-key", requires = "psk_identity")]
     psk_key: Option<String>,
     /// Certificates instead of a PSK: verify the server's certificate (which must name the

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use tern::{Code, Resource, Router};
 use tern_proxy::{AllowRule, ForwarderConfig, HttpForwarder, ProxyPolicy, MAX_TIMEOUT};
 
 use crate::serve::{self, ServeArgs};
@@ -42,6 +43,14 @@ pub struct ProxyArgs {
     /// Do not verify https:// servers (tests only).
     #[arg(long = "http-no-verify")]
     http_no_verify: bool,
+    /// Bytes of GET responses cached (fresh ones answered from the cache, stale ones with an
+    /// ETag revalidated); 0 turns the cache off.
+    #[arg(long = "cache-bytes", default_value_t = tern_proxy::coap2http::DEFAULT_CACHE_BYTES)]
+    cache_bytes: usize,
+    /// Also forward requests sent to this path with the target in a `target=URL` query item,
+    /// for clients that cannot set Proxy-Uri (e.g. `/coap2http`).
+    #[arg(long = "path", value_name = "PATH")]
+    path: Option<String>,
 }
 
 /// Runs the gateway until Ctrl-C.
@@ -66,7 +75,32 @@ pub async fn run(args: ProxyArgs) -> Result<ExitCode, String> {
         identity_header: args.identity_header,
         ca_file: args.http_ca_file,
         no_verify: args.http_no_verify,
+        cache_bytes: args.cache_bytes,
     };
     let forwarder = HttpForwarder::new(config).map_err(|e| e.to_string())?;
-    serve::run_with(args.listen, Some(forwarder)).await
+    let proxied = forwarder.clone();
+    let mut router = Router::new().forward_proxy(move |request| {
+        let forwarder = proxied.clone();
+        async move { forwarder.forward(request).await }
+    });
+    if let Some(path) = &args.path {
+        let mut resource = Resource::new().hidden();
+        for method in [
+            Code::GET,
+            Code::POST,
+            Code::PUT,
+            Code::DELETE,
+            Code::FETCH,
+            Code::PATCH,
+            Code::IPATCH,
+        ] {
+            let forwarder = forwarder.clone();
+            resource = resource.method(method, move |request| {
+                let forwarder = forwarder.clone();
+                async move { forwarder.forward_from_query(request).await }
+            });
+        }
+        router = router.resource(path, resource);
+    }
+    serve::run_with(args.listen, Some(router)).await
 }

@@ -7,8 +7,6 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tern_proxy::HttpForwarder;
-
 use clap::Args;
 use tern::proto::uri::Scheme;
 use tern::proto::EndpointConfig;
@@ -72,7 +70,7 @@ pub struct ServeArgs {
     /// A PSK identity clients may use (with --psk-key).
     #[arg(long, requires = "psk_key")]
     psk_identity: Option<String>,
-    /// The key for --psk-identity: text, or hex:00ff....
+    /// The key for --psk-identity: text, hex:00ff..., or sha256:PASSWORD (its SHA-256 digest).
     #[arg(long, requires = "psk_identity")]
     psk_key: Option<String>,
     /// A file of PSKs, one `identity key` per line (key as text or hex:...; # comments).
@@ -327,9 +325,9 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, String> {
     run_with(args, None).await
 }
 
-/// Runs the server: the demo resources, or with `gateway` a router that only forwards
-/// requests meant for a proxy (`tern proxy`), on the listeners and credentials of `args`.
-pub async fn run_with(args: ServeArgs, gateway: Option<HttpForwarder>) -> Result<ExitCode, String> {
+/// Runs the server on the listeners and credentials of `args`: the demo resources, or
+/// `gateway`'s routes instead (`tern proxy`).
+pub async fn run_with(args: ServeArgs, gateway: Option<Router>) -> Result<ExitCode, String> {
     let binds = if args.bind.is_empty() {
         vec![
             SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 5683)),
@@ -353,10 +351,7 @@ pub async fn run_with(args: ServeArgs, gateway: Option<HttpForwarder>) -> Result
     let fresh = args.require_echo.map(std::time::Duration::from_secs_f64);
     let demo = gateway.is_none();
     let mut router = match gateway {
-        Some(forwarder) => Router::new().forward_proxy(move |request| {
-            let forwarder = forwarder.clone();
-            async move { forwarder.forward(request).await }
-        }),
+        Some(router) => router,
         None => demo_router(args.store_max_value, args.store_max_entries, files, fresh),
     }
     .limit_amplification(args.limit_amplification);

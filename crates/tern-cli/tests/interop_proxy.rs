@@ -245,3 +245,63 @@ asyncio.run(main())
     );
     assert!(lines[2].starts_with("4.04 Not Found"), "{}", out.describe());
 }
+
+#[test]
+fn a_fixed_path_serves_clients_that_cannot_set_proxy_uri() {
+    let Some(client) = require_peer("coap-client-notls") else {
+        return;
+    };
+    let (dir, _) = content();
+    let (_backend, http) = http_backend(dir.path());
+    let (_gateway, gw, _) = start_gateway(&["--path", "/coap2http"]);
+    let out = run_with_timeout(
+        &client,
+        [format!("coap://{gw}/coap2http?target=http://{http}/hello.txt")],
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.success(), "{}", out.describe());
+    assert_eq!(out.stdout.trim_end(), "hello from http", "{}", out.describe());
+    // Without a target: 4.00.
+    let out = run_with_timeout(&client, [format!("coap://{gw}/coap2http")], CLIENT_TIMEOUT);
+    assert!(out.all_output().contains("4.00"), "{}", out.describe());
+}
+
+#[test]
+fn a_psk_derived_from_a_password() {
+    // The gateway stores SHA-256("pass phrase") as the key of device-5; a client giving the
+    // same derivation gets in, and one giving the password itself as the key does not.
+    let (dir, _) = content();
+    let (_backend, http) = http_backend(dir.path());
+    let port = free_port();
+    let dtls: SocketAddr = ([127, 0, 0, 1], port).into();
+    let plain: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mut cmd = Command::new(tern_bin());
+    cmd.args(["proxy", "--bind", &plain.to_string(), "--no-tcp", "--no-tls"]);
+    cmd.args(["--dtls-bind", &dtls.to_string(), "--allow", "127.0.0.1"]);
+    cmd.args(["--psk-identity", "device-5", "--psk-key", "sha256:pass phrase"]);
+    let mut gateway = ChildGuard::spawn("tern proxy", cmd);
+    wait_ready(&mut gateway, plain, Some("listening on"));
+    let get = |key: &str| {
+        run_with_timeout(
+            &tern_bin(),
+            [
+                "get".to_string(),
+                "--timeout".into(),
+                "5".into(),
+                "-u".into(),
+                "device-5".into(),
+                "-k".into(),
+                key.into(),
+                "-O".into(),
+                format!("35,http://{http}/hello.txt"),
+                format!("coaps://{dtls}"),
+            ],
+            CLIENT_TIMEOUT,
+        )
+    };
+    let out = get("sha256:pass phrase");
+    assert!(out.success(), "{}", out.describe());
+    assert_eq!(out.stdout.trim_end(), "hello from http", "{}", out.describe());
+    let out = get("pass phrase");
+    assert!(!out.success(), "{}", out.describe());
+}

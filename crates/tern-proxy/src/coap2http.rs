@@ -14,13 +14,13 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, ETAG, IF_NONE_MATCH};
 use http::uri::{Authority, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_openssl::client::legacy::HttpsConnector;
@@ -30,8 +30,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use tern::{PeerIdentity, Request, Response};
-use tern_proto::Code;
+use tern_proto::{Code, OptionNumber};
 
+use crate::cache::{CacheKey, CacheStats, Lookup, ResponseCache};
 use crate::policy::{ProxyPolicy, Refusal};
 use crate::translate;
 
@@ -40,6 +41,9 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Largest HTTP response body taken by default: the runtime's limit on a block-wise body.
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+
+/// Bytes of responses the cache holds by default.
+pub const DEFAULT_CACHE_BYTES: usize = 8 << 20;
 
 /// How the forwarder behaves.
 #[derive(Debug, Clone)]
@@ -58,6 +62,8 @@ pub struct ForwarderConfig {
     pub ca_file: Option<PathBuf>,
     /// Skip verifying https:// servers (for tests; logged loudly).
     pub no_verify: bool,
+    /// Bytes of GET responses kept in the cache (0: no cache).
+    pub cache_bytes: usize,
 }
 
 impl Default for ForwarderConfig {
@@ -69,6 +75,7 @@ impl Default for ForwarderConfig {
             identity_header: None,
             ca_file: None,
             no_verify: false,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -129,6 +136,7 @@ pub struct HttpForwarder {
     config: Arc<ForwarderConfig>,
     policy: Arc<ProxyPolicy>,
     identity_header: Option<HeaderName>,
+    cache: Option<Arc<Mutex<ResponseCache>>>,
 }
 
 impl HttpForwarder {
@@ -158,17 +166,58 @@ impl HttpForwarder {
             ),
             None => None,
         };
+        let cache = (config.cache_bytes > 0).then(|| {
+            Arc::new(Mutex::new(ResponseCache::new(
+                config.cache_bytes,
+                config.max_response_body + 4096,
+            )))
+        });
         Ok(HttpForwarder {
             client,
             config: Arc::new(config),
             policy,
             identity_header,
+            cache,
         })
     }
 
-    /// Forwards one request and gives the CoAP response (errors included).
+    /// The cache's counters (all zero without a cache).
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache
+            .as_ref()
+            .and_then(|c| c.lock().ok().map(|c| c.stats()))
+            .unwrap_or_default()
+    }
+
+    /// Forwards one request meant for a forward proxy (its target in Proxy-Uri, or in
+    /// Proxy-Scheme and Uri-*) and gives the CoAP response (errors included).
     pub async fn forward(&self, request: Request) -> Response {
-        match self.try_forward(&request).await {
+        let target = translate::target_uri(request.message());
+        self.respond(request, target).await
+    }
+
+    /// Forwards a request sent to a fixed path of the gateway (`/coap2http?target=URL`), for
+    /// clients that cannot set Proxy-Uri: the target is the `target` query item.
+    pub async fn forward_from_query(&self, request: Request) -> Response {
+        let target = request
+            .queries()
+            .find_map(|q| q.strip_prefix("target="))
+            .ok_or_else(|| refusal(Code::BAD_REQUEST, "needs ?target=URL"))
+            .and_then(|t| {
+                t.parse::<Uri>()
+                    .ok()
+                    .filter(|u| u.scheme().is_some() && u.host().is_some())
+                    .ok_or_else(|| refusal(Code::BAD_REQUEST, "target is not an absolute URL"))
+            });
+        self.respond(request, target).await
+    }
+
+    async fn respond(&self, request: Request, target: Result<Uri, Refusal>) -> Response {
+        let result = match target {
+            Ok(target) => self.try_forward(&request, target).await,
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(response) => response,
             Err(refusal) => {
                 tracing::debug!(peer = %request.peer(), code = ?refusal.code, reason = %refusal.reason, "not forwarded");
@@ -177,9 +226,8 @@ impl HttpForwarder {
         }
     }
 
-    async fn try_forward(&self, request: &Request) -> Result<Response, Refusal> {
+    async fn try_forward(&self, request: &Request, target: Uri) -> Result<Response, Refusal> {
         let message = request.message();
-        let target = translate::target_uri(message)?;
         let secure = request.peer_identity().is_some() || request.oscore().is_some();
         self.policy.check(&target, secure)?;
         let host = target.host().unwrap_or("");
@@ -187,8 +235,39 @@ impl HttpForwarder {
         if let Ok(ip) = literal.parse::<IpAddr>() {
             self.policy.filter_addresses(literal, vec![ip])?;
         }
+        // Only plain GETs are cached: not conditional ones (the client revalidates itself),
+        // not ones with credentials (their answers are the requester's own).
+        let options = &message.options;
+        let cache_key = (message.code == Code::GET
+            && !options.contains(OptionNumber::ETAG)
+            && !options.contains(OptionNumber::IF_MATCH)
+            && !options.contains(OptionNumber::IF_NONE_MATCH)
+            && !self.policy.carries_credentials(&target))
+        .then(|| CacheKey {
+            target: target.to_string(),
+            accept: options.get_uint(OptionNumber::ACCEPT),
+            identity: self
+                .identity_header
+                .as_ref()
+                .and_then(|_| identity_of(request)),
+        })
+        .filter(|_| self.cache.is_some());
+        let now = Instant::now();
+        let mut revalidating = None;
+        if let (Some(cache), Some(key)) = (&self.cache, &cache_key) {
+            match cache.lock().map(|mut c| c.lookup(key, now)) {
+                Ok(Lookup::Fresh(cached)) => return Ok(Response::from_message(cached)),
+                Ok(Lookup::Stale(tag)) => revalidating = Some(tag),
+                _ => {}
+            }
+        }
         let (target, authorization) = split_userinfo(&target)?;
-        let parts = translate::http_request(message, target.clone())?;
+        let mut parts = translate::http_request(message, target.clone())?;
+        if let Some(tag) = &revalidating {
+            if let Ok(value) = HeaderValue::from_str(tag) {
+                parts.headers.insert(IF_NONE_MATCH, value);
+            }
+        }
         let mut builder = http::Request::builder()
             .method(parts.method)
             .uri(target.clone());
@@ -243,6 +322,19 @@ impl HttpForwarder {
                     "the HTTP server did not answer in time",
                 )
             })??;
+        let max_age = translate::max_age(&head.headers);
+        let cache = self.cache.as_ref().zip(cache_key.as_ref());
+        if let Some((cache, key)) = cache {
+            if revalidating.is_some() && head.status == http::StatusCode::NOT_MODIFIED {
+                let cached = cache
+                    .lock()
+                    .ok()
+                    .and_then(|mut c| c.revalidated(key, max_age, Instant::now()));
+                if let Some(cached) = cached {
+                    return Ok(Response::from_message(cached));
+                }
+            }
+        }
         let response = translate::coap_response(
             message.code,
             &target,
@@ -250,6 +342,16 @@ impl HttpForwarder {
             &head.headers,
             body.to_vec(),
         );
+        if let Some((cache, key)) = cache {
+            let http_etag = head
+                .headers
+                .get(ETAG)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            if let Ok(mut cache) = cache.lock() {
+                cache.store(key.clone(), &response, http_etag, max_age, Instant::now());
+            }
+        }
         Ok(Response::from_message(response))
     }
 }

@@ -23,11 +23,13 @@
 //!
 //! The mapping tables live in [`status`], [`media`] and [`translate`], as plain functions.
 
+pub mod cache;
 pub mod coap2http;
 pub mod media;
 pub mod policy;
 pub mod status;
 pub mod translate;
 
+pub use cache::{CacheStats, ResponseCache};
 pub use coap2http::{ForwarderConfig, HttpForwarder, PolicyResolver, ProxyError, MAX_TIMEOUT};
 pub use policy::{AllowRule, ProxyPolicy, Refusal};

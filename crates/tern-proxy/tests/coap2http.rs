@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,12 +23,17 @@ fn big(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 31 % 251) as u8).collect()
 }
 
+/// Full answers and 304s of `/counted`.
+static FULL: AtomicU32 = AtomicU32::new(0);
+static NOT_MODIFIED: AtomicU32 = AtomicU32::new(0);
+
 /// The HTTP backend. Its answers depend on the path:
 /// - `/json`: JSON with an ETag and max-age; 304 to a matching If-None-Match;
 /// - `/items` POST: 201 with a Location; `/items/7` PUT 204, DELETE 204, PATCH 200;
 /// - `/status/N`: status N with an empty body;
 /// - `/echo`: the request's method, headers and body, as text;
-/// - `/slow`: answers after 5 s; `/large`: 300 kB; `/huge`: 3 MB.
+/// - `/slow`: answers after 5 s; `/large`: 300 kB; `/huge`: 3 MB;
+/// - `/counted`: counts its answers; max-age 1, an ETag, 304 to a matching If-None-Match.
 async fn handle(
     request: http::Request<Incoming>,
 ) -> Result<http::Response<Full<Bytes>>, Infallible> {
@@ -99,6 +105,25 @@ async fn handle(
             reply(response, 200, format!("{} {ok}", body.len()).into_bytes())
         }
         ("GET", "/huge") => reply(response, 200, big(3 << 20)),
+        ("GET", "/counted") => {
+            let response = response
+                .header("etag", "\"c1\"")
+                .header("cache-control", "max-age=1");
+            if head
+                .headers
+                .get("if-none-match")
+                .is_some_and(|v| v == "\"c1\"")
+            {
+                NOT_MODIFIED.fetch_add(1, Ordering::SeqCst);
+                return reply(response, 304, Vec::new());
+            }
+            FULL.fetch_add(1, Ordering::SeqCst);
+            reply(
+                response.header("content-type", "text/plain"),
+                200,
+                b"counted".to_vec(),
+            )
+        }
         _ => reply(response, 404, Vec::new()),
     }
 }
@@ -459,4 +484,45 @@ async fn credentials_need_a_secure_leg_and_the_identity_is_passed_on() {
         .await
         .unwrap();
     assert_eq!(r.code(), Code::CONTENT);
+}
+
+#[tokio::test]
+async fn fresh_answers_come_from_the_cache_and_stale_ones_are_revalidated() {
+    let s = setup(loopback_allowed()).await;
+    let client = Context::client();
+    let get = || async { s.via(&client, Code::GET, "/counted").send().await.unwrap() };
+    let first = get().await;
+    let second = get().await;
+    assert_eq!(
+        (first.payload(), second.payload()),
+        (&b"counted"[..], &b"counted"[..])
+    );
+    assert_eq!(
+        FULL.load(Ordering::SeqCst),
+        1,
+        "the second GET came from the cache"
+    );
+    assert!(second.message().options.get_uint(OptionNumber::MAX_AGE) <= Some(1));
+    // Stale after a second: revalidated with If-None-Match, the 304 answered from the cache.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let third = get().await;
+    assert_eq!(third.code(), Code::CONTENT);
+    assert_eq!(third.payload(), b"counted");
+    assert_eq!(third.content_format(), Some(ContentFormat::TEXT_PLAIN));
+    assert_eq!(
+        (
+            FULL.load(Ordering::SeqCst),
+            NOT_MODIFIED.load(Ordering::SeqCst)
+        ),
+        (1, 1)
+    );
+    // A client that revalidates itself goes to the server (and gets 2.03 with its tag).
+    let r = s
+        .via(&client, Code::GET, "/counted")
+        .option(OptionNumber::ETAG, vec![0xc1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::VALID);
+    assert_eq!(NOT_MODIFIED.load(Ordering::SeqCst), 2);
 }

@@ -88,8 +88,18 @@ pub fn check_key(key: &[u8]) -> Result<(), CredentialError> {
     }
 }
 
-/// Parses a key given on a command line or in a file: `hex:00ff…` or plain text.
+/// Parses a key given on a command line or in a file: `hex:00ff…`, `sha256:PASSWORD` (the
+/// 32-byte SHA-256 digest of the password, as some IoT platforms issue PSKs), or plain text.
 pub fn parse_key(text: &str) -> Result<Zeroizing<Vec<u8>>, CredentialError> {
+    if let Some(password) = text.strip_prefix("sha256:") {
+        if password.is_empty() {
+            return Err(CredentialError::EmptyKey);
+        }
+        let mut digest = openssl::sha::sha256(password.as_bytes());
+        let key = Zeroizing::new(digest.to_vec());
+        digest.zeroize();
+        return Ok(key);
+    }
     let key = match text.strip_prefix("hex:") {
         Some(hex) => {
             if hex.len() % 2 != 0 {
@@ -172,6 +182,23 @@ impl Drop for PskMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_as_text_hex_or_the_sha256_of_a_password() {
+        assert_eq!(parse_key("secret").unwrap().as_slice(), b"secret");
+        assert_eq!(parse_key("hex:00ff").unwrap().as_slice(), &[0x00, 0xff]);
+        assert_eq!(parse_key("hex:0").unwrap_err(), CredentialError::BadHex);
+        // SHA-256("abc"), FIPS 180-2 appendix B.1.
+        let digest = parse_key("sha256:abc").unwrap();
+        assert_eq!(
+            digest
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(parse_key("sha256:").unwrap_err(), CredentialError::EmptyKey);
+    }
 
     #[test]
     fn checks_name_the_item() {
