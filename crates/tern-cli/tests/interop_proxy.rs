@@ -256,11 +256,18 @@ fn a_fixed_path_serves_clients_that_cannot_set_proxy_uri() {
     let (_gateway, gw, _) = start_gateway(&["--path", "/coap2http"]);
     let out = run_with_timeout(
         &client,
-        [format!("coap://{gw}/coap2http?target=http://{http}/hello.txt")],
+        [format!(
+            "coap://{gw}/coap2http?target=http://{http}/hello.txt"
+        )],
         CLIENT_TIMEOUT,
     );
     assert!(out.success(), "{}", out.describe());
-    assert_eq!(out.stdout.trim_end(), "hello from http", "{}", out.describe());
+    assert_eq!(
+        out.stdout.trim_end(),
+        "hello from http",
+        "{}",
+        out.describe()
+    );
     // Without a target: 4.00.
     let out = run_with_timeout(&client, [format!("coap://{gw}/coap2http")], CLIENT_TIMEOUT);
     assert!(out.all_output().contains("4.00"), "{}", out.describe());
@@ -276,9 +283,20 @@ fn a_psk_derived_from_a_password() {
     let dtls: SocketAddr = ([127, 0, 0, 1], port).into();
     let plain: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let mut cmd = Command::new(tern_bin());
-    cmd.args(["proxy", "--bind", &plain.to_string(), "--no-tcp", "--no-tls"]);
+    cmd.args([
+        "proxy",
+        "--bind",
+        &plain.to_string(),
+        "--no-tcp",
+        "--no-tls",
+    ]);
     cmd.args(["--dtls-bind", &dtls.to_string(), "--allow", "127.0.0.1"]);
-    cmd.args(["--psk-identity", "device-5", "--psk-key", "sha256:pass phrase"]);
+    cmd.args([
+        "--psk-identity",
+        "device-5",
+        "--psk-key",
+        "sha256:pass phrase",
+    ]);
     let mut gateway = ChildGuard::spawn("tern proxy", cmd);
     wait_ready(&mut gateway, plain, Some("listening on"));
     let get = |key: &str| {
@@ -301,7 +319,12 @@ fn a_psk_derived_from_a_password() {
     };
     let out = get("sha256:pass phrase");
     assert!(out.success(), "{}", out.describe());
-    assert_eq!(out.stdout.trim_end(), "hello from http", "{}", out.describe());
+    assert_eq!(
+        out.stdout.trim_end(),
+        "hello from http",
+        "{}",
+        out.describe()
+    );
     let out = get("pass phrase");
     assert!(!out.success(), "{}", out.describe());
 }

@@ -45,6 +45,7 @@ use tern_oscore::{
     SecurityContext,
 };
 use tern_proto::endpoint::{RequestError, RequestParams};
+use tern_proto::sim::{seeds_from_env, SplitMix64 as Rng};
 use tern_proto::sim::{LinkConfig, Node, World};
 use tern_proto::{
     Code, Endpoint, EndpointConfig, Event, IncomingId, Message, MessageType, OptionNumber,
@@ -66,33 +67,6 @@ const MAX_TOO_OLD_RETRIES: u32 = 8;
 const NON_TIMEOUT: Duration = Duration::from_secs(10);
 
 // --- deterministic choices independent of the network's generator ----------------------------
-
-/// SplitMix64: the scenario's own random choices, derived from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `[lo, hi]`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-    /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(self.range(lo, hi))
-    }
-}
 
 // --- nodes -----------------------------------------------------------------------------------
 
@@ -1029,21 +1003,9 @@ fn run_seed(seed: u64) -> Report {
     report
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    let v = std::env::var(name).ok()?;
-    Some(
-        v.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
-    )
-}
-
 #[test]
 fn thousands_of_seeds_answer_right_and_never_process_a_replay() {
-    let seeds: Vec<u64> = match env_u64("TERN_OSCORE_SIM_SEED") {
-        Some(seed) => vec![seed],
-        None => (0..env_u64("TERN_OSCORE_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS)).collect(),
-    };
+    let seeds: Vec<u64> = seeds_from_env("TERN_OSCORE_SIM", DEFAULT_SEEDS);
     let started = std::time::Instant::now();
     let mut total = Report::default();
     let (mut strict_requests, mut strict_answered) = (0u64, 0u64);

@@ -228,6 +228,60 @@ impl Network {
     }
 }
 
+/// SplitMix64: a scenario's own random choices (which requests, which fault profile), derived
+/// from its seed and independent of the network's generator, so that the two do not shift
+/// each other when a scenario changes.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[lo, hi]`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+
+    /// A duration uniform in `[lo, hi]` milliseconds.
+    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(self.range(lo, hi))
+    }
+}
+
+/// The seeds a simulation test runs: `{prefix}_SEED` alone (to replay one), else `0..N` for
+/// `N` from `{prefix}_SEEDS`, or `default`. A value that is not a number is an error, not a
+/// silent default.
+pub fn seeds_from_env(prefix: &str, default: u64) -> Vec<u64> {
+    let var = |name: String| {
+        std::env::var(&name).ok().map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
+        })
+    };
+    match var(format!("{prefix}_SEED")) {
+        Some(seed) => vec![seed],
+        None => (0..var(format!("{prefix}_SEEDS")).unwrap_or(default)).collect(),
+    }
+}
+
 /// Nodes on a simulated network, advanced together on the virtual clock.
 pub struct World<N: Node> {
     /// The network.

@@ -25,7 +25,7 @@ use tern_proto::block::{
     Block2Config, Block2Fetch, Block2Lookup, Block2Server, Block2Step, BlockValue, TransferError,
 };
 use tern_proto::endpoint::RequestParams;
-use tern_proto::sim::{LinkConfig, Node, World};
+use tern_proto::sim::{seeds_from_env, LinkConfig, Node, World};
 use tern_proto::{
     Code, Endpoint, EndpointConfig, Event, Message, MessageType, OptionNumber, RequestId, Transmit,
 };
@@ -427,22 +427,10 @@ fn run_seed(seed: u64, body_len: usize) -> Report {
     }
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    let v = std::env::var(name).ok()?;
-    Some(
-        v.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
-    )
-}
-
 /// Runs the seeds (`{prefix}_SEED` alone, else `{prefix}_SEEDS` or `default` of them) with
 /// a body of `body_len` bytes and prints the totals.
 fn run_seeds(prefix: &str, default: u64, body_len: usize, print_each: bool) {
-    let seeds: Vec<u64> = match env_u64(&format!("{prefix}_SEED")) {
-        Some(seed) => vec![seed],
-        None => (0..env_u64(&format!("{prefix}_SEEDS")).unwrap_or(default)).collect(),
-    };
+    let seeds: Vec<u64> = seeds_from_env(prefix, default);
     let started = std::time::Instant::now();
     let mut total = Report::default();
     for &seed in &seeds {

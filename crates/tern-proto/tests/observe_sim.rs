@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use tern_proto::endpoint::{NotificationFailure, RequestParams};
 use tern_proto::observe::{self, ObserverRegistry, RegistryConfig};
+use tern_proto::sim::{seeds_from_env, SplitMix64 as Rng};
 use tern_proto::sim::{LinkConfig, Node, World};
 use tern_proto::{
     Code, Endpoint, EndpointConfig, Event, Message, MessageType, OptionNumber, Transmit,
@@ -33,14 +34,6 @@ use tern_proto::{
 
 /// Seeds run by default (`TERN_OBSERVE_SIM_SEEDS` for more, `TERN_OBSERVE_SIM_SEED` for one).
 const SEEDS: u64 = 2_000;
-
-fn seeds() -> Vec<u64> {
-    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse().ok());
-    match var("TERN_OBSERVE_SIM_SEED") {
-        Some(seed) => vec![seed],
-        None => (0..var("TERN_OBSERVE_SIM_SEEDS").unwrap_or(SEEDS)).collect(),
-    }
-}
 
 const VALUES: u32 = 100;
 const RESOURCE: &str = "counter";
@@ -71,22 +64,6 @@ impl Node for App {
             .into_iter()
             .flatten()
             .min()
-    }
-}
-
-/// SplitMix64 for the scenario's own choices.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
     }
 }
 
@@ -300,7 +277,7 @@ fn run(seed: u64) -> Report {
 fn notifications_never_go_back_and_the_last_arrives() {
     let started = std::time::Instant::now();
     let mut total = Report::default();
-    let seeds = seeds();
+    let seeds = seeds_from_env("TERN_OBSERVE_SIM", SEEDS);
     for &seed in &seeds {
         let r = std::panic::catch_unwind(|| run(seed)).unwrap_or_else(|panic| {
             let why = panic

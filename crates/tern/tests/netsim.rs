@@ -32,6 +32,7 @@ use tern::netsim::{LinkConfig, SimNetwork};
 use tern::oscore::{OscoreClient, OscoreContext, OscoreServer};
 use tern::proto::endpoint::RequestError;
 use tern::proto::observe::RegistryConfig;
+use tern::proto::sim::{seeds_from_env, SplitMix64 as Rng};
 use tern::tern_oscore::{ContextParams, SecurityContext};
 use tern::{Code, Context, Error, Request, Resource, Response, Router};
 
@@ -46,21 +47,6 @@ const SERVER: SocketAddr = SocketAddr::new(SERVER_IP, 5683);
 
 // --- seeds -----------------------------------------------------------------------------------
 
-/// The seeds to run: `TERN_SIM_SEED` alone, else `TERN_SIM_SEEDS` (or `default`) from 0.
-fn seeds(default: u64) -> Vec<u64> {
-    if let Some(seed) = std::env::var("TERN_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        return vec![seed];
-    }
-    let count = std::env::var("TERN_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default);
-    (0..count).collect()
-}
-
 /// Runs `scenario` for every seed in its own paused runtime; a failing seed is named so that
 /// `TERN_SIM_SEED` replays it.
 fn for_each_seed<F, Fut>(name: &str, default: u64, scenario: F)
@@ -69,7 +55,7 @@ where
     Fut: Future<Output = String>,
 {
     let started = std::time::Instant::now();
-    let list = seeds(default);
+    let list = seeds_from_env("TERN_SIM", default);
     for &seed in &list {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -106,30 +92,15 @@ where
     );
 }
 
-/// SplitMix64, for the scenario's own choices (the network has its own generator).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// A link with up to `max_loss` loss, up to 15% duplication and up to 300 ms of jitter
-    /// (which reorders datagrams sent closer together than that).
-    fn link(&mut self, max_loss: f64) -> LinkConfig {
-        LinkConfig {
-            loss: self.unit() * max_loss,
-            duplicate: self.unit() * 0.15,
-            delay: Duration::from_millis(1 + self.next() % 100),
-            jitter: Duration::from_millis(self.next() % 300),
-            corrupt: 0.0,
-        }
+/// A link with up to `max_loss` loss, up to 15% duplication and up to 300 ms of jitter
+/// (which reorders datagrams sent closer together than that).
+fn link(rng: &mut Rng, max_loss: f64) -> LinkConfig {
+    LinkConfig {
+        loss: rng.unit() * max_loss,
+        duplicate: rng.unit() * 0.15,
+        delay: Duration::from_millis(1 + rng.next_u64() % 100),
+        jitter: Duration::from_millis(rng.next_u64() % 300),
+        corrupt: 0.0,
     }
 }
 
@@ -137,7 +108,7 @@ impl Rng {
 fn faulty_network(seed: u64, max_loss: f64) -> (SimNetwork, String) {
     let mut rng = Rng(seed);
     let net = SimNetwork::new(seed);
-    let (up, down) = (rng.link(max_loss), rng.link(max_loss));
+    let (up, down) = (link(&mut rng, max_loss), link(&mut rng, max_loss));
     let describe = |l: &LinkConfig| {
         format!(
             "loss {:.0}% dup {:.0}% delay {:?} jitter {:?}",
@@ -157,8 +128,8 @@ fn faulty_network(seed: u64, max_loss: f64) -> (SimNetwork, String) {
 /// Applies `down` to the server's traffic towards `client` (the port is chosen at bind).
 fn set_down(net: &SimNetwork, client: SocketAddr, seed: u64, max_loss: f64) {
     let mut rng = Rng(seed);
-    let _up = rng.link(max_loss);
-    net.set_link(SERVER, client, rng.link(max_loss));
+    let _up = link(&mut rng, max_loss);
+    net.set_link(SERVER, client, link(&mut rng, max_loss));
 }
 
 fn clean() -> LinkConfig {
