@@ -19,10 +19,13 @@ pub struct ProxyArgs {
     #[command(flatten)]
     listen: ServeArgs,
     /// Forward only to this host (`api.example.com`, `*.example.com`, an IP) or URL prefix
-    /// (`https://api.example.com/v1/`); repeatable. Without any, every public host is
-    /// forwarded to. Loopback, link-local and private addresses are refused unless listed.
+    /// (`https://api.example.com/v1/`); repeatable. Loopback, link-local and private addresses
+    /// are refused unless a host is named exactly (not by a wildcard).
     #[arg(long = "allow", value_name = "HOST|PREFIX")]
     allow: Vec<String>,
+    /// Forward to every public host (no allow-list): an open proxy, refused unless asked for.
+    #[arg(long = "allow-any-public", conflicts_with = "allow")]
+    allow_any_public: bool,
     /// Seconds to wait for the HTTP server (at most 30).
     #[arg(long = "http-timeout", default_value_t = MAX_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
     http_timeout: f64,
@@ -43,6 +46,9 @@ pub struct ProxyArgs {
     /// Do not verify https:// servers (tests only).
     #[arg(long = "http-no-verify")]
     http_no_verify: bool,
+    /// Requests forwarded at once; more are answered 5.03 with Max-Age 5.
+    #[arg(long = "max-in-flight", default_value_t = tern_proxy::coap2http::DEFAULT_MAX_IN_FLIGHT)]
+    max_in_flight: usize,
     /// Bytes of GET responses cached (fresh ones answered from the cache, stale ones with an
     /// ETag revalidated); 0 turns the cache off.
     #[arg(long = "cache-bytes", default_value_t = tern_proxy::coap2http::DEFAULT_CACHE_BYTES)]
@@ -61,12 +67,20 @@ pub async fn run(args: ProxyArgs) -> Result<ExitCode, String> {
             MAX_TIMEOUT.as_secs()
         ));
     }
+    let allow = args
+        .allow
+        .iter()
+        .map(|a| AllowRule::parse(a).map_err(|e| format!("--allow {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if allow.is_empty() && !args.allow_any_public {
+        return Err("give the targets with --allow HOST|PREFIX (repeatable), or --allow-any-public to forward to every public host (an open proxy)".into());
+    }
     if args.http_no_verify {
         eprintln!("WARNING: --http-no-verify: https:// servers are not verified");
     }
     let config = ForwarderConfig {
         policy: ProxyPolicy {
-            allow: args.allow.iter().map(|a| AllowRule::parse(a)).collect(),
+            allow,
             credentials_over_plain: args.credentials_over_plain,
             ..ProxyPolicy::default()
         },
@@ -76,6 +90,7 @@ pub async fn run(args: ProxyArgs) -> Result<ExitCode, String> {
         ca_file: args.http_ca_file,
         no_verify: args.http_no_verify,
         cache_bytes: args.cache_bytes,
+        max_in_flight: args.max_in_flight,
     };
     let forwarder = HttpForwarder::new(config).map_err(|e| e.to_string())?;
     let proxied = forwarder.clone();

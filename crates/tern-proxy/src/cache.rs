@@ -25,8 +25,9 @@ pub struct CacheKey {
 }
 
 impl CacheKey {
+    /// What the key costs: it is held twice (the map and the use order), plus bookkeeping.
     fn bytes(&self) -> usize {
-        self.target.len() + self.identity.as_ref().map_or(0, String::len) + 64
+        2 * (self.target.len() + self.identity.as_ref().map_or(0, String::len)) + 128
     }
 }
 
@@ -35,8 +36,9 @@ impl CacheKey {
 pub enum Lookup {
     /// A fresh response, its Max-Age set to what is left of its freshness.
     Fresh(Message),
-    /// A stale response with this HTTP entity tag: ask with If-None-Match.
-    Stale(String),
+    /// A stale response with this HTTP entity tag: ask with If-None-Match, and answer a 304
+    /// with the response.
+    Stale(String, Message),
     /// Nothing.
     Miss,
 }
@@ -126,7 +128,7 @@ impl ResponseCache {
             return Lookup::Fresh(with_max_age(&entry.response, entry.fresh_until - now));
         }
         match &entry.http_etag {
-            Some(tag) => Lookup::Stale(tag.clone()),
+            Some(tag) => Lookup::Stale(tag.clone(), entry.response.clone()),
             None => {
                 self.stats.misses += 1;
                 self.remove(key);
@@ -195,6 +197,11 @@ impl ResponseCache {
         ))
     }
 
+    /// Drops what is stored under `key` (a response that may not be stored replaced it).
+    pub fn forget(&mut self, key: &CacheKey) {
+        self.remove(key);
+    }
+
     fn remove(&mut self, key: &CacheKey) {
         if let Some(entry) = self.entries.remove(key) {
             self.bytes -= entry.bytes;
@@ -204,7 +211,7 @@ impl ResponseCache {
 }
 
 /// The response with Max-Age set to what is left (whole seconds, rounded down).
-fn with_max_age(response: &Message, left: Duration) -> Message {
+pub(crate) fn with_max_age(response: &Message, left: Duration) -> Message {
     let mut response = response.clone();
     let seconds = left.as_secs().min(u64::from(u32::MAX)) as u32;
     response.options.set_uint(OptionNumber::MAX_AGE, seconds);
@@ -242,9 +249,12 @@ mod tests {
         assert_eq!(m.payload, b"one");
         assert_eq!(m.options.get_uint(OptionNumber::MAX_AGE), Some(6));
         let later = t0 + Duration::from_secs(11);
+        let Lookup::Stale(tag, stale) = cache.lookup(&key("a"), later) else {
+            panic!("not stale");
+        };
         assert_eq!(
-            cache.lookup(&key("a"), later),
-            Lookup::Stale("\"v1\"".into())
+            (tag.as_str(), stale.payload.as_slice()),
+            ("\"v1\"", &b"one"[..])
         );
         let m = cache.revalidated(&key("a"), 5, later).unwrap();
         assert_eq!(m.payload, b"one");

@@ -31,6 +31,7 @@ use hyper_util::rt::TokioExecutor;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use tern::{PeerIdentity, Request, Response};
 use tern_proto::{Code, OptionNumber};
+use tokio::sync::Semaphore;
 
 use crate::cache::{CacheKey, CacheStats, Lookup, ResponseCache};
 use crate::policy::{ProxyPolicy, Refusal};
@@ -41,6 +42,12 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Largest HTTP response body taken by default: the runtime's limit on a block-wise body.
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+
+/// Requests forwarded at once by default.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+
+/// Seconds a client is asked to wait when the gateway is at [`ForwarderConfig::max_in_flight`].
+pub const BUSY_RETRY_AFTER: u32 = 5;
 
 /// Bytes of responses the cache holds by default.
 pub const DEFAULT_CACHE_BYTES: usize = 8 << 20;
@@ -64,6 +71,9 @@ pub struct ForwarderConfig {
     pub no_verify: bool,
     /// Bytes of GET responses kept in the cache (0: no cache).
     pub cache_bytes: usize,
+    /// Requests forwarded at once; more are answered 5.03 with Max-Age
+    /// [`BUSY_RETRY_AFTER`].
+    pub max_in_flight: usize,
 }
 
 impl Default for ForwarderConfig {
@@ -76,6 +86,7 @@ impl Default for ForwarderConfig {
             ca_file: None,
             no_verify: false,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -137,6 +148,7 @@ pub struct HttpForwarder {
     policy: Arc<ProxyPolicy>,
     identity_header: Option<HeaderName>,
     cache: Option<Arc<Mutex<ResponseCache>>>,
+    in_flight: Arc<Semaphore>,
 }
 
 impl HttpForwarder {
@@ -174,10 +186,11 @@ impl HttpForwarder {
         });
         Ok(HttpForwarder {
             client,
-            config: Arc::new(config),
             policy,
             identity_header,
             cache,
+            in_flight: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            config: Arc::new(config),
         })
     }
 
@@ -213,6 +226,12 @@ impl HttpForwarder {
     }
 
     async fn respond(&self, request: Request, target: Result<Uri, Refusal>) -> Response {
+        // Each forwarded request may hold a response body of up to `max_response_body` for up
+        // to the time-out: their number is capped, and past it clients are told to come back.
+        let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
+            return Response::error(Code::SERVICE_UNAVAILABLE, "the gateway is busy")
+                .with_max_age(BUSY_RETRY_AFTER);
+        };
         let result = match target {
             Ok(target) => self.try_forward(&request, target).await,
             Err(e) => Err(e),
@@ -221,14 +240,19 @@ impl HttpForwarder {
             Ok(response) => response,
             Err(refusal) => {
                 tracing::debug!(peer = %request.peer(), code = ?refusal.code, reason = %refusal.reason, "not forwarded");
-                Response::error(refusal.code, refusal.reason)
+                // The gateway's own errors are not to be cached by the client (RFC 7252
+                // §5.10.5 would give them 60 s).
+                Response::error(refusal.code, refusal.reason).with_max_age(0)
             }
         }
     }
 
     async fn try_forward(&self, request: &Request, target: Uri) -> Result<Response, Refusal> {
         let message = request.message();
-        let secure = request.peer_identity().is_some() || request.oscore().is_some();
+        // The CoAP leg counts as secure when the channel is (DTLS or TLS). OSCORE does not
+        // count: the target's scheme, host and port travel in unprotected outer options
+        // (RFC 8613 §4.1.3.3), which anyone on the path could point elsewhere.
+        let secure = request.peer_identity().is_some();
         self.policy.check(&target, secure)?;
         let host = target.host().unwrap_or("");
         let literal = host.trim_start_matches('[').trim_end_matches(']');
@@ -239,6 +263,8 @@ impl HttpForwarder {
         // not ones with credentials (their answers are the requester's own).
         let options = &message.options;
         let cache_key = (message.code == Code::GET
+            && message.payload.is_empty()
+            && !options.contains(OptionNumber::CONTENT_FORMAT)
             && !options.contains(OptionNumber::ETAG)
             && !options.contains(OptionNumber::IF_MATCH)
             && !options.contains(OptionNumber::IF_NONE_MATCH)
@@ -257,13 +283,13 @@ impl HttpForwarder {
         if let (Some(cache), Some(key)) = (&self.cache, &cache_key) {
             match cache.lock().map(|mut c| c.lookup(key, now)) {
                 Ok(Lookup::Fresh(cached)) => return Ok(Response::from_message(cached)),
-                Ok(Lookup::Stale(tag)) => revalidating = Some(tag),
+                Ok(Lookup::Stale(tag, stale)) => revalidating = Some((tag, stale)),
                 _ => {}
             }
         }
         let (target, authorization) = split_userinfo(&target)?;
         let mut parts = translate::http_request(message, target.clone())?;
-        if let Some(tag) = &revalidating {
+        if let Some((tag, _)) = &revalidating {
             if let Ok(value) = HeaderValue::from_str(tag) {
                 parts.headers.insert(IF_NONE_MATCH, value);
             }
@@ -324,16 +350,16 @@ impl HttpForwarder {
             })??;
         let max_age = translate::max_age(&head.headers);
         let cache = self.cache.as_ref().zip(cache_key.as_ref());
-        if let Some((cache, key)) = cache {
-            if revalidating.is_some() && head.status == http::StatusCode::NOT_MODIFIED {
-                let cached = cache
-                    .lock()
-                    .ok()
-                    .and_then(|mut c| c.revalidated(key, max_age, Instant::now()));
-                if let Some(cached) = cached {
-                    return Ok(Response::from_message(cached));
-                }
-            }
+        if let (Some((_, stale)), true) =
+            (revalidating, head.status == http::StatusCode::NOT_MODIFIED)
+        {
+            // The stored body is good again; answer with it even if the entry went meanwhile.
+            let refreshed = cache
+                .and_then(|(c, key)| c.lock().ok()?.revalidated(key, max_age, Instant::now()))
+                .unwrap_or_else(|| {
+                    crate::cache::with_max_age(&stale, Duration::from_secs(u64::from(max_age)))
+                });
+            return Ok(Response::from_message(refreshed));
         }
         let response = translate::coap_response(
             message.code,
@@ -349,7 +375,11 @@ impl HttpForwarder {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
             if let Ok(mut cache) = cache.lock() {
-                cache.store(key.clone(), &response, http_etag, max_age, Instant::now());
+                if translate::storable(&head.headers) {
+                    cache.store(key.clone(), &response, http_etag, max_age, Instant::now());
+                } else {
+                    cache.forget(key);
+                }
             }
         }
         Ok(Response::from_message(response))
@@ -409,18 +439,26 @@ fn split_userinfo(target: &Uri) -> Result<(Uri, Option<HeaderValue>), Refusal> {
     Ok((uri, Some(value)))
 }
 
-/// The CoAP client's authenticated identity, as the identity header says it.
+/// The CoAP client's authenticated identity (its DTLS or TLS one), as the identity header says
+/// it: `psk:` or `cert:` and the identity with every byte outside `A-Za-z0-9-._~` written as
+/// `%XX`, so that distinct identities stay distinct and nothing in one can read as header
+/// syntax. OSCORE identities are not passed on: see `try_forward`.
 fn identity_of(request: &Request) -> Option<String> {
-    if let Some(oscore) = request.oscore() {
-        let kid: String = oscore.kid.iter().map(|b| format!("{b:02x}")).collect();
-        return Some(format!("oscore:{kid}"));
-    }
-    match request.peer_identity()? {
-        PeerIdentity::Psk(id) => Some(format!("psk:{}", String::from_utf8_lossy(id))),
+    let (kind, bytes) = match request.peer_identity()? {
+        PeerIdentity::Psk(id) => ("psk", id.as_slice()),
         PeerIdentity::Certificate { common_name, .. } => {
-            common_name.as_ref().map(|cn| format!("cert:{cn}"))
+            ("cert", common_name.as_deref()?.as_bytes())
+        }
+    };
+    let mut out = format!("{kind}:");
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
         }
     }
+    Some(out)
 }
 
 #[cfg(test)]

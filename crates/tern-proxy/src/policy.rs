@@ -15,31 +15,118 @@ use tern_proto::Code;
 /// An entry of the allow-list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowRule {
-    /// A host name or IP literal; `*.example.com` also matches every subdomain.
+    /// A host name or IP literal; `*.example.com` also matches every subdomain (but, unlike an
+    /// exact name, never lets a host resolve to an internal address).
     Host(String),
-    /// A URL prefix (`https://api.example.com/v1/`): the target must start with it.
-    Prefix(String),
+    /// A URL prefix (`https://api.example.com/v1/`): the target must have its scheme, host
+    /// and port (the scheme's default when not written), no userinfo, and a path that starts
+    /// with the prefix's path at a segment boundary (case-sensitive).
+    Prefix {
+        /// The scheme, lower case.
+        scheme: String,
+        /// The host, as compared.
+        host: String,
+        /// The port.
+        port: u16,
+        /// The path prefix.
+        path: String,
+    },
 }
 
 impl AllowRule {
-    /// Parses a rule: anything with `://` is a prefix, the rest a host.
-    pub fn parse(text: &str) -> AllowRule {
-        if text.contains("://") {
-            AllowRule::Prefix(text.to_string())
-        } else {
-            AllowRule::Host(text.trim_end_matches('.').to_ascii_lowercase())
+    /// Parses a rule: anything with `://` is a URL prefix, the rest a host.
+    pub fn parse(text: &str) -> Result<AllowRule, String> {
+        if !text.contains("://") {
+            let host = normalize_host(text);
+            let name = host.strip_prefix("*.").unwrap_or(&host);
+            let is_name = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !(is_name || host.parse::<IpAddr>().is_ok()) {
+                return Err(format!("{text:?} is not a host name or IP address"));
+            }
+            return Ok(AllowRule::Host(host));
+        }
+        let uri: Uri = text
+            .parse()
+            .map_err(|_| format!("{text:?} is not a URL prefix"))?;
+        let scheme = uri.scheme_str().unwrap_or("").to_ascii_lowercase();
+        let host = uri.host().map(normalize_host).unwrap_or_default();
+        let userinfo = uri.authority().is_some_and(|a| a.as_str().contains('@'));
+        let port = uri.port_u16().or_else(|| default_port(&scheme));
+        match (host.is_empty(), userinfo, port) {
+            (false, false, Some(port)) => Ok(AllowRule::Prefix {
+                scheme,
+                host,
+                port,
+                path: uri.path().to_string(),
+            }),
+            _ => Err(format!(
+                "{text:?}: a URL prefix needs an http or https scheme and a host, and no userinfo"
+            )),
         }
     }
 
-    fn host(&self) -> Option<String> {
+    /// Whether `target` (with its normalized `host`) is one this rule allows.
+    fn matches(&self, host: &str, target: &Uri) -> bool {
         match self {
-            AllowRule::Host(h) => Some(h.clone()),
-            AllowRule::Prefix(p) => p
-                .parse::<Uri>()
-                .ok()
-                .and_then(|u| u.host().map(normalize_host)),
+            AllowRule::Host(h) => match h.strip_prefix("*.") {
+                Some(domain) => host == domain || host.ends_with(&format!(".{domain}")),
+                None => h == host,
+            },
+            AllowRule::Prefix {
+                scheme,
+                host: h,
+                port,
+                path,
+            } => {
+                let target_scheme = target.scheme_str().unwrap_or("").to_ascii_lowercase();
+                let target_port = target.port_u16().or_else(|| default_port(&target_scheme));
+                let target_path = target.path();
+                let on_boundary = path.ends_with('/')
+                    || target_path.len() == path.len()
+                    || target_path[path.len()..].starts_with('/');
+                target_scheme == *scheme
+                    && h == host
+                    && target_port == Some(*port)
+                    && !has_userinfo(target)
+                    && target_path.starts_with(path.as_str())
+                    && on_boundary
+            }
         }
     }
+
+    /// The host this rule names exactly (a wildcard names none), which may then resolve to
+    /// internal addresses.
+    fn exact_host(&self) -> Option<&str> {
+        match self {
+            AllowRule::Host(h) if h.starts_with("*.") => None,
+            AllowRule::Host(h) => Some(h),
+            AllowRule::Prefix { host, .. } => Some(host),
+        }
+    }
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    }
+}
+
+fn has_userinfo(target: &Uri) -> bool {
+    target.authority().is_some_and(|a| a.as_str().contains('@'))
+}
+
+/// Whether a path has a `.` or `..` segment, written plainly or percent-encoded: servers
+/// resolve them, so `/public/../admin` would leave an allowed prefix.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
 }
 
 /// What the gateway forwards.
@@ -115,16 +202,22 @@ impl ProxyPolicy {
         let Some(host) = target.host().map(normalize_host) else {
             return Err(Refusal::new(Code::BAD_REQUEST, "target has no host"));
         };
-        if !self.allow.is_empty() && !self.allow.iter().any(|r| matches(r, &host, target)) {
+        if has_dot_segment(target.path()) {
+            return Err(Refusal::new(
+                Code::BAD_REQUEST,
+                "the target's path has . or .. segments",
+            ));
+        }
+        if !self.allow.is_empty() && !self.allow.iter().any(|r| r.matches(&host, target)) {
             return Err(Refusal::new(
                 Code::FORBIDDEN,
-                format!("{host} is not on the proxy's allow-list"),
+                "the target is not on the proxy's allow-list",
             ));
         }
         if !secure && !self.credentials_over_plain && self.carries_credentials(target) {
             return Err(Refusal::new(
                 Code::FORBIDDEN,
-                "credentials in the target URL need a secure CoAP leg (coaps or OSCORE)",
+                "credentials in the target URL need a secure CoAP leg (coaps or coaps+tcp)",
             ));
         }
         Ok(())
@@ -132,23 +225,27 @@ impl ProxyPolicy {
 
     /// Whether the target URL holds credentials: userinfo, or a credential query parameter.
     pub fn carries_credentials(&self, target: &Uri) -> bool {
-        let userinfo = target.authority().is_some_and(|a| a.as_str().contains('@'));
         let query = target.query().unwrap_or("").split('&').any(|pair| {
-            let name = pair.split('=').next().unwrap_or("");
+            let raw = pair.split('=').next().unwrap_or("");
+            // Compare the decoded name: `%74oken` is `token` to the server.
+            let name = tern_proto::uri::percent_decode(raw)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .unwrap_or_else(|| raw.to_string());
             self.credential_params
                 .iter()
-                .any(|c| c.eq_ignore_ascii_case(name))
+                .any(|c| c.eq_ignore_ascii_case(&name))
         });
-        userinfo || query
+        has_userinfo(target) || query
     }
 
-    /// Whether `host` is listed by name, so that it may resolve to internal addresses.
+    /// Whether `host` is named exactly by a rule (a host rule without wildcard, or a URL
+    /// prefix), so that it may resolve to internal addresses.
     pub fn explicitly_allowed(&self, host: &str) -> bool {
         let host = normalize_host(host);
-        self.allow.iter().any(|r| {
-            r.host()
-                .is_some_and(|h| h == host || (h.starts_with("*.") && host.ends_with(&h[1..])))
-        })
+        self.allow
+            .iter()
+            .any(|r| r.exact_host() == Some(host.as_str()))
     }
 
     /// Keeps the addresses a connection to `host` may use; fails when none is left.
@@ -158,23 +255,15 @@ impl ProxyPolicy {
         }
         let public: Vec<IpAddr> = addrs.into_iter().filter(|a| is_public(*a)).collect();
         if public.is_empty() {
-            return Err(Refusal::new(
-                Code::FORBIDDEN,
-                format!("{host} resolves to an internal address; list it to allow it"),
-            ));
+            // Generic on purpose: naming the host's addresses would let clients map the
+            // gateway's internal network.
+            tracing::debug!(
+                host,
+                "target refused: it resolves to internal addresses only"
+            );
+            return Err(Refusal::new(Code::FORBIDDEN, "the target is not allowed"));
         }
         Ok(public)
-    }
-}
-
-fn matches(rule: &AllowRule, host: &str, target: &Uri) -> bool {
-    match rule {
-        AllowRule::Host(h) if h.starts_with("*.") => host.ends_with(&h[1..]) || host == &h[2..],
-        AllowRule::Host(h) => h == host,
-        AllowRule::Prefix(p) => {
-            let t = target.to_string();
-            t.len() >= p.len() && t[..p.len()].eq_ignore_ascii_case(p)
-        }
     }
 }
 
@@ -256,8 +345,8 @@ mod tests {
 
         let listed = ProxyPolicy {
             allow: vec![
-                AllowRule::parse("*.example.com"),
-                AllowRule::parse("https://api.other.org/v1/"),
+                AllowRule::parse("*.example.com").unwrap(),
+                AllowRule::parse("https://api.other.org/v1/").unwrap(),
             ],
             ..ProxyPolicy::default()
         };
@@ -277,6 +366,102 @@ mod tests {
                 "{refused}"
             );
         }
+    }
+
+    #[test]
+    fn url_prefixes_compare_scheme_host_port_and_whole_segments() {
+        let policy = |rule: &str| ProxyPolicy {
+            allow: vec![AllowRule::parse(rule).unwrap()],
+            ..ProxyPolicy::default()
+        };
+        let rows: &[(&str, &str, bool)] = &[
+            ("http://intranet", "http://intranet/", true),
+            ("http://intranet", "http://intranet:80/x", true),
+            ("http://intranet", "http://intranet:6379/", false),
+            (
+                "https://api.example.com",
+                "https://api.example.com/v1",
+                true,
+            ),
+            (
+                "https://api.example.com",
+                "https://api.example.com.evil.net/",
+                false,
+            ),
+            ("https://api.example.com", "http://api.example.com/", false),
+            (
+                "https://api.example.com",
+                "https://api.example.com@10.0.0.5:22/",
+                false,
+            ),
+            (
+                "http://10.0.0.5:8080/public/",
+                "http://10.0.0.5:8080/public/x",
+                true,
+            ),
+            (
+                "http://10.0.0.5:8080/public/",
+                "http://10.0.0.5:8080/public/../admin",
+                false,
+            ),
+            (
+                "http://10.0.0.5:8080/public/",
+                "http://10.0.0.5:8080/public/%2E%2e/admin",
+                false,
+            ),
+            (
+                "http://10.0.0.5:8080/public/",
+                "http://10.0.0.5:8080/publicity",
+                false,
+            ),
+            ("https://h/v1", "https://h/v1/x", true),
+            ("https://h/v1", "https://h/v1", true),
+            ("https://h/v1", "https://h/v10", false),
+            ("https://h/v1/", "https://h/V1/x", false),
+        ];
+        for &(rule, target, allowed) in rows {
+            let got = policy(rule).check(&uri(target), true).is_ok();
+            assert_eq!(got, allowed, "{rule} vs {target}");
+        }
+        // Dot segments are refused even without an allow-list.
+        assert_eq!(
+            ProxyPolicy::default()
+                .check(&uri("http://example.com/a/./b"), true)
+                .unwrap_err()
+                .code,
+            Code::BAD_REQUEST
+        );
+        for bad in [
+            "",
+            "a/b",
+            "user@host",
+            "ftp://",
+            "http://u:p@h/",
+            "mailto:x",
+        ] {
+            assert!(AllowRule::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_exact_names_may_resolve_internally() {
+        let p = ProxyPolicy {
+            allow: vec![
+                AllowRule::parse("*.corp.example").unwrap(),
+                AllowRule::parse("db.corp.example").unwrap(),
+                AllowRule::parse("https://api.corp.example:8443/v1/").unwrap(),
+            ],
+            ..ProxyPolicy::default()
+        };
+        assert!(p.explicitly_allowed("db.corp.example"));
+        assert!(p.explicitly_allowed("api.corp.example"));
+        assert!(!p.explicitly_allowed("other.corp.example"));
+        let internal = vec!["10.0.0.1".parse().unwrap()];
+        let refused = p
+            .filter_addresses("other.corp.example", internal)
+            .unwrap_err();
+        assert_eq!(refused.reason, "the target is not allowed");
+        assert!(p.carries_credentials(&uri("http://h/?%74oken=1")));
     }
 
     #[test]
@@ -313,7 +498,7 @@ mod tests {
         let mixed = vec!["10.0.0.1".parse().unwrap(), "1.1.1.1".parse().unwrap()];
         assert_eq!(p.filter_addresses("x.example", mixed).unwrap().len(), 1);
         let listed = ProxyPolicy {
-            allow: vec![AllowRule::parse("localhost")],
+            allow: vec![AllowRule::parse("localhost").unwrap()],
             ..ProxyPolicy::default()
         };
         assert_eq!(
@@ -324,7 +509,7 @@ mod tests {
             1
         );
         let by_prefix = ProxyPolicy {
-            allow: vec![AllowRule::parse("http://127.0.0.1:8080/")],
+            allow: vec![AllowRule::parse("http://127.0.0.1:8080/").unwrap()],
             ..ProxyPolicy::default()
         };
         assert!(by_prefix.explicitly_allowed("127.0.0.1"));

@@ -10,14 +10,15 @@ use tern_proto::Code;
 /// The CoAP response code for an HTTP server's status, answering a request with `method`.
 ///
 /// - 2xx: by method, as a CoAP server answers (GET and FETCH 2.05, POST and the patches 2.04,
-///   PUT 2.04, DELETE 2.02), except 201 → 2.01 Created;
+///   PUT 2.04, DELETE 2.02), except 201 → 2.01 Created to a POST or PUT (the methods that
+///   create);
 /// - 304 Not Modified → 2.03 Valid; any other 1xx or 3xx (the proxy follows no redirects, and
 ///   an interim answer is no answer) → 5.02 Bad Gateway;
 /// - 4xx and 5xx: the code with the same meaning, else 4.00 or 5.00 of the same class; 401
 ///   becomes 4.01 and 403 4.03 (RFC 8075 maps both CoAP codes to 403, so nothing is lost).
 pub fn coap_code_for_http(status: u16, method: Code) -> Code {
     match status {
-        201 => Code::CREATED,
+        201 if matches!(method, Code::POST | Code::PUT) => Code::CREATED,
         200..=299 => success_for(method),
         304 => Code::VALID,
         400 => Code::BAD_REQUEST,
@@ -102,6 +103,8 @@ mod tests {
             (202, Code::POST, Code::CHANGED),
             (201, Code::POST, Code::CREATED),
             (201, Code::PUT, Code::CREATED),
+            (201, Code::GET, Code::CONTENT),
+            (201, Code::DELETE, Code::DELETED),
             (304, Code::GET, Code::VALID),
             (301, Code::GET, Code::BAD_GATEWAY),
             (302, Code::GET, Code::BAD_GATEWAY),

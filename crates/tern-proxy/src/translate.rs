@@ -7,9 +7,9 @@
 //! client revalidating) → If-None-Match. Responses: the status (see [`crate::status`]),
 //! Content-Type → Content-Format, ETag, Cache-Control → Max-Age, Location → Location-Path and
 //! Location-Query. HTTP entity tags are quoted strings, CoAP ones 1–8 opaque bytes: a tag
-//! written `"<hex>"` (as this proxy writes them) maps back to its bytes, and any other tag of
-//! at most 8 bytes is carried as its bytes; longer ones are dropped, so such responses can not
-//! be revalidated through the proxy.
+//! written `"<hex>"` maps to its bytes, any other tag of at most 7 characters to a marker byte
+//! and its characters, both back to the same HTTP tag; longer ones are dropped, so such
+//! responses cannot be revalidated through the proxy.
 
 use http::header::{
     HeaderMap, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH,
@@ -108,8 +108,14 @@ pub fn target_uri(request: &Message) -> Result<Uri, Refusal> {
     Ok(uri)
 }
 
-/// `"<hex>"`: a CoAP entity tag as an HTTP one.
+/// A CoAP entity tag as an HTTP one: `"<hex>"`, except a tag [`coap_etag`] made from an HTTP
+/// tag that is not hex, which goes back as that tag.
 pub fn http_etag(tag: &[u8]) -> String {
+    if let Some(raw) = tag.strip_prefix(&[RAW_TAG]) {
+        if !raw.is_empty() && raw.iter().all(|&b| is_etag_char(b)) {
+            return format!("\"{}\"", String::from_utf8_lossy(raw));
+        }
+    }
     let mut s = String::with_capacity(tag.len() * 2 + 2);
     s.push('"');
     for b in tag {
@@ -119,12 +125,25 @@ pub fn http_etag(tag: &[u8]) -> String {
     s
 }
 
-/// An HTTP entity tag as a CoAP one, when it fits (see the module documentation).
+/// Marks a CoAP entity tag that holds an HTTP tag's own characters (which are never 0x00).
+const RAW_TAG: u8 = 0;
+
+/// `etagc` of RFC 7232 §2.3, ASCII part.
+fn is_etag_char(b: u8) -> bool {
+    b == 0x21 || (0x23..=0x7e).contains(&b)
+}
+
+/// An HTTP entity tag as a CoAP one, when it fits in 8 bytes: lower-case hex of 1–8 bytes (as
+/// [`http_etag`] writes them) as those bytes, any other tag of at most 7 characters as a
+/// marker byte and its characters, so that both map back to the same HTTP tag. A weak tag
+/// loses its `W/`: CoAP has no weak tags, and its validators compare bytes. Longer tags give
+/// `None`.
 pub fn coap_etag(tag: &str) -> Option<Vec<u8>> {
     let tag = tag.trim().trim_start_matches("W/");
     let inner = tag.strip_prefix('"')?.strip_suffix('"')?;
     let hex = inner.len() % 2 == 0
         && (2..=16).contains(&inner.len())
+        && !inner.starts_with("00")
         && inner
             .bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
@@ -134,7 +153,12 @@ pub fn coap_etag(tag: &str) -> Option<Vec<u8>> {
             .map(|i| u8::from_str_radix(&inner[i..i + 2], 16).ok())
             .collect();
     }
-    (!inner.is_empty() && inner.len() <= 8).then(|| inner.as_bytes().to_vec())
+    if inner.is_empty() || inner.len() > 7 || !inner.bytes().all(is_etag_char) {
+        return None;
+    }
+    let mut out = vec![RAW_TAG];
+    out.extend_from_slice(inner.as_bytes());
+    Some(out)
 }
 
 fn header(value: &str) -> Result<HeaderValue, Refusal> {
@@ -193,35 +217,54 @@ pub fn http_request(request: &Message, target: Uri) -> Result<HttpRequestParts, 
 }
 
 /// The Max-Age an HTTP response's Cache-Control gives (`s-maxage` first, the proxy being a
-/// shared cache, then `max-age`); 0 for `no-store`, `no-cache` or `private`, and when the
-/// response says nothing (an HTTP response without freshness information must not be taken
-/// as fresh for CoAP's default 60 s).
+/// shared cache, then `max-age`), less its `Age`; 0 for `no-store`, `no-cache` or `private`,
+/// and when the response says nothing (an HTTP response without freshness information must not
+/// be taken as fresh for CoAP's default 60 s).
 pub fn max_age(headers: &HeaderMap) -> u32 {
     let mut max_age = None;
     let mut s_maxage = None;
-    for value in headers.get_all(CACHE_CONTROL) {
-        let Ok(text) = value.to_str() else { continue };
-        for directive in text.split(',') {
+    for (name, arg) in cache_directives(headers) {
+        let seconds = arg
+            .and_then(|a| a.parse::<u64>().ok())
+            .map(|s| s.min(u64::from(u32::MAX)) as u32);
+        match name.as_str() {
+            "no-store" | "no-cache" | "private" => return 0,
+            "max-age" => max_age = max_age.or(seconds),
+            "s-maxage" => s_maxage = s_maxage.or(seconds),
+            _ => {}
+        }
+    }
+    let age = headers
+        .get(http::header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(0, |a| a.min(u64::from(u32::MAX)) as u32);
+    s_maxage.or(max_age).unwrap_or(0).saturating_sub(age)
+}
+
+/// Whether a shared cache may keep the response at all (RFC 7234 §3: not `no-store`, not
+/// `private`).
+pub fn storable(headers: &HeaderMap) -> bool {
+    !cache_directives(headers).any(|(name, _)| name == "no-store" || name == "private")
+}
+
+/// The Cache-Control directives, lower case, each with its argument unquoted.
+fn cache_directives(headers: &HeaderMap) -> impl Iterator<Item = (String, Option<String>)> + '_ {
+    headers
+        .get_all(CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|text| text.split(','))
+        .map(|directive| {
             let directive = directive.trim().to_ascii_lowercase();
-            let (name, arg) = match directive.split_once('=') {
+            match directive.split_once('=') {
                 Some((n, a)) => (
                     n.trim().to_string(),
                     Some(a.trim().trim_matches('"').to_string()),
                 ),
-                None => (directive.clone(), None),
-            };
-            let seconds = arg
-                .and_then(|a| a.parse::<u64>().ok())
-                .map(|s| s.min(u64::from(u32::MAX)) as u32);
-            match name.as_str() {
-                "no-store" | "no-cache" | "private" => return 0,
-                "max-age" => max_age = max_age.or(seconds),
-                "s-maxage" => s_maxage = s_maxage.or(seconds),
-                _ => {}
+                None => (directive, None),
             }
-        }
-    }
-    s_maxage.or(max_age).unwrap_or(0)
+        })
 }
 
 /// Location-Path and Location-Query for an HTTP Location relative to `target` (only a
@@ -415,7 +458,19 @@ mod tests {
     fn etags_both_ways() {
         assert_eq!(http_etag(&[0xde, 0xad]), "\"dead\"");
         assert_eq!(coap_etag("\"dead\""), Some(vec![0xde, 0xad]));
-        assert_eq!(coap_etag("W/\"v1\""), Some(b"v1".to_vec()));
+        assert_eq!(coap_etag("W/\"v1\""), Some(b"\0v1".to_vec()));
+        for tag in [
+            "\"v1\"",
+            "\"0061\"",
+            "\"00ab\"",
+            "\"dead\"",
+            "\"abc-7\"",
+            "\"0123456789abcdef\"",
+        ] {
+            let coap = coap_etag(tag).unwrap();
+            assert!((1..=8).contains(&coap.len()), "{tag}");
+            assert_eq!(http_etag(&coap), tag, "round trip of {tag}");
+        }
         assert_eq!(
             coap_etag("\"0123456789abcdef\""),
             Some(vec![1, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef])
@@ -445,6 +500,18 @@ mod tests {
                 h.append(CACHE_CONTROL, HeaderValue::from_str(v).unwrap());
             }
             assert_eq!(max_age(&h), *expected, "{values:?}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=30"));
+        h.insert(http::header::AGE, HeaderValue::from_static("10"));
+        assert_eq!(max_age(&h), 20);
+        h.insert(http::header::AGE, HeaderValue::from_static("99"));
+        assert_eq!(max_age(&h), 0);
+        assert!(storable(&h));
+        for refused in ["no-store", "private, max-age=5", "public, No-Store"] {
+            let mut h = HeaderMap::new();
+            h.insert(CACHE_CONTROL, HeaderValue::from_static(refused));
+            assert!(!storable(&h), "{refused}");
         }
     }
 

@@ -186,7 +186,7 @@ async fn setup(config: ForwarderConfig) -> Setup {
 fn loopback_allowed() -> ForwarderConfig {
     ForwarderConfig {
         policy: ProxyPolicy {
-            allow: vec![AllowRule::parse("127.0.0.1")],
+            allow: vec![AllowRule::parse("127.0.0.1").unwrap()],
             ..ProxyPolicy::default()
         },
         identity_header: Some("X-Coap-Identity".into()),
@@ -274,7 +274,7 @@ async fn every_status_row_end_to_end() {
     let client = Context::client();
     let rows = [
         (200, Code::CONTENT),
-        (201, Code::CREATED),
+        (201, Code::CONTENT), // to a GET: 2.01 is for the methods that create
         (204, Code::CONTENT),
         (301, Code::BAD_GATEWAY),
         (400, Code::BAD_REQUEST),
@@ -411,7 +411,7 @@ async fn refused_targets() {
     // An allow-list refuses what it does not name.
     let s = setup(ForwarderConfig {
         policy: ProxyPolicy {
-            allow: vec![AllowRule::parse("api.example.com")],
+            allow: vec![AllowRule::parse("api.example.com").unwrap()],
             ..ProxyPolicy::default()
         },
         ..ForwarderConfig::default()
@@ -525,4 +525,28 @@ async fn fresh_answers_come_from_the_cache_and_stale_ones_are_revalidated() {
         .unwrap();
     assert_eq!(r.code(), Code::VALID);
     assert_eq!(NOT_MODIFIED.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn past_the_in_flight_cap_clients_are_told_to_come_back() {
+    let s = setup(ForwarderConfig {
+        max_in_flight: 1,
+        timeout: Duration::from_secs(3),
+        ..loopback_allowed()
+    })
+    .await;
+    let slow = {
+        let client = Context::client();
+        let request = s.via(&client, Code::GET, "/slow");
+        tokio::spawn(async move { request.send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = Context::client();
+    let r = s.via(&client, Code::GET, "/json").send().await.unwrap();
+    assert_eq!(r.code(), Code::SERVICE_UNAVAILABLE);
+    assert_eq!(r.message().options.get_uint(OptionNumber::MAX_AGE), Some(5));
+    // The slow one ends (5.04 after 3 s) and frees its place.
+    assert_eq!(slow.await.unwrap().unwrap().code(), Code::GATEWAY_TIMEOUT);
+    let r = s.via(&client, Code::GET, "/json").send().await.unwrap();
+    assert_eq!(r.code(), Code::CONTENT);
 }

@@ -415,3 +415,33 @@ async fn a_block_wise_get_starts_over_when_the_representation_changes() {
         "the transfer started over"
     );
 }
+
+#[tokio::test]
+async fn a_block_wise_fetch_repeats_its_body_for_every_block() {
+    // The answer depends on the FETCH body; later blocks must be asked with the same body.
+    let router = Router::new().method("/query", Code::FETCH, |r: Request| async move {
+        let n: usize = String::from_utf8_lossy(r.payload()).parse().unwrap_or(0);
+        Response::content(vec![n as u8; 3000])
+    });
+    let ctx = Context::builder()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .router(router)
+        .build()
+        .await
+        .unwrap();
+    let addr = ctx.local_addrs()[0];
+    let client = Context::client();
+    let r = client
+        .fetch(&format!("coap://{addr}/query"))
+        .payload("7")
+        .block_size(1024)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.payload() == vec![7u8; 3000].as_slice(),
+        "{} bytes, first {:?}",
+        r.payload().len(),
+        r.payload().first()
+    );
+}

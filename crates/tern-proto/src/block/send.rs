@@ -291,6 +291,14 @@ impl Block1Send {
         }
         let mut last = self.template.clone();
         last.token = self.expected_token;
+        // A FETCH's body is part of what it asks for (RFC 8132 §2): the requests for later
+        // blocks repeat it, or the server would answer another question. (A body that itself
+        // needed Block1 is not repeated: it would not fit one message.)
+        let sent_whole =
+            self.body.len() <= size_of_szx(self.config.szx).max(self.config.whole_up_to);
+        if last.code == Code::FETCH && sent_whole {
+            last.payload = self.body.clone();
+        }
         // The fetch checks the final response's token as its first.
         let mut fetch =
             Block2Fetch::new(&last, self.config.max_response_body).with_bert(self.config.bert);
