@@ -65,6 +65,10 @@ fi
 if ! command -v pkg-config >/dev/null 2>&1; then
     missing+=(pkg-config)
 fi
+# curl: the HTTP client of the gateway's HTTP → CoAP tests.
+if ! command -v curl >/dev/null 2>&1; then
+    missing+=(curl)
+fi
 if ! pkg_installed libssl-dev && ! pkg-config --exists openssl 2>/dev/null; then
     missing+=(libssl-dev)
 fi
@@ -76,7 +80,7 @@ fi
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
 else
-    log "Debian packages already present (libcoap3-bin, pkg-config, libssl-dev)"
+    log "Debian packages already present (libcoap3-bin, pkg-config, libssl-dev, curl)"
 fi
 
 # --- aiocoap venv -------------------------------------------------------------

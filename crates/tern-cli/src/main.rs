@@ -47,7 +47,7 @@ enum Command {
     /// Run the demo server.
     Serve(serve::ServeArgs),
     /// Run the CoAP → HTTP gateway (forwards Proxy-Uri requests to http:// and https://).
-    Proxy(proxy::ProxyArgs),
+    Proxy(Box<proxy::ProxyArgs>),
     /// Load a server and report requests/s and latency.
     Bench(bench::BenchArgs),
     /// DTLS load: handshakes/s, many idle sessions, a spoofed ClientHello flood.
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
             Command::Patch(a) => client::run(Code::PATCH, a).await,
             Command::Ipatch(a) => client::run(Code::IPATCH, a).await,
             Command::Serve(a) => serve::run(a).await,
-            Command::Proxy(a) => proxy::run(a).await,
+            Command::Proxy(a) => proxy::run(*a).await,
             Command::Bench(a) => bench::run(a).await,
             Command::DtlsLoad(a) => dtls_load::run(a).await,
             Command::StreamLoad(a) => stream_load::run(a).await,

@@ -53,6 +53,22 @@ pub struct ProxyArgs {
     /// ETag revalidated); 0 turns the cache off.
     #[arg(long = "cache-bytes", default_value_t = tern_proxy::coap2http::DEFAULT_CACHE_BYTES)]
     cache_bytes: usize,
+    /// Serve the HTTP → CoAP API on this TCP address (`/providers/NAME/PATH`, and with
+    /// --http-proxy-path `/proxy/COAP-URI`); needs --http-token-file.
+    #[arg(long = "http-bind", value_name = "ADDR", requires = "http_token_file")]
+    http_bind: Option<std::net::SocketAddr>,
+    /// A file holding the bearer token HTTP clients must send (`Authorization: Bearer …`).
+    #[arg(long = "http-token-file", value_name = "FILE")]
+    http_token_file: Option<PathBuf>,
+    /// A provider for the HTTP API: NAME=COAP-URI, the base its requests go to (repeatable).
+    #[arg(long = "provider", value_name = "NAME=URI")]
+    providers: Vec<String>,
+    /// A provider's PSK: NAME=IDENTITY:KEY (the key as text, hex:…, or sha256:PASSWORD).
+    #[arg(long = "provider-psk", value_name = "NAME=IDENTITY:KEY")]
+    provider_psks: Vec<String>,
+    /// Also serve `/proxy/COAP-URI` on the HTTP API: any device, with no credentials.
+    #[arg(long = "http-proxy-path")]
+    http_proxy_path: bool,
     /// Also forward requests sent to this path with the target in a `target=URL` query item,
     /// for clients that cannot set Proxy-Uri (e.g. `/coap2http`).
     #[arg(long = "path", value_name = "PATH")]
@@ -86,8 +102,8 @@ pub async fn run(args: ProxyArgs) -> Result<ExitCode, String> {
         },
         timeout: Duration::from_secs_f64(args.http_timeout),
         max_response_body: args.max_body,
-        identity_header: args.identity_header,
-        ca_file: args.http_ca_file,
+        identity_header: args.identity_header.clone(),
+        ca_file: args.http_ca_file.clone(),
         no_verify: args.http_no_verify,
         cache_bytes: args.cache_bytes,
         max_in_flight: args.max_in_flight,
@@ -117,5 +133,72 @@ pub async fn run(args: ProxyArgs) -> Result<ExitCode, String> {
         }
         router = router.resource(path, resource);
     }
+    if let Some(addr) = args.http_bind {
+        let api = api_config(&args).await?;
+        let local = tern_proxy::http2coap::spawn(addr, api)
+            .await
+            .map_err(|e| format!("--http-bind {addr}: {e}"))?;
+        eprintln!("HTTP API listening on {local}");
+    }
     serve::run_with(args.listen, Some(router)).await
+}
+
+/// The HTTP API's configuration from the flags: token, providers and their credentials.
+async fn api_config(args: &ProxyArgs) -> Result<tern_proxy::ApiConfig, String> {
+    let path = args
+        .http_token_file
+        .as_ref()
+        .ok_or("--http-bind needs --http-token-file")?;
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| format!("--http-token-file {}: {e}", path.display()))?;
+    let token = zeroize::Zeroizing::new(token.trim().to_string());
+    if token.len() < 16 {
+        return Err(format!(
+            "--http-token-file {}: the token must be at least 16 characters",
+            path.display()
+        ));
+    }
+    let mut psks = std::collections::HashMap::new();
+    for entry in &args.provider_psks {
+        let (name, cred) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("--provider-psk {entry:?}: expected NAME=IDENTITY:KEY"))?;
+        let (identity, key) = cred
+            .split_once(':')
+            .ok_or_else(|| format!("--provider-psk {name}: expected IDENTITY:KEY"))?;
+        let key = tern::tls::credentials::parse_key(key)
+            .map_err(|e| format!("--provider-psk {name}: {e}"))?;
+        let psk = tern::Psk::new(identity.as_bytes(), key.to_vec())
+            .map_err(|e| format!("--provider-psk {name}: {e}"))?;
+        psks.insert(name.to_string(), psk);
+    }
+    let mut providers = std::collections::HashMap::new();
+    for entry in &args.providers {
+        let (name, base) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("--provider {entry:?}: expected NAME=COAP-URI"))?;
+        tern::proto::uri::CoapUri::parse(base).map_err(|e| format!("--provider {name}: {e}"))?;
+        let mut builder = tern::Context::builder();
+        if let Some(psk) = psks.remove(name) {
+            builder = builder.psk(psk);
+        }
+        let context = builder
+            .build()
+            .await
+            .map_err(|e| format!("--provider {name}: {e}"))?;
+        let provider = tern_proxy::Provider {
+            base: base.to_string(),
+            context,
+        };
+        providers.insert(name.to_string(), provider);
+    }
+    if let Some(name) = psks.keys().next() {
+        return Err(format!("--provider-psk {name}: no --provider {name}=URI"));
+    }
+    Ok(tern_proxy::ApiConfig {
+        token,
+        providers,
+        context: tern::Context::client(),
+        open_proxy_path: args.http_proxy_path,
+    })
 }

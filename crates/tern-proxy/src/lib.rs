@@ -21,10 +21,14 @@
 //! # drop(gateway); Ok(()) }
 //! ```
 //!
+//! HTTP → CoAP ([`http2coap`]): an HTTP API (`/providers/{name}/{path}`, `/proxy/{coap-uri}`,
+//! bearer token, observe as server-sent events) through which applications call devices.
+//!
 //! The mapping tables live in [`status`], [`media`] and [`translate`], as plain functions.
 
 pub mod cache;
 pub mod coap2http;
+pub mod http2coap;
 pub mod media;
 pub mod policy;
 pub mod status;
@@ -32,4 +36,5 @@ pub mod translate;
 
 pub use cache::{CacheStats, ResponseCache};
 pub use coap2http::{ForwarderConfig, HttpForwarder, PolicyResolver, ProxyError, MAX_TIMEOUT};
+pub use http2coap::{ApiConfig, Provider};
 pub use policy::{AllowRule, ProxyPolicy, Refusal};
