@@ -66,6 +66,12 @@ pub struct ProxyArgs {
     /// A provider's PSK: NAME=IDENTITY:KEY (the key as text, hex:…, or sha256:PASSWORD).
     #[arg(long = "provider-psk", value_name = "NAME=IDENTITY:KEY")]
     provider_psks: Vec<String>,
+    /// Serve the HTTP API over HTTPS with this certificate chain (PEM); needs --http-key.
+    #[arg(long = "http-cert", value_name = "FILE", requires = "http_key")]
+    http_cert: Option<PathBuf>,
+    /// The private key (PEM) of --http-cert.
+    #[arg(long = "http-key", value_name = "FILE", requires = "http_cert")]
+    http_key: Option<PathBuf>,
     /// Also serve `/proxy/COAP-URI` on the HTTP API: any device, with no credentials.
     #[arg(long = "http-proxy-path")]
     http_proxy_path: bool,
@@ -138,7 +144,12 @@ pub async fn run(args: ProxyArgs) -> Result<ExitCode, String> {
         let local = tern_proxy::http2coap::spawn(addr, api)
             .await
             .map_err(|e| format!("--http-bind {addr}: {e}"))?;
-        eprintln!("HTTP API listening on {local}");
+        let scheme = if args.http_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        eprintln!("HTTP API listening on {local} ({scheme})");
     }
     serve::run_with(args.listen, Some(router)).await
 }
@@ -195,10 +206,18 @@ async fn api_config(args: &ProxyArgs) -> Result<tern_proxy::ApiConfig, String> {
     if let Some(name) = psks.keys().next() {
         return Err(format!("--provider-psk {name}: no --provider {name}=URI"));
     }
+    let tls = match (&args.http_cert, &args.http_key) {
+        (Some(cert), Some(key)) => Some(
+            tern_proxy::http2coap::tls_acceptor(cert, key)
+                .map_err(|e| format!("--http-cert/--http-key: {e}"))?,
+        ),
+        _ => None,
+    };
     Ok(tern_proxy::ApiConfig {
         token,
         providers,
         context: tern::Context::client(),
         open_proxy_path: args.http_proxy_path,
+        tls,
     })
 }

@@ -270,3 +270,30 @@ fn observe_as_server_sent_events() {
     );
     assert!(events[0].contains("data: 20"), "{}", out.describe());
 }
+
+#[test]
+fn the_api_over_https() {
+    if find_in_path("curl").is_none() {
+        assert!(!peers_required(), "curl is missing");
+        return;
+    }
+    let (_device, device) = start_tern_server_with(&["--no-tcp"]);
+    let dir = certs();
+    let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let gw = start_gateway(&[
+        "--provider".into(),
+        format!("dev=coap://{device}"),
+        "--http-cert".into(),
+        file("server.pem"),
+        "--http-key".into(),
+        file("server.key"),
+    ]);
+    let url = format!("https://{}/providers/dev/time", gw.http);
+    let out = curl(&["--cacert", &file("ca.pem"), &url]);
+    assert_eq!(status_of(&out), 200, "{}", out.describe());
+    // Without the CA curl cannot verify the server (exit 60), and plain HTTP gets nowhere.
+    let out = curl(&[&url]);
+    assert!(!out.success(), "{}", out.describe());
+    let out = curl(&[&url.replacen("https", "http", 1)]);
+    assert_eq!(status_of(&out), 0, "{}", out.describe());
+}

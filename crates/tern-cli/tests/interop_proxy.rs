@@ -328,3 +328,60 @@ fn a_psk_derived_from_a_password() {
     let out = get("pass phrase");
     assert!(!out.success(), "{}", out.describe());
 }
+
+/// `openssl s_server -www` (its status page over HTTPS) with the test server certificate.
+fn openssl_https_server() -> Option<(ChildGuard, SocketAddr)> {
+    let openssl = require_peer("openssl")?;
+    let dir = certs();
+    let port = free_port_tcp();
+    let mut cmd = Command::new(openssl);
+    cmd.args(["s_server", "-www", "-accept", &port.to_string()]);
+    cmd.arg("-cert").arg(dir.join("server.pem"));
+    cmd.arg("-key").arg(dir.join("server.key"));
+    let guard = ChildGuard::spawn("openssl s_server", cmd);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = std::time::Instant::now() + SERVER_READY_TIMEOUT;
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "s_server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Some((guard, addr))
+}
+
+#[test]
+fn https_targets_are_verified() {
+    let Some(client) = require_peer("coap-client-notls") else {
+        return;
+    };
+    let Some((_server, https)) = openssl_https_server() else {
+        return;
+    };
+    let ca = certs().join("ca.pem").to_string_lossy().into_owned();
+    // With the test CA the gateway verifies s_server and forwards its page.
+    let (_gateway, gw, _) = start_gateway(&["--http-ca-file", &ca]);
+    let out = run_with_timeout(
+        &client,
+        [
+            "-P".to_string(),
+            format!("coap://{gw}"),
+            format!("https://127.0.0.1:{}/", https.port()),
+        ],
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.stdout.contains("s_server"), "{}", out.describe());
+    // Without it the server cannot be verified: 5.02.
+    let (_plain_gateway, gw, _) = start_gateway(&[]);
+    let out = run_with_timeout(
+        &client,
+        [
+            "-P".to_string(),
+            format!("coap://{gw}"),
+            format!("https://127.0.0.1:{}/", https.port()),
+        ],
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.all_output().contains("5.02"), "{}", out.describe());
+}

@@ -51,6 +51,9 @@ use crate::status;
 use crate::translate;
 use crate::MAX_TIMEOUT;
 
+/// How long an HTTPS client has for its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Largest HTTP request body taken (the runtime sends larger ones block-wise up to its own
 /// limit, 1 MiB by default).
 pub const MAX_REQUEST_BODY: usize = 1 << 20;
@@ -76,6 +79,22 @@ pub struct ApiConfig {
     pub context: Context,
     /// Whether `/proxy/{coap-uri}` is served (providers only, otherwise).
     pub open_proxy_path: bool,
+    /// Serve HTTPS with this acceptor (its certificate and key), else plain HTTP.
+    pub tls: Option<openssl::ssl::SslAcceptor>,
+}
+
+/// An HTTPS acceptor from a PEM certificate chain and its PEM private key (TLS 1.2 and 1.3,
+/// Mozilla's intermediate settings).
+pub fn tls_acceptor(
+    cert_chain: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<openssl::ssl::SslAcceptor, openssl::error::ErrorStack> {
+    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
+    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
+    builder.set_certificate_chain_file(cert_chain)?;
+    builder.set_private_key_file(key, SslFiletype::PEM)?;
+    builder.check_private_key()?;
+    Ok(builder.build())
 }
 
 /// An HTTP response with any body (whole, or a stream of events).
@@ -107,13 +126,33 @@ pub async fn serve(listener: TcpListener, config: ApiConfig) {
         };
         let config = config.clone();
         tokio::spawn(async move {
+            let tls = config.tls.clone();
             let service = service_fn(move |request| {
                 let config = config.clone();
                 async move { Ok::<_, Infallible>(handle(&config, peer, request).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let http = hyper::server::conn::http1::Builder::new();
+            match tls {
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                }
+                Some(acceptor) => {
+                    let Ok(ssl) = openssl::ssl::Ssl::new(acceptor.context()) else {
+                        return;
+                    };
+                    let Ok(mut stream) = tokio_openssl::SslStream::new(ssl, stream) else {
+                        return;
+                    };
+                    // A handshake that stalls must not hold the task forever.
+                    let handshake = std::pin::Pin::new(&mut stream).accept();
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                        Ok(Ok(())) => {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        _ => tracing::debug!(%peer, "HTTPS handshake failed"),
+                    }
+                }
+            }
         });
     }
 }
@@ -520,6 +559,7 @@ mod tests {
             providers,
             context: Context::client(),
             open_proxy_path: true,
+            tls: None,
         }
     }
 
