@@ -32,8 +32,15 @@ use tern::{Code, Context, Error};
 /// Arguments of `tern bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// The resource to load, e.g. coap://127.0.0.1/.
+    /// The resource to load, e.g. coap://127.0.0.1/ (or an http:// URL: GET over HTTP/1.1,
+    /// for comparing with a gateway).
     uri: String,
+    /// Send each request to the URI as a forward proxy with this target in Proxy-Uri.
+    #[arg(long = "proxy-uri", value_name = "URI")]
+    proxy_uri: Option<String>,
+    /// An extra `Name: value` header for http:// URLs (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    headers: Vec<String>,
     /// Requests in flight.
     #[arg(short = 'c', long, default_value_t = 32)]
     concurrency: usize,
@@ -223,6 +230,20 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
             return Err("-b/--block-size runs CON transfers; leave out --non".into());
         }
     }
+    if args.uri.starts_with("http://") {
+        return crate::http_load::run(crate::http_load::HttpLoad {
+            url: args.uri.clone(),
+            concurrency: args.concurrency,
+            duration: Duration::from_secs_f64(args.duration),
+            timeout: Duration::from_secs_f64(args.timeout),
+            headers: args.headers.clone(),
+            json: args.json,
+        })
+        .await;
+    }
+    if !args.headers.is_empty() {
+        return Err("-H/--header is for http:// URLs".into());
+    }
     let method = match args.method {
         Method::Get => Code::GET,
         Method::Post => Code::POST,
@@ -236,6 +257,9 @@ pub async fn run(args: BenchArgs) -> Result<ExitCode, String> {
         .payload(vec![b'x'; args.payload]);
     if args.non {
         builder = builder.non();
+    }
+    if let Some(target) = &args.proxy_uri {
+        builder = builder.option(tern::OptionNumber::PROXY_URI, target.as_bytes().to_vec());
     }
     let message = builder.build_message().map_err(|e| e.to_string())?;
     let uri =

@@ -6,6 +6,7 @@ mod client;
 mod display;
 mod dtls_load;
 mod files;
+mod http_load;
 mod load;
 mod oscore;
 mod progress;
@@ -50,6 +51,13 @@ enum Command {
     Proxy(Box<proxy::ProxyArgs>),
     /// Load a server and report requests/s and latency.
     Bench(bench::BenchArgs),
+    /// A minimal HTTP server for the gateway's benchmark (answers 200 to everything).
+    #[command(hide = true)]
+    BenchHttpServer {
+        /// TCP address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        bind: std::net::SocketAddr,
+    },
     /// DTLS load: handshakes/s, many idle sessions, a spoofed ClientHello flood.
     DtlsLoad(dtls_load::DtlsLoadArgs),
     /// TCP and TLS load: pipelined requests/s, new connections/s, many idle connections.
@@ -88,6 +96,7 @@ fn main() -> ExitCode {
             Command::Serve(a) => serve::run(a).await,
             Command::Proxy(a) => proxy::run(*a).await,
             Command::Bench(a) => bench::run(a).await,
+            Command::BenchHttpServer { bind } => http_load::serve(bind).await,
             Command::DtlsLoad(a) => dtls_load::run(a).await,
             Command::StreamLoad(a) => stream_load::run(a).await,
         }

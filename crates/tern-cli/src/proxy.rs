@@ -72,6 +72,14 @@ pub struct ProxyArgs {
     /// The private key (PEM) of --http-cert.
     #[arg(long = "http-key", value_name = "FILE", requires = "http_cert")]
     http_key: Option<PathBuf>,
+    /// Requests in flight at once to one device over UDP (NSTART, RFC 7252 §4.7; 1 by default).
+    #[arg(long = "provider-nstart", default_value_t = 1)]
+    provider_nstart: usize,
+    /// Let the API's requests to a device reuse CoAP message IDs within EXCHANGE_LIFETIME,
+    /// for more than about 265 requests/s to one device (a device that still remembers an ID
+    /// would take the request for a duplicate).
+    #[arg(long = "provider-reuse-message-ids")]
+    provider_reuse_message_ids: bool,
     /// Also serve `/proxy/COAP-URI` on the HTTP API: any device, with no credentials.
     #[arg(long = "http-proxy-path")]
     http_proxy_path: bool,
@@ -189,7 +197,15 @@ async fn api_config(args: &ProxyArgs) -> Result<tern_proxy::ApiConfig, String> {
             .split_once('=')
             .ok_or_else(|| format!("--provider {entry:?}: expected NAME=COAP-URI"))?;
         tern::proto::uri::CoapUri::parse(base).map_err(|e| format!("--provider {name}: {e}"))?;
-        let mut builder = tern::Context::builder();
+        let config = tern::proto::EndpointConfig {
+            params: tern::proto::TransmissionParams {
+                nstart: args.provider_nstart.max(1),
+                ..Default::default()
+            },
+            strict_message_ids: !args.provider_reuse_message_ids,
+            ..Default::default()
+        };
+        let mut builder = tern::Context::builder().endpoint_config(config);
         if let Some(psk) = psks.remove(name) {
             builder = builder.psk(psk);
         }

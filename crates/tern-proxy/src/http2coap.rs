@@ -456,6 +456,17 @@ fn error_response(error: &Error) -> HttpResponse {
             format!("scheme {s} is not supported"),
         ),
         Error::NoCredentials => plain(StatusCode::BAD_GATEWAY, "no credentials for this device"),
+        // The device is asked more than CoAP lets one client ask one peer (message IDs not
+        // reusable within EXCHANGE_LIFETIME, requests in flight): come back later.
+        Error::Request(RequestError::MessageIdsExhausted | RequestError::TooManyRequests(_)) => {
+            let mut r = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many requests to this device",
+            );
+            r.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+            r
+        }
         other => {
             tracing::debug!(error = %other, "CoAP exchange failed");
             plain(StatusCode::BAD_GATEWAY, "the device could not be reached")
