@@ -72,6 +72,10 @@ pub struct ProxyArgs {
     /// The private key (PEM) of --http-cert.
     #[arg(long = "http-key", value_name = "FILE", requires = "http_cert")]
     http_key: Option<PathBuf>,
+    /// A provider's certificates: NAME=CERT.pem,KEY.pem,CA.pem (its own certificate and key,
+    /// and the CA its device's certificate must chain to).
+    #[arg(long = "provider-cert", value_name = "NAME=CERT,KEY,CA")]
+    provider_certs: Vec<String>,
     /// Requests in flight at once to one device over UDP (NSTART, RFC 7252 §4.7; 1 by default).
     #[arg(long = "provider-nstart", default_value_t = 1)]
     provider_nstart: usize,
@@ -191,6 +195,22 @@ async fn api_config(args: &ProxyArgs) -> Result<tern_proxy::ApiConfig, String> {
             .map_err(|e| format!("--provider-psk {name}: {e}"))?;
         psks.insert(name.to_string(), psk);
     }
+    let mut pkis = std::collections::HashMap::new();
+    for entry in &args.provider_certs {
+        let (name, files) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("--provider-cert {entry:?}: expected NAME=CERT,KEY,CA"))?;
+        let parts: Vec<&str> = files.split(',').collect();
+        let [cert, key, ca] = parts[..] else {
+            return Err(format!("--provider-cert {name}: expected CERT,KEY,CA"));
+        };
+        use tern::tls::{PkiSettings, Source};
+        let source = |p: &str| Source::File(PathBuf::from(p));
+        pkis.insert(
+            name.to_string(),
+            PkiSettings::new(source(cert), source(key), Some(source(ca))),
+        );
+    }
     let mut providers = std::collections::HashMap::new();
     for entry in &args.providers {
         let (name, base) = entry
@@ -209,6 +229,9 @@ async fn api_config(args: &ProxyArgs) -> Result<tern_proxy::ApiConfig, String> {
         if let Some(psk) = psks.remove(name) {
             builder = builder.psk(psk);
         }
+        if let Some(pki) = pkis.remove(name) {
+            builder = builder.pki(pki);
+        }
         let context = builder
             .build()
             .await
@@ -221,6 +244,9 @@ async fn api_config(args: &ProxyArgs) -> Result<tern_proxy::ApiConfig, String> {
     }
     if let Some(name) = psks.keys().next() {
         return Err(format!("--provider-psk {name}: no --provider {name}=URI"));
+    }
+    if let Some(name) = pkis.keys().next() {
+        return Err(format!("--provider-cert {name}: no --provider {name}=URI"));
     }
     let tls = match (&args.http_cert, &args.http_key) {
         (Some(cert), Some(key)) => Some(

@@ -297,3 +297,55 @@ fn the_api_over_https() {
     let out = curl(&[&url.replacen("https", "http", 1)]);
     assert_eq!(status_of(&out), 0, "{}", out.describe());
 }
+
+#[test]
+fn curl_through_the_gateway_to_libcoap_with_certificates() {
+    let Some(server) = require_peer("coap-server-openssl") else {
+        return;
+    };
+    if find_in_path("curl").is_none() {
+        assert!(!peers_required(), "curl is missing");
+        return;
+    }
+    let dir = certs();
+    let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    // libcoap requires and verifies the gateway's client certificate; the gateway verifies
+    // libcoap's server certificate against the test CA.
+    let (_libcoap, secure) = start_libcoap_secure_server(
+        &server,
+        &[
+            "-c",
+            &file("server.pem"),
+            "-j",
+            &file("server.key"),
+            "-C",
+            &file("ca.pem"),
+        ],
+    );
+    let gw = start_gateway(&[
+        "--provider".into(),
+        format!("lamp=coaps://{secure}"),
+        "--provider-cert".into(),
+        format!(
+            "lamp={},{},{}",
+            file("client.pem"),
+            file("client.key"),
+            file("ca.pem")
+        ),
+        "--provider".into(),
+        format!("stranger=coaps://{secure}"),
+        "--provider-cert".into(),
+        format!(
+            "stranger={},{},{}",
+            file("client.pem"),
+            file("client.key"),
+            file("other-ca.pem")
+        ),
+    ]);
+    let out = curl(&[&format!("http://{}/providers/lamp/", gw.http)]);
+    assert_eq!(status_of(&out), 200, "{}", out.describe());
+    assert!(body_of(&out).contains("libcoap"), "{}", out.describe());
+    // A provider that does not trust the device's CA cannot reach it: 502.
+    let out = curl(&[&format!("http://{}/providers/stranger/", gw.http)]);
+    assert_eq!(status_of(&out), 502, "{}", out.describe());
+}

@@ -385,3 +385,35 @@ fn https_targets_are_verified() {
     );
     assert!(out.all_output().contains("5.02"), "{}", out.describe());
 }
+
+#[test]
+fn libcoap_client_over_coap_tcp_through_tern_proxy() {
+    let Some(client) = require_peer("coap-client-notls") else {
+        return;
+    };
+    let (dir, _) = content();
+    let (_backend, http) = http_backend(dir.path());
+    // The gateway listens on TCP beside UDP, as tern serve does.
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut cmd = Command::new(tern_bin());
+    cmd.args(["proxy", "--bind", &addr.to_string(), "--allow", "127.0.0.1"]);
+    let mut gateway = ChildGuard::spawn("tern proxy", cmd);
+    wait_ready(&mut gateway, addr, Some("(coap+tcp)"));
+    let out = run_with_timeout(
+        &client,
+        [
+            "-P".to_string(),
+            format!("coap+tcp://{addr}"),
+            format!("http://{http}/hello.txt"),
+        ],
+        CLIENT_TIMEOUT,
+    );
+    assert!(out.success(), "{}", out.describe());
+    assert_eq!(
+        out.stdout.trim_end(),
+        "hello from http",
+        "{}",
+        out.describe()
+    );
+}
