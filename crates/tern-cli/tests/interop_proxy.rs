@@ -11,6 +11,18 @@ use std::process::Command;
 
 use common::*;
 
+/// The client succeeded and printed the backend's `hello.txt`.
+#[track_caller]
+fn expect_hello(out: &RunOutput) {
+    assert!(out.success(), "{}", out.describe());
+    assert_eq!(
+        out.stdout.trim_end(),
+        "hello from http",
+        "{}",
+        out.describe()
+    );
+}
+
 /// python3 serving a directory on 127.0.0.1 over HTTP.
 fn http_backend(dir: &Path) -> (ChildGuard, SocketAddr) {
     let port = free_port_tcp();
@@ -119,13 +131,7 @@ fn libcoap_client_through_tern_proxy_to_http() {
         proxy.clone(),
         format!("http://{http}/hello.txt"),
     ]);
-    assert!(out.success(), "{}", out.describe());
-    assert_eq!(
-        out.stdout.trim_end(),
-        "hello from http",
-        "{}",
-        out.describe()
-    );
+    expect_hello(&out);
 
     // 200 kB: Block2 between libcoap and the gateway.
     let out = run(&[
@@ -178,13 +184,7 @@ fn libcoap_client_over_coaps_may_send_credentials() {
         ],
         CLIENT_TIMEOUT,
     );
-    assert!(out.success(), "{}", out.describe());
-    assert_eq!(
-        out.stdout.trim_end(),
-        "hello from http",
-        "{}",
-        out.describe()
-    );
+    expect_hello(&out);
 }
 
 /// aiocoap's python, beside aiocoap-client in the peers' venv.
@@ -261,13 +261,7 @@ fn a_fixed_path_serves_clients_that_cannot_set_proxy_uri() {
         )],
         CLIENT_TIMEOUT,
     );
-    assert!(out.success(), "{}", out.describe());
-    assert_eq!(
-        out.stdout.trim_end(),
-        "hello from http",
-        "{}",
-        out.describe()
-    );
+    expect_hello(&out);
     // Without a target: 4.00.
     let out = run_with_timeout(&client, [format!("coap://{gw}/coap2http")], CLIENT_TIMEOUT);
     assert!(out.all_output().contains("4.00"), "{}", out.describe());
@@ -318,13 +312,7 @@ fn a_psk_derived_from_a_password() {
         )
     };
     let out = get("sha256:pass phrase");
-    assert!(out.success(), "{}", out.describe());
-    assert_eq!(
-        out.stdout.trim_end(),
-        "hello from http",
-        "{}",
-        out.describe()
-    );
+    expect_hello(&out);
     let out = get("pass phrase");
     assert!(!out.success(), "{}", out.describe());
 }
@@ -409,11 +397,5 @@ fn libcoap_client_over_coap_tcp_through_tern_proxy() {
         ],
         CLIENT_TIMEOUT,
     );
-    assert!(out.success(), "{}", out.describe());
-    assert_eq!(
-        out.stdout.trim_end(),
-        "hello from http",
-        "{}",
-        out.describe()
-    );
+    expect_hello(&out);
 }

@@ -45,7 +45,7 @@ use tern_oscore::{
     SecurityContext,
 };
 use tern_proto::endpoint::{RequestError, RequestParams};
-use tern_proto::sim::{seeds_from_env, SplitMix64 as Rng};
+use tern_proto::sim::{panic_message, seeds_from_env, SplitMix64 as Rng};
 use tern_proto::sim::{LinkConfig, Node, World};
 use tern_proto::{
     Code, Endpoint, EndpointConfig, Event, IncomingId, Message, MessageType, OptionNumber,
@@ -1033,11 +1033,7 @@ fn thousands_of_seeds_answer_right_and_never_process_a_replay() {
                 total.virtual_secs += r.virtual_secs;
             }
             Err(panic) => {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
+                let message = panic_message(&*panic);
                 failed.push((seed, message));
                 if failed.len() == 1 {
                     std::panic::set_hook(Box::new(|_| {}));

@@ -282,6 +282,15 @@ pub fn seeds_from_env(prefix: &str, default: u64) -> Vec<u64> {
     }
 }
 
+/// The message of a caught panic (`catch_unwind`'s error), for naming the seed that failed.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
 /// Nodes on a simulated network, advanced together on the virtual clock.
 pub struct World<N: Node> {
     /// The network.

@@ -25,7 +25,7 @@ use tern_proto::block::{
     Block2Config, Block2Fetch, Block2Lookup, Block2Server, Block2Step, BlockValue, TransferError,
 };
 use tern_proto::endpoint::RequestParams;
-use tern_proto::sim::{seeds_from_env, LinkConfig, Node, World};
+use tern_proto::sim::{panic_message, seeds_from_env, LinkConfig, Node, World};
 use tern_proto::{
     Code, Endpoint, EndpointConfig, Event, Message, MessageType, OptionNumber, RequestId, Transmit,
 };
@@ -436,11 +436,7 @@ fn run_seeds(prefix: &str, default: u64, body_len: usize, print_each: bool) {
     for &seed in &seeds {
         let outcome = std::panic::catch_unwind(|| run_seed(seed, body_len));
         let r = outcome.unwrap_or_else(|panic| {
-            let why = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
+            let why = panic_message(&*panic);
             panic!(
                 "{why}\nreplay: {prefix}_SEED={seed} cargo test -p tern-proto --test block_sim \
                  -- --nocapture"

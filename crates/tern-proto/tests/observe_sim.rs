@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use tern_proto::endpoint::{NotificationFailure, RequestParams};
 use tern_proto::observe::{self, ObserverRegistry, RegistryConfig};
-use tern_proto::sim::{seeds_from_env, SplitMix64 as Rng};
+use tern_proto::sim::{panic_message, seeds_from_env, SplitMix64 as Rng};
 use tern_proto::sim::{LinkConfig, Node, World};
 use tern_proto::{
     Code, Endpoint, EndpointConfig, Event, Message, MessageType, OptionNumber, Transmit,
@@ -280,11 +280,7 @@ fn notifications_never_go_back_and_the_last_arrives() {
     let seeds = seeds_from_env("TERN_OBSERVE_SIM", SEEDS);
     for &seed in &seeds {
         let r = std::panic::catch_unwind(|| run(seed)).unwrap_or_else(|panic| {
-            let why = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
+            let why = panic_message(&*panic);
             panic!(
                 "{why}\nreplay: TERN_OBSERVE_SIM_SEED={seed} cargo test -p tern-proto \
                  --test observe_sim -- --nocapture"

@@ -25,7 +25,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use tern_proto::endpoint::{RequestError, RequestParams};
-use tern_proto::sim::{seeds_from_env, SplitMix64 as Rng};
+use tern_proto::sim::{panic_message, seeds_from_env, SplitMix64 as Rng};
 use tern_proto::sim::{LinkConfig, Node, World};
 use tern_proto::{
     Code, Endpoint, EndpointConfig, Event, Message, MessageType, RequestId, TransmissionParams,
@@ -485,11 +485,7 @@ fn thousands_of_seeds_end_every_request_exactly_once() {
                 }
             }
             Err(panic) => {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
+                let message = panic_message(&*panic);
                 failed.push((seed, message));
                 if failed.len() == 1 {
                     std::panic::set_hook(Box::new(|_| {}));

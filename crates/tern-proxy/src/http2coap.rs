@@ -51,6 +51,12 @@ use crate::status;
 use crate::translate;
 use crate::MAX_TIMEOUT;
 
+/// HTTP connections the API holds at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// How long a client has to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long an HTTPS client has for its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -119,19 +125,30 @@ fn plain(status: StatusCode, text: impl Into<String>) -> HttpResponse {
 /// Serves the API on `listener` until the task is dropped; each connection is a task.
 pub async fn serve(listener: TcpListener, config: ApiConfig) {
     let config = Arc::new(config);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        // Past the cap a new connection is closed at once: idle or slow clients, even
+        // unauthenticated ones, cannot make the gateway hold more.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "HTTP connection refused: at the connection cap");
+            continue;
+        };
         let config = config.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let tls = config.tls.clone();
             let service = service_fn(move |request| {
                 let config = config.clone();
                 async move { Ok::<_, Infallible>(handle(&config, peer, request).await) }
             });
-            let http = hyper::server::conn::http1::Builder::new();
+            let mut http = hyper::server::conn::http1::Builder::new();
+            // A client that sends its headers too slowly is cut off (no slowloris).
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
             match tls {
                 None => {
                     let _ = http.serve_connection(TokioIo::new(stream), service).await;

@@ -83,15 +83,17 @@ impl AllowRule {
             } => {
                 let target_scheme = target.scheme_str().unwrap_or("").to_ascii_lowercase();
                 let target_port = target.port_u16().or_else(|| default_port(&target_scheme));
-                let target_path = target.path();
-                let on_boundary = path.ends_with('/')
-                    || target_path.len() == path.len()
-                    || target_path[path.len()..].starts_with('/');
+                // The rest of the path after the prefix, which must begin a new segment.
+                let on_boundary = target
+                    .path()
+                    .strip_prefix(path.as_str())
+                    .is_some_and(|rest| {
+                        path.ends_with('/') || rest.is_empty() || rest.starts_with('/')
+                    });
                 target_scheme == *scheme
                     && h == host
                     && target_port == Some(*port)
                     && !has_userinfo(target)
-                    && target_path.starts_with(path.as_str())
                     && on_boundary
             }
         }
@@ -417,6 +419,8 @@ mod tests {
             ("https://h/v1", "https://h/v1/x", true),
             ("https://h/v1", "https://h/v1", true),
             ("https://h/v1", "https://h/v10", false),
+            ("https://h/v1/deeper", "https://h/v1", false),
+            ("https://h/v1", "https://h/", false),
             ("https://h/v1/", "https://h/V1/x", false),
         ];
         for &(rule, target, allowed) in rows {

@@ -46,7 +46,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tern_proto::sim::{seeds_from_env, SplitMix64 as Rng};
+use tern_proto::sim::{panic_message, seeds_from_env, SplitMix64 as Rng};
 use tern_proto::sim::{LinkConfig, Node, World};
 use tern_proto::Transmit;
 use tern_tls::{
@@ -781,11 +781,7 @@ fn thousands_of_seeds_handshake_or_fail_cleanly_and_deliver_each_record_once() {
             }
             Err(panic) => {
                 set_clock(None);
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
+                let message = panic_message(&*panic);
                 failed.push((seed, message));
                 if failed.len() == 1 {
                     std::panic::set_hook(Box::new(|_| {}));

@@ -32,7 +32,7 @@ use tern::netsim::{LinkConfig, SimNetwork};
 use tern::oscore::{OscoreClient, OscoreContext, OscoreServer};
 use tern::proto::endpoint::RequestError;
 use tern::proto::observe::RegistryConfig;
-use tern::proto::sim::{seeds_from_env, SplitMix64 as Rng};
+use tern::proto::sim::{panic_message, seeds_from_env, SplitMix64 as Rng};
 use tern::tern_oscore::{ContextParams, SecurityContext};
 use tern::{Code, Context, Error, Request, Resource, Response, Router};
 
@@ -73,11 +73,7 @@ where
             Ok(summary) if list.len() == 1 => eprintln!("{name} seed {seed}: {summary}"),
             Ok(_) => {}
             Err(panic) => {
-                let why = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
+                let why = panic_message(&*panic);
                 panic!(
                     "{name}: seed {seed} failed: {why}\n\
                      replay: TERN_SIM_SEED={seed} cargo test -p tern --test netsim {name} -- --nocapture"
