@@ -86,6 +86,15 @@ pub struct RequestArgs {
     /// folders or "dtls" PSKs): the entry of the longest pattern the URI matches is used.
     #[arg(long = "credentials", value_name = "FILE")]
     credentials: Option<std::path::PathBuf>,
+    /// Allow OSCORE context re-derivation (RFC 8613 Appendix B.2) with the server: follow one
+    /// the server starts (after it lost its replay window), and start one when the context's
+    /// sequence numbers are used up. The new context is stored in the context folder.
+    #[arg(long = "oscore-rederivation")]
+    oscore_rederivation: bool,
+    /// Re-derive the OSCORE context with the server before the request, as a client does
+    /// that lost its context's state (implies --oscore-rederivation).
+    #[arg(long = "oscore-rederive")]
+    oscore_rederive: bool,
 }
 
 /// A block size: a power of two from 16 to 1024.
@@ -203,15 +212,16 @@ fn read_payload(args: &RequestArgs) -> Result<Vec<u8>, String> {
 pub async fn run(method: Code, args: RequestArgs) -> Result<ExitCode, String> {
     let payload = read_payload(&args)?;
     let mut psk = None;
+    let rederivation = args.oscore_rederivation || args.oscore_rederive;
     let mut oscore = match &args.oscore {
-        Some(dir) => Some(crate::oscore::client(dir, "--oscore")?),
+        Some(dir) => Some(crate::oscore::client(dir, "--oscore", rederivation)?),
         None => None,
     };
     if let Some(path) = &args.credentials {
         let credentials = Credentials::load(path).map_err(|e| format!("--credentials {e}"))?;
         match credentials.for_uri(&args.uri) {
             Some(Credential::Oscore(dir)) => {
-                oscore = Some(crate::oscore::client(dir, "--credentials")?);
+                oscore = Some(crate::oscore::client(dir, "--credentials", rederivation)?);
             }
             Some(Credential::Dtls { identity, key }) if args.psk_identity.is_none() => {
                 psk = Some(
@@ -230,6 +240,13 @@ pub async fn run(method: Code, args: RequestArgs) -> Result<ExitCode, String> {
                 ))
             }
         }
+    }
+    if rederivation && oscore.is_none() {
+        return Err(
+            "--oscore-rederivation and --oscore-rederive need an OSCORE context (--oscore, or \
+             --credentials naming one)"
+                .into(),
+        );
     }
     let mut builder = Context::builder();
     let pki = pki_from_args(&args)?;
@@ -286,6 +303,9 @@ pub async fn run(method: Code, args: RequestArgs) -> Result<ExitCode, String> {
         request = request.non();
     }
     if let Some(client) = &oscore {
+        if args.oscore_rederive {
+            client.rederive();
+        }
         request = request.oscore(client);
     }
     if let Some(proxy) = &args.proxy {

@@ -114,6 +114,13 @@ pub struct ServeArgs {
     /// accepted, as with --oscore.
     #[arg(long = "credentials", value_name = "FILE")]
     credentials: Option<std::path::PathBuf>,
+    /// Allow OSCORE context re-derivation (RFC 8613 Appendix B.2): clients may re-derive
+    /// their contexts, and a context whose replay window is unknown (as after a restart)
+    /// starts a re-derivation instead of challenging with Echo. The new context is stored in
+    /// the context folder (rederived.json). Only for clients that implement the appendix
+    /// (Tern's, Californium's): aiocoap's do not, and would then fail where Echo recovers.
+    #[arg(long = "oscore-rederivation")]
+    oscore_rederivation: bool,
 }
 
 /// A number of seconds between 0 (exclusive) and a day.
@@ -369,7 +376,11 @@ pub async fn run_with(args: ServeArgs, gateway: Option<Router>) -> Result<ExitCo
         oscore_dirs.extend(folders);
     }
     if !oscore_dirs.is_empty() {
-        let contexts = crate::oscore::server(oscore_dirs.iter().map(|d| d.as_path()), "--oscore")?;
+        let contexts = crate::oscore::server(
+            oscore_dirs.iter().map(|d| d.as_path()),
+            "--oscore",
+            args.oscore_rederivation,
+        )?;
         tracing::info!(contexts = contexts.len(), "OSCORE contexts loaded");
         router = router.oscore(contexts);
     }

@@ -131,6 +131,17 @@ pub struct SecurityContext {
     replay_state_known: bool,
     /// The Echo value last sent while the replay state is unknown.
     echo_challenge: Option<Vec<u8>>,
+    /// What the context was derived from, kept so that it can be derived again with another
+    /// ID Context (Appendix B.2); the Master Secret is zeroized on drop.
+    master_secret: Key,
+    master_salt: Vec<u8>,
+    replay_window_size: u32,
+    /// Whether this context came from [`SecurityContext::rederive`] rather than from its
+    /// configured parameters (storage then records its ID Context too).
+    rederived: bool,
+    /// The kid context requests carry instead of the ID Context while a re-derived context
+    /// is not yet confirmed by a response (Appendix B.2: the wire form of R2 | R3).
+    wire_kid_context: Option<Vec<u8>>,
 }
 
 /// HKDF-SHA256 output of `len` bytes for `info` (§3.2.1).
@@ -186,7 +197,53 @@ impl SecurityContext {
             replay,
             replay_state_known: true,
             echo_challenge: None,
+            master_secret: Key(params.master_secret.clone()),
+            master_salt: params.master_salt.clone(),
+            replay_window_size: params.replay_window,
+            rederived: false,
+            wire_kid_context: None,
         })
+    }
+
+    /// The same context derived again with another ID Context (Appendix B.2): the Master
+    /// Secret and Salt, the IDs and the algorithm stay, keys and Common IV change, and the new
+    /// context starts afresh (sequence number 0, empty replay window, no persistence set up).
+    /// As every key differs, no nonce of the old context can recur under the new one.
+    pub fn rederive(&self, id_context: Option<Vec<u8>>) -> Result<SecurityContext, ContextError> {
+        let params = ContextParams {
+            master_secret: self.master_secret.0.clone(),
+            master_salt: self.master_salt.clone(),
+            id_context,
+            sender_id: self.sender_id.clone(),
+            recipient_id: self.recipient_id.clone(),
+            aead: self.aead,
+            replay_window: self.replay_window_size,
+        };
+        let mut context = SecurityContext::derive(&params)?;
+        context.rederived = true;
+        Ok(context)
+    }
+
+    /// Whether this context came from [`SecurityContext::rederive`].
+    pub fn is_rederived(&self) -> bool {
+        self.rederived
+    }
+
+    /// The kid context requests carry in place of the ID Context while a re-derivation
+    /// awaits its confirming response, if any.
+    pub fn wire_kid_context(&self) -> Option<&[u8]> {
+        self.wire_kid_context.as_deref()
+    }
+
+    /// Sets or clears (once a response confirmed the context) the kid context requests carry
+    /// during a re-derivation.
+    pub fn set_wire_kid_context(&mut self, value: Option<Vec<u8>>) {
+        self.wire_kid_context = value;
+    }
+
+    /// The highest stored sequence-number mark, when sequence numbers are persisted.
+    pub fn persisted_limit(&self) -> Option<u64> {
+        self.persisted_limit
     }
 
     /// The AEAD algorithm.

@@ -3,6 +3,11 @@
 //! most once across the two; `…_hex` values are hex, `…_ascii` text), `sequence.json` the
 //! sequence-number mark (`{"next-to-send": N, "received": …}`).
 //!
+//! A context re-derived with a new ID Context (Appendix B.2) is recorded in `rederived.json`
+//! (`{"id-context_hex": …, "next-to-send": N, "confirmed": bool}`), written before the new
+//! context is first used; while it exists it supersedes `sequence.json`, so that after a
+//! restart both ends still share the re-derived context and its numbers keep rising.
+//!
 //! Keys: `sender-id`, `recipient-id`, `secret` (required); `salt`, `id-context`, `algorithm`
 //! (default `AES-CCM-16-64-128`), `kdf-hashfun` (`sha256` only), `window` (default 32).
 
@@ -73,6 +78,8 @@ pub struct LoadedContext {
     pub context: SecurityContext,
     /// The stored mark (`next-to-send`), if `sequence.json` exists.
     pub stored_mark: Option<u64>,
+    /// Whether the context is a re-derived one from `rederived.json`.
+    pub rederived: bool,
     /// Whether `sequence.json` holds the replay window. Tern does not persist it, and
     /// aiocoap writes "unknown" while it changes; the context is then loaded with its replay
     /// state forgotten, so that requests are challenged with Echo (Appendix B.1.2).
@@ -258,6 +265,45 @@ impl ContextFolder {
                 (Some(next), known)
             }
         };
+        let (stored_mark, replay_window_known, rederived) = match self
+            .read_object("rederived.json", &read)?
+        {
+            None => (stored_mark, replay_window_known, false),
+            Some(record) => {
+                let path = self.file("rederived.json");
+                let bad = |problem: &str| FolderError::Invalid {
+                    path: path.clone(),
+                    problem: problem.into(),
+                };
+                let id_context = record
+                    .get("id-context_hex")
+                    .and_then(Value::as_str)
+                    .and_then(decode_hex)
+                    .ok_or_else(|| bad("id-context_hex must be a hex string"))?;
+                let next = record
+                    .get("next-to-send")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| bad("next-to-send must be a whole number"))?;
+                let confirmed = match record.get("confirmed") {
+                    None => true,
+                    Some(value) => value
+                        .as_bool()
+                        .ok_or_else(|| bad("confirmed must be true or false"))?,
+                };
+                context = context
+                    .rederive(Some(id_context.clone()))
+                    .map_err(|source| FolderError::Context {
+                        path: self.dir.clone(),
+                        source,
+                    })?;
+                if !confirmed {
+                    context
+                        .set_wire_kid_context(Some(crate::rederive::wire_id_context(&id_context)));
+                }
+                // The replay window is never stored.
+                (Some(next), false, true)
+            }
+        };
         if let Some(next) = stored_mark {
             context.resume_sender_sequence(next);
         }
@@ -268,6 +314,7 @@ impl ContextFolder {
         Ok(LoadedContext {
             context,
             stored_mark,
+            rederived,
             replay_window_known,
         })
     }
@@ -280,13 +327,49 @@ impl ContextFolder {
         write_atomically(&path, json.as_bytes()).map_err(|source| FolderError::Io { path, source })
     }
 
-    /// Stores the context's next mark if one is due (see [`SecurityContext::mark_to_store`]).
+    /// Stores the context's next mark if one is due (see [`SecurityContext::mark_to_store`]):
+    /// in `rederived.json`, with its ID Context, for a re-derived context.
     pub fn reserve(&self, context: &mut SecurityContext) -> Result<(), FolderError> {
         if let Some(mark) = context.mark_to_store() {
-            self.store_mark(mark)?;
+            if context.is_rederived() {
+                self.store_rederived(context, mark)?;
+            } else {
+                self.store_mark(mark)?;
+            }
             context.mark_stored(mark);
         }
         Ok(())
+    }
+
+    /// Makes a re-derived context this folder's (Appendix B.2): records it in
+    /// `rederived.json` with its first mark, `step` numbers ahead, before it is used.
+    pub fn adopt(&self, context: &mut SecurityContext, step: u64) -> Result<(), FolderError> {
+        context.persist_sequence_numbers(None, step);
+        self.reserve(context)
+    }
+
+    /// Records that a re-derived context was confirmed by a response (its requests no longer
+    /// carry the wire form of its ID Context).
+    pub fn record_confirmed(&self, context: &SecurityContext) -> Result<(), FolderError> {
+        match context.persisted_limit() {
+            Some(mark) if context.is_rederived() => self.store_rederived(context, mark),
+            _ => Ok(()),
+        }
+    }
+
+    fn store_rederived(&self, context: &SecurityContext, mark: u64) -> Result<(), FolderError> {
+        let path = self.file("rederived.json");
+        let id: String = context
+            .id_context()
+            .unwrap_or_default()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let confirmed = context.wire_kid_context().is_none();
+        let json = format!(
+            "{{\"id-context_hex\": \"{id}\", \"next-to-send\": {mark}, \"confirmed\": {confirmed}}}"
+        );
+        write_atomically(&path, json.as_bytes()).map_err(|source| FolderError::Io { path, source })
     }
 
     /// The folder.
@@ -351,6 +434,51 @@ mod tests {
         assert_eq!(again.context.sender_sequence(), 10);
         assert!(!again.replay_window_known);
         assert!(!again.context.replay_state_known());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_rederived_context_supersedes_the_configured_one_across_restarts() {
+        let (f, dir) = folder(&[
+            ("settings.json", C1_SETTINGS),
+            ("secret.json", C1_SECRET),
+            ("sequence.json", r#"{"next-to-send": 500}"#),
+        ]);
+        let base = f.load().unwrap().context;
+        let mut derived = base.rederive(Some(vec![0xab; 16])).unwrap();
+        derived.set_wire_kid_context(Some(crate::rederive::wire_id_context(&[0xab; 16])));
+        f.adopt(&mut derived, 20).unwrap();
+        let again = f.load().unwrap();
+        assert!(again.rederived);
+        assert_eq!(
+            again.stored_mark,
+            Some(20),
+            "rederived.json, not sequence.json"
+        );
+        assert_eq!(again.context.id_context(), Some(&[0xab; 16][..]));
+        assert_eq!(
+            again.context.sender_key().as_bytes(),
+            derived.sender_key().as_bytes()
+        );
+        assert!(
+            again.context.wire_kid_context().is_some(),
+            "not yet confirmed"
+        );
+        derived.set_wire_kid_context(None);
+        f.record_confirmed(&derived).unwrap();
+        let confirmed = f.load().unwrap();
+        assert!(confirmed.context.wire_kid_context().is_none());
+        assert_eq!(confirmed.context.sender_sequence(), 20);
+        for bad in [
+            r#"{"next-to-send": 3}"#,
+            r#"{"id-context_hex": "zz", "next-to-send": 3}"#,
+            r#"{"id-context_hex": "ab", "next-to-send": "3"}"#,
+            r#"{"id-context_hex": "ab", "next-to-send": 3, "confirmed": 1}"#,
+        ] {
+            fs::write(dir.join("rederived.json"), bad).unwrap();
+            let e = f.load().err().unwrap().to_string();
+            assert!(e.contains("rederived.json"), "{bad}: {e}");
+        }
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -1,5 +1,6 @@
 //! Sans-IO OSCORE (RFC 8613): security contexts derived as §3.2 says, protection and
-//! unprotection of requests and responses (§5, §8), the recipient's replay window (§7.4).
+//! unprotection of requests and responses (§5, §8), the recipient's replay window (§7.4),
+//! Echo recovery (Appendix B.1.2) and context re-derivation (Appendix B.2).
 //! Messages in, messages out: no sockets, no clocks.
 //!
 //! ```
@@ -28,6 +29,7 @@ pub mod folder;
 pub mod option;
 pub mod persist;
 pub mod protect;
+pub mod rederive;
 pub mod replay;
 pub mod store;
 
@@ -37,8 +39,9 @@ pub use folder::{ContextFolder, FolderError, LoadedContext};
 pub use option::{OptionError, OscoreOption};
 pub use persist::SequenceFile;
 pub use protect::{
-    echo_challenge, error_response, protect_request, protect_response, request_option,
-    unprotect_notification, unprotect_request, unprotect_response, OscoreError, RequestBinding,
+    echo_challenge, error_response, protect_request, protect_request_with_kid_context,
+    protect_response, request_option, unprotect_notification, unprotect_request,
+    unprotect_response, OscoreError, RequestBinding,
 };
 pub use replay::{Replay, ReplayWindow};
 pub use store::{ContextKey, ContextStore, StoreError};

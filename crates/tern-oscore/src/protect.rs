@@ -224,11 +224,31 @@ fn outer_message(
 
 /// Protects a request with the context's Sender Key and next sequence number; the binding is
 /// kept to unprotect the response. The kid context is sent when the context has an ID Context
-/// and `send_kid_context` is set.
+/// and `send_kid_context` is set, or always while a re-derivation awaits confirmation
+/// ([`SecurityContext::wire_kid_context`]).
 pub fn protect_request(
     context: &mut SecurityContext,
     request: &Message,
     send_kid_context: bool,
+) -> Result<(Message, RequestBinding), OscoreError> {
+    // While a re-derived context is unconfirmed its requests must carry the wire form of its
+    // ID Context, which is how the server recognises them (Appendix B.2).
+    let kid_context = match context.wire_kid_context() {
+        Some(wire) => Some(wire.to_vec()),
+        None => context
+            .id_context()
+            .filter(|_| send_kid_context)
+            .map(<[u8]>::to_vec),
+    };
+    protect_request_with_kid_context(context, request, kid_context)
+}
+
+/// [`protect_request`] with the OSCORE option's kid context given: during a re-derivation
+/// (Appendix B.2) it is the wire form of the new ID Context rather than the ID Context itself.
+pub fn protect_request_with_kid_context(
+    context: &mut SecurityContext,
+    request: &Message,
+    kid_context: Option<Vec<u8>>,
 ) -> Result<(Message, RequestBinding), OscoreError> {
     let (inner, outer) = split_options(request)?;
     let sequence = context.take_sequence().map_err(sequence_error)?;
@@ -246,10 +266,7 @@ pub fn protect_request(
     )?;
     let option = OscoreOption {
         partial_iv: Some(piv.clone()),
-        kid_context: context
-            .id_context()
-            .filter(|_| send_kid_context)
-            .map(<[u8]>::to_vec),
+        kid_context,
         kid: Some(kid.clone()),
     };
     // FETCH keeps Observe meaningful to proxies (§4.2); POST otherwise.
@@ -404,6 +421,18 @@ pub fn protect_response(
     response: &Message,
     fresh_nonce: bool,
 ) -> Result<Message, OscoreError> {
+    protect_response_with_kid_context(context, binding, response, fresh_nonce, None)
+}
+
+/// [`protect_response`] with a kid context in the OSCORE option, as the first response of a
+/// re-derivation carries the server's nonce R2 there (Appendix B.2).
+pub(crate) fn protect_response_with_kid_context(
+    context: &mut SecurityContext,
+    binding: &RequestBinding,
+    response: &Message,
+    fresh_nonce: bool,
+    kid_context: Option<Vec<u8>>,
+) -> Result<Message, OscoreError> {
     let (inner, outer) = split_options(response)?;
     let observe = response.options.contains(OptionNumber::OBSERVE);
     let (piv, nonce) = if fresh_nonce || observe {
@@ -425,7 +454,7 @@ pub fn protect_response(
     )?;
     let option = OscoreOption {
         partial_iv: piv,
-        kid_context: None,
+        kid_context,
         kid: None,
     };
     let code = if observe {

@@ -78,6 +78,16 @@ pub enum Error {
         /// Its diagnostic payload, as text.
         diagnostic: String,
     },
+    /// The server started a re-derivation of the OSCORE context (RFC 8613 Appendix B.2) and
+    /// the client followed it: the request was not acted on and should be sent again, which
+    /// [`RequestBuilder`](crate::RequestBuilder) does by itself.
+    #[error("the OSCORE context was re-derived at the server's request; send the request again")]
+    OscoreRederived,
+    /// The server started a re-derivation of the OSCORE context (RFC 8613 Appendix B.2), as
+    /// it does after losing its replay window, and this context does not allow one
+    /// ([`OscoreContext::with_rederivation`](crate::oscore::OscoreContext::with_rederivation)).
+    #[error("the server started an OSCORE context re-derivation (RFC 8613 Appendix B.2), which this client does not allow")]
+    OscoreRederivationNotAllowed,
     /// A value given to a builder is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -121,7 +121,7 @@ async fn register(
 /// ones and the binding their protection is checked against.
 async fn register_maybe_protected(
     context: &crate::Context,
-    endpoint: &EndpointHandle,
+    endpoint: &std::sync::Arc<EndpointHandle>,
     peer: SocketAddr,
     request: &Message,
     params: RequestParams,
@@ -129,13 +129,27 @@ async fn register_maybe_protected(
 ) -> Result<Registered, Error> {
     let mut request = request.clone();
     let mut echoed = false;
+    let mut rederived = false;
     loop {
         let (ticket, first, rx, binding) = match oscore {
             Some(client) => {
+                if let Some((probe, first)) = client.first_exchange()? {
+                    let outer = context.send_on(endpoint, peer, probe, params).await?;
+                    client.finish_first_exchange(&first, outer.message())?;
+                }
                 let (protected, binding) = client.protect(&request)?;
                 let (ticket, outer, rx) =
                     register(context, endpoint, peer, protected, params).await?;
-                let first = client.unprotect(&binding, &outer)?;
+                let first = match client.unprotect(&binding, &outer) {
+                    Err(Error::OscoreRederived) if !rederived => {
+                        // The server did not register the observation: send it again
+                        // under the re-derived context, once.
+                        rederived = true;
+                        let _ = endpoint.commands.send(Command::Cancel(ticket));
+                        continue;
+                    }
+                    other => other?,
+                };
                 (ticket, first, rx, Some(binding))
             }
             None => {

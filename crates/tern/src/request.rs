@@ -402,15 +402,28 @@ impl RequestBuilder {
     ) -> Result<Response, Error> {
         let mut request = message;
         let mut echoed = false;
+        let mut rederived = false;
         loop {
             let response = match &self.oscore {
                 Some(client) => {
+                    if let Some((probe, first)) = client.first_exchange()? {
+                        let outer = self.context.send_on(endpoint, peer, probe, params).await?;
+                        client.finish_first_exchange(&first, outer.message())?;
+                    }
                     let (protected, binding) = client.protect(&request)?;
                     let outer = self
                         .context
                         .send_on(endpoint, peer, protected, params)
                         .await?;
-                    Response::from_message(client.unprotect(&binding, outer.message())?)
+                    match client.unprotect(&binding, outer.message()) {
+                        // The server started a re-derivation, which the client followed: the
+                        // request goes again under the new context, once.
+                        Err(Error::OscoreRederived) if !rederived => {
+                            rederived = true;
+                            continue;
+                        }
+                        other => Response::from_message(other?),
+                    }
                 }
                 None => {
                     self.context

@@ -3,7 +3,8 @@
 // corpus and past crashes on stable `cargo test`).
 //
 // Input: the first byte picks the check (even: an OSCORE option value; odd: a datagram
-// unprotected as a request, then as a response), the rest is the value or datagram.
+// unprotected as a request, then as a response, then taken through the re-derivation steps),
+// the rest is the value or datagram.
 
 /// What a check did with an input.
 #[derive(Debug, PartialEq, Eq)]
@@ -65,6 +66,29 @@ pub fn check(data: &[u8]) -> Outcome {
     if let Ok(inner) = unprotect_response(&mut client, &binding, &message) {
         assert!(inner.code.is_response());
         outcome = Outcome::Checked;
+    }
+    // The re-derivation steps (Appendix B.2) on the same datagram: as a server's Request #1 or
+    // #2, and as a client's Response #1 or a server-initiated one.
+    let r2 = [7u8; tern_oscore::rederive::NONCE_LEN];
+    if let Some(wire) = tern_oscore::request_option(&message)
+        .ok()
+        .and_then(|option| option.kid_context)
+    {
+        let mut issued = tern_oscore::rederive::IssuedNonces::new();
+        issued.issue(&[], r2);
+        match issued.classify(&[], &wire) {
+            Some(tern_oscore::rederive::Incoming::First { id1 }) => {
+                let _ = tern_oscore::rederive::first_response(&server, &id1, &message, r2);
+            }
+            Some(tern_oscore::rederive::Incoming::Second { id_context }) => {
+                let _ =
+                    tern_oscore::rederive::accept_second_request(&server, &id_context, &message);
+            }
+            None => {}
+        }
+    }
+    if tern_oscore::rederive::is_server_initiated(&message) {
+        let _ = tern_oscore::rederive::answer_server_initiated(&client, &binding, &message, r2);
     }
     outcome
 }

@@ -60,6 +60,12 @@ pub struct OscoreContext {
     pub(crate) context: SecurityContext,
     /// The folder it came from: marks go to its `sequence.json`. `None`: kept in memory only.
     pub(crate) folder: Option<ContextFolder>,
+    /// How many numbers each stored mark reserves (for contexts re-derived from this one).
+    pub(crate) mark_step: u64,
+    /// Whether context re-derivation (Appendix B.2) may be used with this peer.
+    pub(crate) rederivation: bool,
+    /// A client asked for a re-derivation before its next request.
+    pub(crate) rederivation_due: bool,
 }
 
 impl std::fmt::Debug for OscoreContext {
@@ -91,7 +97,51 @@ impl OscoreContext {
         OscoreContext {
             context,
             folder: None,
+            mark_step: DEFAULT_MARK_STEP,
+            rederivation: false,
+            rederivation_due: false,
         }
+    }
+
+    /// Allows context re-derivation (RFC 8613 Appendix B.2) with this peer, in both roles:
+    /// a server accepts a client's re-derivation, and answers a request it cannot prove fresh
+    /// (its replay window lost) by starting one rather than with an Echo challenge; a client
+    /// follows a re-derivation the server starts, and starts one itself when its sequence
+    /// numbers run out or [`OscoreClient::rederive`] asks. Both ends must allow it: a peer
+    /// without it answers a re-derivation's requests with errors.
+    pub fn with_rederivation(mut self, allowed: bool) -> Self {
+        self.rederivation = allowed;
+        self
+    }
+
+    /// Whether re-derivation is allowed.
+    pub fn rederivation(&self) -> bool {
+        self.rederivation
+    }
+
+    /// Replaces the context with one re-derived from it, storing it first (with a folder, in
+    /// `rederived.json`, before any of its numbers is used).
+    pub(crate) fn adopt(&mut self, mut context: SecurityContext) -> Result<(), FolderError> {
+        if let Some(folder) = &self.folder {
+            folder.adopt(&mut context, self.mark_step)?;
+        }
+        self.context = context;
+        Ok(())
+    }
+
+    /// A context for `context`, re-derived from this one: the same folder and settings, stored
+    /// before it is used.
+    pub(crate) fn successor(&self, mut context: SecurityContext) -> Result<Self, FolderError> {
+        if let Some(folder) = &self.folder {
+            folder.adopt(&mut context, self.mark_step)?;
+        }
+        Ok(OscoreContext {
+            context,
+            folder: self.folder.clone(),
+            mark_step: self.mark_step,
+            rederivation: self.rederivation,
+            rederivation_due: false,
+        })
     }
 
     /// The context of an aiocoap-format folder (`settings.json`, `secret.json`,
@@ -107,6 +157,9 @@ impl OscoreContext {
         Ok(OscoreContext {
             context,
             folder: Some(folder),
+            mark_step: step,
+            rederivation: false,
+            rederivation_due: false,
         })
     }
 

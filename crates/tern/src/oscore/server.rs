@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use tern_oscore::rederive::{self, Incoming, IssuedNonces};
 use tern_oscore::{
     echo_challenge, error_response, protect_response, request_option, unprotect_request,
     ContextKey, ContextStore, OscoreError, OscoreOption, RequestBinding,
@@ -48,6 +49,8 @@ impl Protection {
 #[derive(Clone, Default)]
 pub struct OscoreServer {
     contexts: Arc<Mutex<ContextStore<OscoreContext>>>,
+    /// The R2 values of re-derivations under way (Appendix B.2).
+    issued: Arc<Mutex<IssuedNonces>>,
 }
 
 impl std::fmt::Debug for OscoreServer {
@@ -113,8 +116,9 @@ impl OscoreServer {
     }
 
     /// Unprotects a request: `Ok` is the inner request and what its response is protected
-    /// with; `Err` is the answer to send instead (the unprotected §8.2 error, or a protected
-    /// Echo challenge when the context lost its replay state, Appendix B.1.2).
+    /// with; `Err` is the answer to send instead (the unprotected §8.2 error, a protected Echo
+    /// challenge when the context lost its replay state (Appendix B.1.2), or a step of a
+    /// context re-derivation (Appendix B.2)).
     pub(crate) fn unprotect(&self, request: &Message) -> Result<(Message, Protection), Message> {
         let option = match request_option(request) {
             Ok(option) => option,
@@ -122,24 +126,47 @@ impl OscoreServer {
         };
         let kid = option.kid.unwrap_or_default();
         let mut contexts = self.lock();
-        let Some((key, entry)) = contexts.find_mut(&kid, option.kid_context.as_deref()) else {
+        let found = contexts
+            .find_mut(&kid, option.kid_context.as_deref())
+            .map(|(key, _)| key);
+        if let Some(key) = found {
+            return self.unprotect_with(&mut contexts, key, request);
+        }
+        if let Some(wire) = &option.kid_context {
+            if let Some(answer) = self.rederivation_step(&mut contexts, &kid, wire, request) {
+                return answer;
+            }
+        }
+        Err(refuse(request, &OscoreError::UnknownContext))
+    }
+
+    /// Unprotects a request with the held context `key`.
+    fn unprotect_with(
+        &self,
+        contexts: &mut ContextStore<OscoreContext>,
+        key: ContextKey,
+        request: &Message,
+    ) -> Result<(Message, Protection), Message> {
+        let Some(entry) = contexts.get_mut(&key.0, key.1.as_deref()) else {
             return Err(refuse(request, &OscoreError::UnknownContext));
         };
         match unprotect_request(&mut entry.context, request) {
-            Ok((mut inner, binding)) => {
-                // The inner request keeps the OSCORE option without its Partial IV: it names
-                // the context, so that block-wise transfers of different contexts (whose
-                // keys include it) stay apart even from one address.
-                let marker = OscoreOption {
-                    partial_iv: None,
-                    kid_context: key.1.clone(),
-                    kid: Some(key.0.clone()),
-                };
-                match marker.encode() {
-                    Ok(value) => inner.options.set(OptionNumber::OSCORE, value),
-                    Err(_) => return Err(internal_error(request)),
+            Ok((inner, binding)) => accepted(request, inner, key, binding),
+            Err(OscoreError::FreshnessUnknown(binding)) if entry.rederivation => {
+                // The replay window is lost and the client can re-derive: start a
+                // re-derivation (Appendix B.2) rather than challenge with Echo.
+                let r2 = random_nonce().ok_or_else(|| internal_error(request))?;
+                match rederive::server_initiated_response(&entry.context, &binding, request, r2) {
+                    Ok(reply) => {
+                        self.issued().issue(&key.0, r2);
+                        tracing::debug!("OSCORE replay state unknown: re-derivation started");
+                        Err(reply)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "re-derivation response not protected");
+                        Err(internal_error(request))
+                    }
                 }
-                Ok((inner, Protection { key, binding }))
             }
             Err(OscoreError::FreshnessUnknown(binding)) => {
                 let mut challenge = vec![0u8; ECHO_LEN];
@@ -161,6 +188,88 @@ impl OscoreServer {
             }
             Err(e) => Err(refuse(request, &e)),
         }
+    }
+
+    /// A request from `kid` whose kid context `wire` names no held context, taken as a step
+    /// of a re-derivation (Appendix B.2) with one of the kid's contexts that allow it; `None`
+    /// when it is not one.
+    fn rederivation_step(
+        &self,
+        contexts: &mut ContextStore<OscoreContext>,
+        kid: &[u8],
+        wire: &[u8],
+        request: &Message,
+    ) -> Option<Result<(Message, Protection), Message>> {
+        let id_context = rederive::parse_wire_id_context(wire)?;
+        // A request of a re-derived context the client has not yet seen confirmed still
+        // carries the wire form.
+        if contexts.get_mut(kid, Some(&id_context)).is_some() {
+            let key = (kid.to_vec(), Some(id_context));
+            return Some(self.unprotect_with(contexts, key, request));
+        }
+        let bases: Vec<ContextKey> = contexts
+            .iter()
+            .filter(|((k, _), c)| k == kid && c.rederivation)
+            .map(|(key, _)| key)
+            .collect();
+        if bases.is_empty() {
+            return None;
+        }
+        let incoming = self.issued().classify(kid, wire)?;
+        let mut failure = OscoreError::Decrypt;
+        for base_key in bases {
+            let base = contexts.get_mut(&base_key.0, base_key.1.as_deref())?;
+            match &incoming {
+                Incoming::First { id1 } => {
+                    let r2 = match random_nonce() {
+                        Some(r2) => r2,
+                        None => return Some(Err(internal_error(request))),
+                    };
+                    match rederive::first_response(&base.context, id1, request, r2) {
+                        Ok(reply) => {
+                            self.issued().issue(kid, r2);
+                            tracing::debug!("OSCORE re-derivation: Request #1 answered");
+                            return Some(Err(reply));
+                        }
+                        Err(e) => failure = e,
+                    }
+                }
+                Incoming::Second { id_context } => {
+                    match rederive::accept_second_request(&base.context, id_context, request) {
+                        Ok((context, inner, binding)) => {
+                            if !self.issued().take(kid, &id_context[..rederive::NONCE_LEN]) {
+                                return Some(Err(refuse(request, &OscoreError::UnknownContext)));
+                            }
+                            let successor = match base.successor(context) {
+                                Ok(successor) => successor,
+                                Err(e) => {
+                                    tracing::error!(error = %e, "re-derived context not stored");
+                                    return Some(Err(internal_error(request)));
+                                }
+                            };
+                            contexts.remove(&base_key.0, base_key.1.as_deref());
+                            let key = (kid.to_vec(), Some(id_context.clone()));
+                            if contexts.insert(successor).is_err() {
+                                return Some(Err(internal_error(request)));
+                            }
+                            tracing::info!(
+                                kid = ?kid,
+                                "OSCORE context re-derived (Appendix B.2)"
+                            );
+                            return Some(accepted(request, inner, key, binding));
+                        }
+                        Err(e) => failure = e,
+                    }
+                }
+            }
+        }
+        Some(Err(refuse(request, &failure)))
+    }
+
+    fn issued(&self) -> std::sync::MutexGuard<'_, IssuedNonces> {
+        self.issued
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Protects a response to a request [`unprotect`](Self::unprotect)ed with `protection`.
@@ -199,6 +308,35 @@ impl OscoreServer {
             }
         }
     }
+}
+
+/// The inner request of an accepted protected request, with what its response needs. The
+/// inner request keeps the OSCORE option without its Partial IV: it names the context, so
+/// that block-wise transfers of different contexts (whose keys include it) stay apart even
+/// from one address.
+fn accepted(
+    request: &Message,
+    mut inner: Message,
+    key: ContextKey,
+    binding: RequestBinding,
+) -> Result<(Message, Protection), Message> {
+    let marker = OscoreOption {
+        partial_iv: None,
+        kid_context: key.1.clone(),
+        kid: Some(key.0.clone()),
+    };
+    match marker.encode() {
+        Ok(value) => inner.options.set(OptionNumber::OSCORE, value),
+        Err(_) => return Err(internal_error(request)),
+    }
+    Ok((inner, Protection { key, binding }))
+}
+
+/// A fresh random nonce for a re-derivation; `None` if the system has no randomness.
+fn random_nonce() -> Option<[u8; rederive::NONCE_LEN]> {
+    let mut nonce = [0u8; rederive::NONCE_LEN];
+    getrandom::getrandom(&mut nonce).ok()?;
+    Some(nonce)
 }
 
 /// The unprotected §8.2 answer to a request that failed OSCORE processing.
