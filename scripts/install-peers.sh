@@ -2,6 +2,8 @@
 # Install the interop peers Tern's tests run against (see shared/PEERS.md):
 #   - libcoap 4.3.1 command-line tools (Debian package libcoap3-bin)
 #   - pkg-config and libssl-dev (for the openssl crate)
+#   - the PostgreSQL server (Debian package postgresql): the store tests start their own
+#     throw-away server with its initdb and postgres binaries; nothing is configured system-wide
 #   - aiocoap 0.4.17 in a Python venv at ${TERN_PEERS_DIR:-$HOME/.cache/tern-peers}/venv
 #   - aiocoap's DTLS (coaps://, PSK) client support: DTLSSocket (tinydtls bindings), built from
 #     source by pip; its build needs autoconf, automake, libtool, a C compiler and Python's headers
@@ -77,10 +79,14 @@ if ! command -v python3 >/dev/null 2>&1; then
 elif ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     missing+=(python3-venv)
 fi
+# PostgreSQL server binaries: the store's tests run initdb and postgres themselves.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    missing+=(postgresql)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
 else
-    log "Debian packages already present (libcoap3-bin, pkg-config, libssl-dev, curl)"
+    log "Debian packages already present (libcoap3-bin, pkg-config, libssl-dev, curl, postgresql)"
 fi
 
 # --- aiocoap venv -------------------------------------------------------------
