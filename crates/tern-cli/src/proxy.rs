@@ -32,8 +32,8 @@ pub struct ProxyArgs {
     /// Largest HTTP response body forwarded (bytes); larger ones are answered 5.02.
     #[arg(long = "max-body", default_value_t = tern_proxy::coap2http::DEFAULT_MAX_BODY)]
     max_body: usize,
-    /// Pass the client's authenticated identity (psk:ID, cert:CN, oscore:KID) to the HTTP
-    /// server in this header.
+    /// Pass the client's authenticated identity to the HTTP server in this header: psk:ID or
+    /// cert:CN, or oscore:KIDHEX[.IDCONTEXTHEX] for OSCORE requests to the fixed path.
     #[arg(long = "identity-header", value_name = "NAME")]
     identity_header: Option<String>,
     /// Forward target URLs holding credentials (userinfo, token=, key=, ...) from plain

@@ -206,7 +206,7 @@ impl HttpForwarder {
     /// Proxy-Scheme and Uri-*) and gives the CoAP response (errors included).
     pub async fn forward(&self, request: Request) -> Response {
         let target = translate::target_uri(request.message());
-        self.respond(request, target).await
+        self.respond(request, target, false).await
     }
 
     /// Forwards a request sent to a fixed path of the gateway (`/coap2http?target=URL`), for
@@ -222,10 +222,19 @@ impl HttpForwarder {
                     .filter(|u| u.scheme().is_some() && u.host().is_some())
                     .ok_or_else(|| refusal(Code::BAD_REQUEST, "target is not an absolute URL"))
             });
-        self.respond(request, target).await
+        // Uri-Query is Class E: under OSCORE the target travels encrypted and integrity
+        // protected end to end (RFC 8613 §4.1.1), outer copies being dropped on unprotect.
+        self.respond(request, target, true).await
     }
 
-    async fn respond(&self, request: Request, target: Result<Uri, Refusal>) -> Response {
+    /// `target_protected`: whether the target came from options OSCORE protects (the fixed
+    /// path's query) rather than from outer ones (Proxy-Uri's scheme and authority).
+    async fn respond(
+        &self,
+        request: Request,
+        target: Result<Uri, Refusal>,
+        target_protected: bool,
+    ) -> Response {
         // Each forwarded request may hold a response body of up to `max_response_body` for up
         // to the time-out: their number is capped, and past it clients are told to come back.
         let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
@@ -233,7 +242,7 @@ impl HttpForwarder {
                 .with_max_age(BUSY_RETRY_AFTER);
         };
         let result = match target {
-            Ok(target) => self.try_forward(&request, target).await,
+            Ok(target) => self.try_forward(&request, target, target_protected).await,
             Err(e) => Err(e),
         };
         match result {
@@ -247,12 +256,20 @@ impl HttpForwarder {
         }
     }
 
-    async fn try_forward(&self, request: &Request, target: Uri) -> Result<Response, Refusal> {
+    async fn try_forward(
+        &self,
+        request: &Request,
+        target: Uri,
+        target_protected: bool,
+    ) -> Result<Response, Refusal> {
         let message = request.message();
-        // The CoAP leg counts as secure when the channel is (DTLS or TLS). OSCORE does not
-        // count: the target's scheme, host and port travel in unprotected outer options
-        // (RFC 8613 §4.1.3.3), which anyone on the path could point elsewhere.
-        let secure = request.peer_identity().is_some();
+        // The CoAP leg counts as secure when the channel is (DTLS or TLS), or when the request
+        // came under OSCORE with its target protected too (the fixed path's query). OSCORE with
+        // Proxy-Uri does not count: the target's scheme, host and port travel in unprotected
+        // outer options (RFC 8613 §4.1.3.3), which anyone on the path could point elsewhere,
+        // sending the credentials in the query with them.
+        let oscore_counts = target_protected && request.oscore().is_some();
+        let secure = request.peer_identity().is_some() || oscore_counts;
         self.policy.check(&target, secure)?;
         let host = target.host().unwrap_or("");
         let literal = host.trim_start_matches('[').trim_end_matches(']');
@@ -275,7 +292,7 @@ impl HttpForwarder {
             identity: self
                 .identity_header
                 .as_ref()
-                .and_then(|_| identity_of(request)),
+                .and_then(|_| identity_of(request, oscore_counts)),
         })
         .filter(|_| self.cache.is_some());
         let now = Instant::now();
@@ -304,7 +321,7 @@ impl HttpForwarder {
         }
         if let Some(name) = &self.identity_header {
             headers.remove(name);
-            if let Some(identity) = identity_of(request) {
+            if let Some(identity) = identity_of(request, oscore_counts) {
                 if let Ok(value) = HeaderValue::from_str(&identity) {
                     headers.insert(name.clone(), value);
                 }
@@ -439,12 +456,23 @@ fn split_userinfo(target: &Uri) -> Result<(Uri, Option<HeaderValue>), Refusal> {
     Ok((uri, Some(value)))
 }
 
-/// The CoAP client's authenticated identity (its DTLS or TLS one), as the identity header says
-/// it: `psk:` or `cert:` and the identity with every byte outside `A-Za-z0-9-._~` written as
-/// `%XX`, so that distinct identities stay distinct and nothing in one can read as header
-/// syntax. OSCORE identities are not passed on: see `try_forward`.
-fn identity_of(request: &Request) -> Option<String> {
-    let (kind, bytes) = match request.peer_identity()? {
+/// The CoAP client's authenticated identity, as the identity header says it: its DTLS or TLS
+/// one as `psk:` or `cert:` and the identity with every byte outside `A-Za-z0-9-._~` written
+/// as `%XX`, so that distinct identities stay distinct and nothing in one can read as header
+/// syntax; else, when `oscore_counts` (see `try_forward`), its OSCORE context as `oscore:`, the
+/// kid in hex and, when the context has one, `.` and the configured ID Context in hex (two
+/// contexts may share a kid). A channel identity wins: it is the one the gateway checked.
+fn identity_of(request: &Request, oscore_counts: bool) -> Option<String> {
+    let Some(channel) = request.peer_identity() else {
+        let oscore = request.oscore().filter(|_| oscore_counts)?;
+        let mut out = format!("oscore:{}", hex(&oscore.kid));
+        if let Some(context) = &oscore.kid_context {
+            out.push('.');
+            out.push_str(&hex(context));
+        }
+        return Some(out);
+    };
+    let (kind, bytes) = match channel {
         PeerIdentity::Psk(id) => ("psk", id.as_slice()),
         PeerIdentity::Certificate { common_name, .. } => {
             ("cert", common_name.as_deref()?.as_bytes())
@@ -459,6 +487,10 @@ fn identity_of(request: &Request) -> Option<String> {
         }
     }
     Some(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

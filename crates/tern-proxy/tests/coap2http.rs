@@ -1,7 +1,8 @@
 //! CoAP → HTTP through a Tern gateway on loopback, against a real HTTP server (hyper, in
 //! process): methods, status codes, content formats, ETag revalidation, Max-Age, Location,
 //! large bodies both ways (block-wise on the CoAP side), the time-out, an oversized response,
-//! refused targets, credentials over plain coap, and the identity header over coaps.
+//! refused targets, credentials over plain coap, and the identity header over coaps and
+//! OSCORE (which counts only where it protects the target: the fixed path's query).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -484,6 +485,111 @@ async fn credentials_need_a_secure_leg_and_the_identity_is_passed_on() {
         .await
         .unwrap();
     assert_eq!(r.code(), Code::CONTENT);
+}
+
+/// OSCORE counts as a secure leg only where it protects the target too: the fixed path's
+/// `?target=` query is Class E (encrypted, integrity-protected), so a token in it is forwarded
+/// and the context named in the identity header; Proxy-Uri's scheme and authority travel in
+/// outer options anyone on the path could rewrite, so a token there is refused as over coap.
+#[tokio::test]
+async fn oscore_counts_as_secure_only_with_the_target_inside_it() {
+    use tern::oscore::{OscoreClient, OscoreContext, OscoreServer};
+    use tern::tern_oscore::{ContextParams, SecurityContext};
+    use tern::Resource;
+
+    let context = |sender: &[u8], recipient: &[u8]| {
+        let mut p = ContextParams::new(&[7; 16], sender, recipient);
+        p.id_context = Some(vec![0xc0, 0x01]);
+        OscoreContext::in_memory(SecurityContext::derive(&p).unwrap())
+    };
+    let oscore = OscoreServer::new();
+    oscore.add(context(b"G", b"d1")).unwrap();
+    let device = OscoreClient::new(context(b"d1", b"G"));
+
+    let backend = http_backend().await;
+    let forwarder = HttpForwarder::new(loopback_allowed()).unwrap();
+    let proxied = forwarder.clone();
+    let router = Router::new()
+        .forward_proxy(move |request| {
+            let forwarder = proxied.clone();
+            async move { forwarder.forward(request).await }
+        })
+        .resource(
+            "/coap2http",
+            Resource::new().get(move |request| {
+                let forwarder = forwarder.clone();
+                async move { forwarder.forward_from_query(request).await }
+            }),
+        )
+        .oscore(oscore);
+    let gateway = Context::builder()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .router(router)
+        .build()
+        .await
+        .unwrap();
+    let at = format!("coap://{}", gateway.local_addrs()[0]);
+    let with_token = format!("http://{backend}/echo?token=s3cret");
+    let client = Context::client();
+
+    // Fixed path under OSCORE: forwarded, with the context as the identity.
+    let r = client
+        .get(&format!("{at}/coap2http"))
+        .option(
+            OptionNumber::URI_QUERY,
+            format!("target={with_token}").into_bytes(),
+        )
+        .oscore(&device)
+        .send()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(r.payload()).into_owned();
+    assert_eq!(r.code(), Code::CONTENT, "{text}");
+    assert!(
+        text.contains("x-coap-identity: oscore:6431.c001\n"),
+        "{text}"
+    );
+
+    // The same without OSCORE: refused.
+    let r = client
+        .get(&format!("{at}/coap2http"))
+        .option(
+            OptionNumber::URI_QUERY,
+            format!("target={with_token}").into_bytes(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.code(), Code::FORBIDDEN);
+
+    // Through the forward proxy under OSCORE (Proxy-Scheme, Uri-Host and Uri-Port outer, the
+    // path and query inside; Proxy-Uri itself cannot name http:// under OSCORE): refused, and
+    // no identity vouched for on a tokenless one.
+    let via_proxy = |query: Option<&str>| {
+        let mut request = client
+            .get(&at)
+            .option(OptionNumber::PROXY_SCHEME, b"http".to_vec())
+            .option(
+                OptionNumber::URI_HOST,
+                backend.ip().to_string().into_bytes(),
+            )
+            .option(
+                OptionNumber::URI_PORT,
+                backend.port().to_be_bytes().to_vec(),
+            )
+            .option(OptionNumber::URI_PATH, b"echo".to_vec());
+        if let Some(query) = query {
+            request = request.option(OptionNumber::URI_QUERY, query.as_bytes().to_vec());
+        }
+        request.oscore(&device)
+    };
+    let r = via_proxy(Some("token=s3cret")).send().await.unwrap();
+    assert_eq!(r.code(), Code::FORBIDDEN);
+    assert!(!String::from_utf8_lossy(r.payload()).contains("s3cret"));
+    let r = via_proxy(None).send().await.unwrap();
+    let text = String::from_utf8_lossy(r.payload()).into_owned();
+    assert_eq!(r.code(), Code::CONTENT, "{text}");
+    assert!(!text.contains("x-coap-identity"), "{text}");
 }
 
 #[tokio::test]
