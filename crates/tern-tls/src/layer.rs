@@ -26,6 +26,10 @@ pub enum PeerIdentity {
         common_name: Option<String>,
         /// DNS and IP subject alternative names.
         sans: Vec<String>,
+        /// The certificate itself, DER-encoded: for what the names do not say (its issuer,
+        /// serial, key, fingerprint), as a provisioning service or a hub checking revocation
+        /// needs.
+        der: Vec<u8>,
     },
 }
 
@@ -526,7 +530,12 @@ impl SecurityLayer for DtlsLayer {
             return None;
         }
         if let Some((common_name, sans)) = p.channel.peer_certificate_names() {
-            return Some(PeerIdentity::Certificate { common_name, sans });
+            let der = p.channel.peer_certificate_der().unwrap_or_default();
+            return Some(PeerIdentity::Certificate {
+                common_name,
+                sans,
+                der,
+            });
         }
         p.channel.psk_identity().map(PeerIdentity::Psk)
     }

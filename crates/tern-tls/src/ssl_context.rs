@@ -224,7 +224,12 @@ pub(crate) fn apply_client_names(
 pub(crate) fn peer_identity(ssl: &SslRef) -> Option<PeerIdentity> {
     if let Some(cert) = ssl.peer_certificate() {
         let (common_name, sans) = crate::pki::names(&cert);
-        return Some(PeerIdentity::Certificate { common_name, sans });
+        let der = cert.to_der().unwrap_or_default();
+        return Some(PeerIdentity::Certificate {
+            common_name,
+            sans,
+            der,
+        });
     }
     ssl.psk_identity()
         .map(|identity| PeerIdentity::Psk(identity.to_vec()))

@@ -262,9 +262,15 @@ fn certificates_server_only_on_tls12_and_tls13() {
         assert_eq!(s.protocol_version(), Some(version));
         assert_eq!(s.alpn_protocol(), Some(&b"coap"[..]));
         match c.peer_identity() {
-            Some(PeerIdentity::Certificate { common_name, sans }) => {
+            Some(PeerIdentity::Certificate {
+                common_name,
+                sans,
+                der,
+            }) => {
                 assert_eq!(common_name.as_deref(), Some("localhost"));
                 assert!(sans.contains(&"127.0.0.1".to_string()), "{sans:?}");
+                let cert = openssl::x509::X509::from_der(&der).expect("the leaf, DER");
+                assert_eq!(tern_tls::pki::names(&cert).0.as_deref(), Some("localhost"));
             }
             other => panic!("{other:?}"),
         }

@@ -268,6 +268,8 @@ struct OwnRecords {
 struct SessionInfo {
     psk_identity: Option<Box<[u8]>>,
     certificate_names: Option<(Option<String>, Vec<String>)>,
+    /// The peer's certificate, DER (kept with the names once OpenSSL's object is freed).
+    certificate_der: Option<Vec<u8>>,
     cipher: Option<&'static str>,
 }
 
@@ -347,6 +349,15 @@ impl DtlsChannel {
                 let cert = s.ssl().peer_certificate()?;
                 Some(crate::pki::names(&cert))
             }
+            (None, Engine::Own(_)) => None,
+        }
+    }
+
+    /// The peer's certificate, DER-encoded, if it sent one.
+    pub fn peer_certificate_der(&self) -> Option<Vec<u8>> {
+        match (&self.info, &self.engine) {
+            (Some(info), _) => info.certificate_der.clone(),
+            (None, Engine::OpenSsl(s)) => s.ssl().peer_certificate()?.to_der().ok(),
             (None, Engine::Own(_)) => None,
         }
     }
@@ -594,6 +605,7 @@ impl DtlsChannel {
         self.info = Some(Box::new(SessionInfo {
             psk_identity: ssl.psk_identity().map(Box::from),
             certificate_names: ssl.peer_certificate().map(|c| crate::pki::names(&c)),
+            certificate_der: ssl.peer_certificate().and_then(|c| c.to_der().ok()),
             cipher: cipher.map(|c| c.name()),
         }));
         let early = std::mem::take(&mut self.early_records);
