@@ -156,3 +156,16 @@ hex "$r/two-and-a-half" 17fefd 0001 000000000007 0001 09 17fefd 0001 00000000000
     17fefd 0001 000000000009 0005 0102
 # An empty epoch-0 handshake record followed by a byte 1 (the start of no record).
 hex "$r/empty-handshake" 16fefd 0000 000000000000 0000 01
+
+d=corpus/dps_protocol
+mkdir -p "$d"
+# {"time": 1750000000}
+hex "$d/time" a1 6474696d65 1a684ee180
+# {"csr": "-----BEGIN"}
+hex "$d/csr" a1 63637372 6a2d2d2d2d2d424547494e
+# {"acls": [{"subject": {"role": "admin"}, "resources": ["*"], "permission": 31}]}
+hex "$d/acls" a1 6461636c73 81 a3 677375626a656374 a1 64726f6c65 6561646d696e \
+    697265736f7572636573 81 612a 6a7065726d697373696f6e 181f
+# {"hub-id": "h", "endpoint": "coaps+tcp://h", "authorization-code": "c"}
+hex "$d/hub" a3 666875622d6964 6168 68656e64706f696e74 6d636f6170732b7463703a2f2f68 \
+    72617574686f72697a6174696f6e2d636f6465 6163
