@@ -281,6 +281,10 @@ const REPLAYED_ELSEWHERE: &[(&str, &str)] = &[
         "dtls_record",
         "crates/tern-tls/tests/record_fuzz_regressions.rs",
     ),
+    (
+        "dps_protocol",
+        "crates/tern-dps/tests/protocol_fuzz_regressions.rs",
+    ),
 ];
 
 fn fuzz_dir() -> PathBuf {
