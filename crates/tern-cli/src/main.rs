@@ -4,11 +4,13 @@
 mod bench;
 mod client;
 mod display;
+mod dps;
 mod dtls_load;
 mod files;
 mod http_load;
 mod load;
 mod oscore;
+mod pki;
 mod progress;
 mod proxy;
 mod serve;
@@ -62,6 +64,10 @@ enum Command {
     DtlsLoad(dtls_load::DtlsLoadArgs),
     /// TCP and TLS load: pipelined requests/s, new connections/s, many idle connections.
     StreamLoad(stream_load::StreamLoadArgs),
+    /// Zero-touch provisioning: the service, the device client and the store's admin commands.
+    Dps(dps::DpsArgs),
+    /// Certificates for provisioning trials: CAs, manufacturer and server certificates.
+    Pki(pki::PkiArgs),
 }
 
 fn main() -> ExitCode {
@@ -99,6 +105,8 @@ fn main() -> ExitCode {
             Command::BenchHttpServer { bind } => http_load::serve(bind).await,
             Command::DtlsLoad(a) => dtls_load::run(a).await,
             Command::StreamLoad(a) => stream_load::run(a).await,
+            Command::Dps(a) => dps::run(a).await,
+            Command::Pki(a) => pki::run(a).await,
         }
     });
     match result {
