@@ -43,6 +43,8 @@ enum DpsCommand {
     },
     /// List the devices in the store with their state.
     Devices(StoreArg),
+    /// Provision many devices against a running service: devices/s and provisioning time.
+    Bench(crate::dps_bench::DpsBenchArgs),
     /// Revoke a device: its certificates are refused and nothing more is issued to it.
     Revoke {
         #[command(flatten)]
@@ -162,6 +164,7 @@ pub async fn run(args: DpsArgs) -> Result<ExitCode, String> {
             command: GroupCommand::List(a),
         } => group_list(a).await,
         DpsCommand::Devices(a) => devices(a).await,
+        DpsCommand::Bench(a) => crate::dps_bench::run(a).await,
         DpsCommand::Revoke { store, device_id } => revoke(store, &device_id).await,
     }
 }

@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod display;
 mod dps;
+mod dps_bench;
 mod dtls_load;
 mod files;
 mod http_load;

@@ -64,4 +64,4 @@ pub use issue::{
 };
 pub use key::{generate_key, CertifiedKey, PrivateKey};
 pub use pem::{parse_pem_bundle, CertificateDer, CERTIFICATE_LABEL};
-pub use verify::verify_chain;
+pub use verify::{verify_chain, TrustAnchors};

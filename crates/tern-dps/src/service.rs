@@ -32,7 +32,7 @@ use tern_store::{
 };
 use time::OffsetDateTime;
 
-use crate::pki::{verify_chain, CertifiedKey, IdentitySigner, PkiError};
+use crate::pki::{CertifiedKey, IdentitySigner, PkiError, TrustAnchors};
 use crate::protocol::{
     self, AclsResponse, CredentialsRequest, CredentialsResponse, HubConfiguration, TimeResponse,
 };
@@ -63,8 +63,9 @@ pub struct DpsService {
     store: Arc<Store>,
     signer: Arc<IdentitySigner>,
     clock: Clock,
-    /// The manufacturer CA bundles (PEM) of every enrollment group, for the TLS layer.
-    group_cas: Arc<RwLock<Vec<String>>>,
+    /// The manufacturer CA bundles of every enrollment group, parsed (PEM beside it), for the
+    /// TLS layer and the steps.
+    group_cas: Arc<RwLock<GroupAnchors>>,
     /// When a handshake miss last started a reload.
     last_miss_reload: Arc<Mutex<Option<Instant>>>,
 }
@@ -80,6 +81,9 @@ impl std::fmt::Debug for DpsService {
 
 /// An answer that ends a step early (a refusal or an error response).
 type Step<T> = Result<T, Response>;
+
+/// Each group's manufacturer CA bundle as written in the store, and parsed.
+type GroupAnchors = Vec<(String, Arc<TrustAnchors>)>;
 
 impl DpsService {
     /// A service on `store`, signing identity certificates with `identity_ca`, on the system
@@ -174,17 +178,14 @@ impl DpsService {
         if check.depth > 0 {
             return true;
         }
-        let Ok(pem) = der_to_pem(&check.der) else {
+        let Ok(leaf) = X509::from_der(&check.der) else {
             return false;
         };
         let now = self.now_time().unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        let cas = match self.group_cas.read() {
-            Ok(cas) => cas.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
+        let cas = self.anchors();
         if cas
             .iter()
-            .any(|ca| verify_chain(&pem, ca, now, false).is_ok())
+            .any(|(_, anchors)| anchors.verify(&leaf, &[], now, false).is_ok())
         {
             return true;
         }
@@ -194,6 +195,14 @@ impl DpsService {
         );
         self.reload_after_miss();
         false
+    }
+
+    /// The parsed group CAs, as last loaded.
+    fn anchors(&self) -> GroupAnchors {
+        match self.group_cas.read() {
+            Ok(cas) => cas.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// Starts a background reload of the groups, at most once per [`MISS_RELOAD_INTERVAL`].
@@ -399,7 +408,7 @@ impl DpsService {
                 "a client certificate is required",
             ));
         };
-        let pem = der_to_pem(der).map_err(|_| {
+        let leaf = X509::from_der(der).map_err(|_| {
             Response::error(Code::UNAUTHORIZED, "the client certificate does not parse")
         })?;
         let now = self.now_time()?;
@@ -408,9 +417,21 @@ impl DpsService {
             .list_groups()
             .await
             .map_err(store_failure("list_groups"))?;
+        let known = self.anchors();
         let mut invalid_now = None;
         for group in groups {
-            match verify_chain(&pem, &group.manufacturer_ca_pem, now, check_validity) {
+            // The store is the truth; the parsed snapshot only saves parsing again.
+            let anchors = match known
+                .iter()
+                .find(|(pem, _)| *pem == group.manufacturer_ca_pem)
+            {
+                Some((_, anchors)) => anchors.clone(),
+                None => match TrustAnchors::from_pem(&group.manufacturer_ca_pem) {
+                    Ok(anchors) => Arc::new(anchors),
+                    Err(_) => continue,
+                },
+            };
+            match anchors.verify(&leaf, &[], now, check_validity) {
                 Ok(()) => {
                     return Ok(Client {
                         der: der.clone(),
@@ -421,7 +442,7 @@ impl DpsService {
                 Err(error)
                     if check_validity
                         && invalid_now.is_none()
-                        && verify_chain(&pem, &group.manufacturer_ca_pem, now, false).is_ok() =>
+                        && anchors.verify(&leaf, &[], now, false).is_ok() =>
                 {
                     invalid_now = Some(error.to_string());
                 }
@@ -442,9 +463,17 @@ struct Client {
     group: EnrollmentGroup,
 }
 
-async fn reload(store: &Store, cas: &RwLock<Vec<String>>) -> Result<(), StoreError> {
+async fn reload(store: &Store, cas: &RwLock<GroupAnchors>) -> Result<(), StoreError> {
     let groups = store.list_groups().await?;
-    let fresh: Vec<String> = groups.into_iter().map(|g| g.manufacturer_ca_pem).collect();
+    let mut fresh = GroupAnchors::with_capacity(groups.len());
+    for group in groups {
+        match TrustAnchors::from_pem(&group.manufacturer_ca_pem) {
+            Ok(anchors) => fresh.push((group.manufacturer_ca_pem, Arc::new(anchors))),
+            Err(error) => {
+                tracing::warn!(group = %group.id, %error, "enrollment group's manufacturer CA is unusable; its devices are refused")
+            }
+        }
+    }
     match cas.write() {
         Ok(mut cas) => *cas = fresh,
         Err(poisoned) => *poisoned.into_inner() = fresh,
@@ -454,11 +483,6 @@ async fn reload(store: &Store, cas: &RwLock<Vec<String>>) -> Result<(), StoreErr
 
 fn system_now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
-}
-
-fn der_to_pem(der: &[u8]) -> Result<String, openssl::error::ErrorStack> {
-    let pem = X509::from_der(der)?.to_pem()?;
-    Ok(String::from_utf8_lossy(&pem).into_owned())
 }
 
 fn cbor(code: Code, payload: Vec<u8>) -> Response {

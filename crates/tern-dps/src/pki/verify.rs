@@ -23,6 +23,7 @@ use super::{parse_pem_bundle, PkiError};
 /// whether it is.
 ///
 /// The leaf's purpose (extendedKeyUsage) is not checked here; the TLS layer does that.
+/// To check many certificates against one bundle, parse it once into [`TrustAnchors`].
 pub fn verify_chain(
     leaf_pem: &str,
     ca_bundle_pem: &str,
@@ -30,41 +31,7 @@ pub fn verify_chain(
     check_validity: bool,
 ) -> Result<(), PkiError> {
     let presented = parse_pem_bundle(leaf_pem)?;
-    let anchors = parse_pem_bundle(ca_bundle_pem)?;
-
-    let mut store = X509StoreBuilder::new()?;
-    for anchor in &anchors {
-        let info = inspect_der(anchor.as_bytes())?;
-        if !info.is_ca {
-            return Err(PkiError::NotCa {
-                subject: info.subject_cn.unwrap_or_default(),
-            });
-        }
-        store.add_cert(X509::from_der(anchor.as_bytes())?)?;
-    }
-    let mut param = X509VerifyParam::new()?;
-    // Every bundle entry is an anchor, even an intermediate CA (an enrollment group may
-    // name the manufacturer's issuing CA rather than its root).
-    let mut flags = X509VerifyFlags::PARTIAL_CHAIN;
-    if check_validity {
-        #[allow(
-            clippy::useless_conversion,
-            reason = "time_t is i64 on most targets but 32 bits on some"
-        )]
-        let seconds = now
-            .unix_timestamp()
-            .try_into()
-            .map_err(|_| PkiError::InvalidValidity {
-                reason: "the verification time does not fit the platform's time_t",
-            })?;
-        param.set_time(seconds);
-    } else {
-        flags |= X509VerifyFlags::NO_CHECK_TIME;
-    }
-    param.set_flags(flags)?;
-    store.set_param(&param)?;
-    let store = store.build();
-
+    let anchors = TrustAnchors::from_pem(ca_bundle_pem)?;
     let mut certificates = presented.iter();
     let leaf = match certificates.next() {
         Some(leaf) => X509::from_der(leaf.as_bytes())?,
@@ -76,19 +43,101 @@ pub fn verify_chain(
             })
         }
     };
-    let mut intermediates = Stack::new()?;
-    for certificate in certificates {
-        intermediates.push(X509::from_der(certificate.as_bytes())?)?;
+    let intermediates = certificates
+        .map(|c| X509::from_der(c.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    anchors.verify(&leaf, &intermediates, now, check_validity)
+}
+
+/// A CA bundle parsed once, as [`verify_chain`] reads it, for checking many certificates:
+/// parsing certificates is most of a check's cost in OpenSSL 3.
+#[derive(Clone)]
+pub struct TrustAnchors {
+    anchors: Vec<X509>,
+}
+
+impl std::fmt::Debug for TrustAnchors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustAnchors")
+            .field("anchors", &self.anchors.len())
+            .finish()
+    }
+}
+
+impl TrustAnchors {
+    /// Parses `ca_bundle_pem`; every certificate in it must be marked CA.
+    pub fn from_pem(ca_bundle_pem: &str) -> Result<Self, PkiError> {
+        let mut anchors = Vec::new();
+        for anchor in parse_pem_bundle(ca_bundle_pem)? {
+            let info = inspect_der(anchor.as_bytes())?;
+            if !info.is_ca {
+                return Err(PkiError::NotCa {
+                    subject: info.subject_cn.unwrap_or_default(),
+                });
+            }
+            anchors.push(X509::from_der(anchor.as_bytes())?);
+        }
+        Ok(TrustAnchors { anchors })
     }
 
-    let mut context = openssl::x509::X509StoreContext::new()?;
-    context.init(&store, &leaf, &intermediates, |context| {
-        Ok(if context.verify_cert()? {
-            Ok(())
+    /// Checks that `leaf` (DER) chains to one of the anchors, as [`verify_chain`] does.
+    pub fn verify_der(
+        &self,
+        leaf_der: &[u8],
+        now: OffsetDateTime,
+        check_validity: bool,
+    ) -> Result<(), PkiError> {
+        self.verify(&X509::from_der(leaf_der)?, &[], now, check_validity)
+    }
+
+    /// Checks that `leaf`, with untrusted `intermediates`, chains to one of the anchors.
+    pub fn verify(
+        &self,
+        leaf: &X509,
+        intermediates: &[X509],
+        now: OffsetDateTime,
+        check_validity: bool,
+    ) -> Result<(), PkiError> {
+        let mut store = X509StoreBuilder::new()?;
+        for anchor in &self.anchors {
+            store.add_cert(anchor.clone())?;
+        }
+        let mut param = X509VerifyParam::new()?;
+        // Every bundle entry is an anchor, even an intermediate CA (an enrollment group may
+        // name the manufacturer's issuing CA rather than its root).
+        let mut flags = X509VerifyFlags::PARTIAL_CHAIN;
+        if check_validity {
+            #[allow(
+                clippy::useless_conversion,
+                reason = "time_t is i64 on most targets but 32 bits on some"
+            )]
+            let seconds =
+                now.unix_timestamp()
+                    .try_into()
+                    .map_err(|_| PkiError::InvalidValidity {
+                        reason: "the verification time does not fit the platform's time_t",
+                    })?;
+            param.set_time(seconds);
         } else {
-            Err(verification_error(context))
-        })
-    })?
+            flags |= X509VerifyFlags::NO_CHECK_TIME;
+        }
+        param.set_flags(flags)?;
+        store.set_param(&param)?;
+        let store = store.build();
+
+        let mut chain = Stack::new()?;
+        for certificate in intermediates {
+            chain.push(certificate.clone())?;
+        }
+        let mut context = openssl::x509::X509StoreContext::new()?;
+        context.init(&store, leaf, &chain, |context| {
+            Ok(if context.verify_cert()? {
+                Ok(())
+            } else {
+                Err(verification_error(context))
+            })
+        })?
+    }
 }
 
 /// Translates OpenSSL's verification failure into the error that names it.
