@@ -100,6 +100,18 @@ impl Service {
     }
 }
 
+/// The CAs, an in-memory store with the trial group, and a service on it.
+async fn in_memory_trial() -> (Authorities, Arc<Store>, Service) {
+    let cas = Authorities::new();
+    let store = Arc::new(tern_store::open("sqlite::memory:").await.unwrap());
+    store
+        .create_group(&cas.group("coaps+tcp://127.0.0.1:5684"))
+        .await
+        .unwrap();
+    let service = Service::start(store.clone(), &cas, "127.0.0.1:0".parse().unwrap()).await;
+    (cas, store, service)
+}
+
 /// Writes a device's certificate folder (`mfgcrt.pem`, `mfgkey.pem`, `dpsca.pem`) with a new
 /// manufacturer certificate from `maker`, and returns it.
 fn factory_folder(dir: &Path, maker: &CertifiedKey, service_ca: &CertifiedKey) -> CertifiedKey {
@@ -341,13 +353,7 @@ async fn end_to_end_on_postgresql() {
 /// are all there.
 #[tokio::test]
 async fn a_device_stopped_after_each_step_resumes_and_the_store_stays_whole() {
-    let cas = Authorities::new();
-    let store = Arc::new(tern_store::open("sqlite::memory:").await.unwrap());
-    store
-        .create_group(&cas.group("coaps+tcp://127.0.0.1:5684"))
-        .await
-        .unwrap();
-    let service = Service::start(store.clone(), &cas, "127.0.0.1:0".parse().unwrap()).await;
+    let (cas, store, service) = in_memory_trial().await;
     let dir = tempfile::tempdir().unwrap();
     let stops = [
         Status::HAS_TIME,
@@ -429,13 +435,7 @@ async fn a_device_stopped_after_each_step_resumes_and_the_store_stays_whole() {
 /// status says failure, with the TLS handshake code and the service's reason.
 #[tokio::test]
 async fn an_unknown_manufacturer_gets_a_failure_status() {
-    let cas = Authorities::new();
-    let store = Arc::new(tern_store::open("sqlite::memory:").await.unwrap());
-    store
-        .create_group(&cas.group("coaps+tcp://127.0.0.1:5684"))
-        .await
-        .unwrap();
-    let service = Service::start(store.clone(), &cas, "127.0.0.1:0".parse().unwrap()).await;
+    let (cas, store, service) = in_memory_trial().await;
     let stranger = create_ca("Unknown Maker CA", YEAR, now()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("stranger-1");
