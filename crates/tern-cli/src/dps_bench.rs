@@ -81,7 +81,7 @@ pub async fn run(args: DpsBenchArgs) -> Result<ExitCode, String> {
         clients.push(client);
     }
     let failed = Arc::new(AtomicUsize::new(0));
-    let queue = Arc::new(std::sync::Mutex::new(clients.into_iter().enumerate()));
+    let queue = Arc::new(std::sync::Mutex::new(clients.into_iter()));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency.min(args.devices) {
@@ -89,7 +89,7 @@ pub async fn run(args: DpsBenchArgs) -> Result<ExitCode, String> {
         workers.spawn(async move {
             let mut times = Vec::new();
             loop {
-                let Some((_, client)) = queue.lock().expect("queue").next() else {
+                let Some(client) = queue.lock().expect("queue").next() else {
                     break;
                 };
                 let begun = Instant::now();
@@ -125,28 +125,18 @@ pub async fn run(args: DpsBenchArgs) -> Result<ExitCode, String> {
     };
     let rate = times.len() as f64 / elapsed.as_secs_f64();
     let failed = failed.load(Ordering::Relaxed);
+    let (p50, p99, max) = (pct(0.5), pct(0.99), pct(1.0));
+    let seconds = elapsed.as_secs_f64();
     if args.json {
         println!(
-            "{{\"devices\":{},\"concurrency\":{},\"seconds\":{:.3},\"devices_per_s\":{:.1},\"p50_ms\":{:.1},\"p99_ms\":{:.1},\"max_ms\":{:.1},\"failed_attempts\":{}}}",
+            "{{\"devices\":{},\"concurrency\":{},\"seconds\":{seconds:.3},\"devices_per_s\":{rate:.1},\"p50_ms\":{p50:.1},\"p99_ms\":{p99:.1},\"max_ms\":{max:.1},\"failed_attempts\":{failed}}}",
             times.len(),
             args.concurrency,
-            elapsed.as_secs_f64(),
-            rate,
-            pct(0.5),
-            pct(0.99),
-            pct(1.0),
-            failed
         );
     } else {
         println!(
-            "{} devices in {:.2} s: {:.1} devices/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} failed attempts (retried)",
+            "{} devices in {seconds:.2} s: {rate:.1} devices/s, p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms, {failed} failed attempts (retried)",
             times.len(),
-            elapsed.as_secs_f64(),
-            rate,
-            pct(0.5),
-            pct(0.99),
-            pct(1.0),
-            failed
         );
     }
     Ok(ExitCode::SUCCESS)

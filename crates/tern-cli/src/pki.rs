@@ -1,7 +1,6 @@
 //! `tern pki`: CAs, manufacturer certificates and server certificates for tests and trials
 //! of the provisioning service. Keys are P-256 and written with mode 0600.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,7 +9,7 @@ use clap::{Args, Subcommand};
 use tern_dps::device::client::{MANUFACTURER_CERT_FILE, MANUFACTURER_KEY_FILE, SERVICE_CA_FILE};
 use tern_dps::pki::{
     create_ca, issue_manufacturer_certificate, issue_server_certificate, load_certified_key,
-    write_pem_files, CertifiedKey,
+    write_atomically, write_pem_files, CertifiedKey,
 };
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -165,20 +164,6 @@ pub async fn run(args: PkiArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, with `mode` set before
-/// anything is written.
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(fail)?;
-    file.write_all(bytes).map_err(fail)?;
-    file.sync_all().map_err(fail)?;
-    std::fs::rename(&tmp, path).map_err(fail)
+    write_atomically(path, bytes, mode).map_err(|e| e.to_string())
 }

@@ -51,7 +51,10 @@ mod pem;
 mod verify;
 
 pub use error::PkiError;
-pub use files::{load_certified_key, write_pem_files, PemFilePaths};
+pub use files::{
+    load_certified_key, sync_parent, temporary_path, write_atomically, write_pem_files,
+    PemFilePaths,
+};
 pub use identity::{
     check_device_id, create_csr, sign_identity_csr, IdentitySigner, IssuedIdentity, MAX_CSR_PEM_LEN,
 };

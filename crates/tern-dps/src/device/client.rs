@@ -345,7 +345,7 @@ fn classify(error: &Error) -> (ErrorCode, String) {
             ErrorCode::Dropped
         }
         Error::Request(RequestError::ChannelFailed(_)) | Error::Tls(_) => ErrorCode::Handshake,
-        Error::Resolve { .. } | Error::NoAddress(_) | Error::Io(_) => ErrorCode::Unreachable,
+        // Resolution, addresses, sockets, and anything else that kept the request from going out.
         _ => ErrorCode::Unreachable,
     };
     (code, detail)

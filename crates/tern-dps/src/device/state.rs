@@ -8,14 +8,13 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tern_store::AclEntry;
 use zeroize::Zeroizing;
 
-use crate::pki::CertifiedKey;
+use crate::pki::{sync_parent, temporary_path, write_atomically, CertifiedKey, PkiError};
 
 /// The state file format this build writes and reads.
 pub const STATE_VERSION: u32 = 1;
@@ -180,12 +179,6 @@ impl StateFile {
         &self.path
     }
 
-    fn temporary_path(&self) -> PathBuf {
-        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
-        name.push(".tmp");
-        self.path.with_file_name(name)
-    }
-
     fn io(&self, source: std::io::Error) -> StateError {
         StateError::Io {
             path: self.path.clone(),
@@ -234,45 +227,22 @@ impl StateFile {
         let json = Zeroizing::new(
             serde_json::to_vec_pretty(state).map_err(|e| self.io(std::io::Error::other(e)))?,
         );
-        let temporary = self.temporary_path();
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt as _;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&temporary).map_err(|e| self.io(e))?;
-        file.write_all(&json).map_err(|e| self.io(e))?;
-        file.sync_all().map_err(|e| self.io(e))?;
-        drop(file);
-        fs::rename(&temporary, &self.path).map_err(|e| self.io(e))?;
-        self.sync_directory()
+        write_atomically(&self.path, &json, 0o600).map_err(|e| match e {
+            PkiError::Io { source, .. } => self.io(source),
+            other => self.io(std::io::Error::other(other)),
+        })
     }
 
     /// Deletes the saved state (a factory reset); nothing to delete is fine.
     pub fn remove(&self) -> Result<(), StateError> {
-        for path in [self.temporary_path(), self.path.clone()] {
+        for path in [temporary_path(&self.path), self.path.clone()] {
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(self.io(e)),
             }
         }
-        self.sync_directory()
-    }
-
-    fn sync_directory(&self) -> Result<(), StateError> {
-        let directory = match self.path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        // Directories cannot be opened for syncing everywhere; where they can, the rename
-        // is only durable once the directory is synced.
-        if let Ok(dir) = fs::File::open(directory) {
-            dir.sync_all().map_err(|e| self.io(e))?;
-        }
-        Ok(())
+        sync_parent(&self.path).map_err(|e| self.io(e))
     }
 }
 
@@ -330,7 +300,7 @@ mod tests {
             let mode = fs::metadata(file.path()).unwrap().permissions().mode();
             assert_eq!(mode & 0o077, 0, "mode {mode:o}");
         }
-        assert!(!file.temporary_path().exists());
+        assert!(!temporary_path(file.path()).exists());
         // Debug output never shows the secrets.
         let debug = format!("{state:?}");
         assert!(
@@ -350,7 +320,7 @@ mod tests {
         let mut state = provisioned();
         state.hub = None;
         file.save(&state).unwrap();
-        fs::write(file.temporary_path(), b"{\"version\": 1, \"half\": ").unwrap();
+        fs::write(temporary_path(file.path()), b"{\"version\": 1, \"half\": ").unwrap();
         assert_eq!(file.load(&"ab".repeat(32)).unwrap(), Some(state.clone()));
         // The next save replaces it.
         state.hub = provisioned().hub;

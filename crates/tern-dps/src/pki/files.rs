@@ -75,18 +75,15 @@ fn check_file_name(name: &str) -> Result<(), PkiError> {
     })
 }
 
-/// Writes `contents` to a fresh temporary file beside `path` with `mode`, syncs it, and
-/// renames it over `path`.
-fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
+/// Writes `contents` to a fresh temporary file beside `path` with `mode` (set before any byte
+/// is written, whatever a stale temporary had), syncs it, renames it over `path` and syncs the
+/// directory: a reader never sees half a file and a crash leaves the old one or the new one.
+pub fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiError> {
     let io_error = |path: &Path| {
         let path = path.to_owned();
         move |source| PkiError::Io { path, source }
     };
-    let file_name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temporary = path.with_file_name(format!(".{file_name}.tmp"));
+    let temporary = temporary_path(path);
     // A temporary left by a crash is ours to replace; create_new below must not meet it, or
     // it could keep a wider mode than the one asked for.
     match fs::remove_file(&temporary) {
@@ -115,7 +112,29 @@ fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), PkiEr
         let _ = fs::remove_file(&temporary);
         return Err(io_error(&temporary)(error));
     }
-    Ok(())
+    sync_parent(path).map_err(io_error(path))
+}
+
+/// The temporary file [`write_atomically`] writes `path` through: `.<name>.tmp` beside it.
+pub fn temporary_path(path: &Path) -> PathBuf {
+    let file_name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{file_name}.tmp"))
+}
+
+/// Syncs the directory holding `path`: a rename or a removal is only durable once it is.
+/// Directories cannot be opened for syncing everywhere; where they cannot, nothing is done.
+pub fn sync_parent(path: &Path) -> std::io::Result<()> {
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    match fs::File::open(directory) {
+        Ok(dir) => dir.sync_all(),
+        Err(_) => Ok(()),
+    }
 }
 
 #[cfg(unix)]
