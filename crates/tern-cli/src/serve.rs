@@ -121,6 +121,19 @@ pub struct ServeArgs {
     /// (Tern's, Californium's): aiocoap's do not, and would then fail where Echo recovers.
     #[arg(long = "oscore-rederivation")]
     oscore_rederivation: bool,
+    /// Be the hub of provisioned devices: admit only clients whose identity certificate the
+    /// provisioning service with this store issued (`sqlite://PATH` or `postgres://…`, as for
+    /// `tern dps serve`) and neither it nor its device is revoked (else 4.01), and hold their
+    /// requests to their ACLs from the store (else 4.03). Needs --cert and --key, and --ca
+    /// naming the service's CA (the one that signs identity certificates); client
+    /// certificates are then required.
+    #[arg(long, value_name = "STORE", requires = "ca")]
+    hub_store: Option<String>,
+    /// Seconds the hub relies on what its store said about a certificate (its revocation,
+    /// the device's ACLs) before reading it again.
+    #[arg(long, value_name = "SECONDS", default_value_t = tern_dps::hub::DEFAULT_REFRESH.as_secs_f64(),
+          value_parser = parse_seconds, requires = "hub_store")]
+    hub_refresh: f64,
 }
 
 /// A number of seconds between 0 (exclusive) and a day.
@@ -384,6 +397,14 @@ pub async fn run_with(args: ServeArgs, gateway: Option<Router>) -> Result<ExitCo
         tracing::info!(contexts = contexts.len(), "OSCORE contexts loaded");
         router = router.oscore(contexts);
     }
+    if let Some(url) = &args.hub_store {
+        let store = tern_store::open(url)
+            .await
+            .map_err(|e| format!("--hub-store {url}: {e}"))?;
+        let access = tern_dps::hub::HubAccess::new(Arc::new(store))
+            .with_refresh(Duration::from_secs_f64(args.hub_refresh));
+        router = router.access_control(access);
+    }
     // /time is observable (RFC 7641): its observers get the time once a second.
     let notifier = router.notifier();
     tokio::spawn(async move {
@@ -431,7 +452,8 @@ pub async fn run_with(args: ServeArgs, gateway: Option<Router>) -> Result<ExitCo
                 Source::File(key.clone()),
                 args.ca.clone().map(Source::File),
             );
-            pki.require_peer_certificate = args.require_client_cert;
+            // A hub admits devices by their certificate only.
+            pki.require_peer_certificate = args.require_client_cert || args.hub_store.is_some();
             Some(pki)
         }
         _ => None,

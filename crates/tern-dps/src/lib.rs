@@ -6,6 +6,7 @@
 //! [`protocol`] holds the messages of each provisioning step (CBOR) and the device id rule.
 //! [`service`] is the provisioning service, [`device`] the device client (a sans-IO state
 //! machine, its crash-safe state file, and the driver over coaps+tcp).
+//! [`hub`] is what a hub needs to admit provisioned devices and enforce their ACLs.
 //! [`schedule`] holds the device client's retry and failover schedule, sans-IO: when to try
 //! a failed step again and which service endpoint to try it on.
 
@@ -13,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod device;
+pub mod hub;
 pub mod pki;
 pub mod protocol;
 pub mod schedule;

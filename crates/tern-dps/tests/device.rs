@@ -22,6 +22,7 @@ use tern_dps::device::client::{
 };
 use tern_dps::device::state::{ProvisionedState, StateFile};
 use tern_dps::device::{ErrorCode, Status, StatusReport, Step};
+use tern_dps::hub::HubAccess;
 use tern_dps::pki::*;
 use tern_dps::protocol;
 use tern_dps::schedule::RetrySchedule;
@@ -62,11 +63,18 @@ impl Authorities {
             hub_endpoint: hub_endpoint.into(),
             hub_ca_pem: self.hub_ca.cert_pem.clone(),
             authorization_code: "claim-me".into(),
-            acl_template: vec![AclEntry {
-                subject: AclSubject::AnyAuthenticated,
-                resources: vec!["/light/*".into()],
-                permissions: AclEntry::READ | AclEntry::WRITE,
-            }],
+            acl_template: vec![
+                AclEntry {
+                    subject: AclSubject::AnyAuthenticated,
+                    resources: vec!["/light/*".into()],
+                    permissions: AclEntry::READ | AclEntry::WRITE,
+                },
+                AclEntry {
+                    subject: AclSubject::AnyAuthenticated,
+                    resources: vec!["/whoami".into()],
+                    permissions: AclEntry::READ,
+                },
+            ],
             certificate_validity_days: 30,
             created_at: 0,
         }
@@ -211,9 +219,11 @@ async fn assert_provisioned(
     );
 }
 
-/// A hub stand-in: trusts the service's CA for clients and answers with the client's
-/// certificate name, so a device proves it holds a usable identity.
-async fn hub(cas: &Authorities) -> (Context, SocketAddr) {
+/// A hub: trusts the service's CA for clients, admits them by the store
+/// ([`tern_dps::hub::HubAccess`], reading it on every request so that a revocation shows at
+/// once) and answers `/whoami` with the client's certificate name and `/light/*` and
+/// `/secret` with their path.
+async fn hub(cas: &Authorities, store: Arc<Store>) -> (Context, SocketAddr) {
     let cert = issue_server_certificate(&cas.hub_ca, &LOCAL_SERVER_NAMES, YEAR, now()).unwrap();
     let mut pki = PkiSettings::new(
         Source::Pem(cert.cert_pem.clone().into_bytes()),
@@ -222,14 +232,21 @@ async fn hub(cas: &Authorities) -> (Context, SocketAddr) {
     );
     pki.verify_peer = true;
     pki.require_peer_certificate = true;
-    let router = Router::new().get("/whoami", |r: Request| async move {
-        match r.peer_identity() {
-            Some(PeerIdentity::Certificate { common_name, .. }) => {
-                Response::text(common_name.clone().unwrap_or_default())
+    let path = |r: Request| async move { Response::text(r.path()) };
+    let router = Router::new()
+        .get("/whoami", |r: Request| async move {
+            match r.peer_identity() {
+                Some(PeerIdentity::Certificate { common_name, .. }) => {
+                    Response::text(common_name.clone().unwrap_or_default())
+                }
+                _ => Response::error(Code::UNAUTHORIZED, "no certificate"),
             }
-            _ => Response::error(Code::UNAUTHORIZED, "no certificate"),
-        }
-    });
+        })
+        .get("/light/*", path)
+        .put("/light/*", |_| async { Response::new(Code::CHANGED) })
+        .delete("/light/*", |_| async { Response::new(Code::DELETED) })
+        .get("/secret", path)
+        .access_control(HubAccess::new(store).with_refresh(Duration::ZERO));
     let server = Context::builder()
         .bind_tls("127.0.0.1:0".parse().unwrap())
         .tls_server(TlsSettings {
@@ -244,11 +261,36 @@ async fn hub(cas: &Authorities) -> (Context, SocketAddr) {
     (server, addr)
 }
 
+/// A client holding an identity certificate and key, trusting the hub's CA.
+async fn on_hub(cert_pem: &str, key_pem: &str, hub_ca_pem: &str) -> Context {
+    let mut pki = PkiSettings::new(
+        Source::Pem(cert_pem.as_bytes().to_vec()),
+        Source::Pem(key_pem.as_bytes().to_vec()),
+        Some(Source::Pem(hub_ca_pem.as_bytes().to_vec())),
+    );
+    pki.sni = Some("localhost".into());
+    Context::builder().pki(pki).build().await.unwrap()
+}
+
+/// One request to the hub; its response code and payload.
+async fn ask(client: &Context, method: Code, uri: &str) -> (Code, String) {
+    let answer = client
+        .request(method, uri)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    (
+        answer.code(),
+        String::from_utf8_lossy(answer.payload()).into_owned(),
+    )
+}
+
 /// The whole story on one store: provision, reach the hub with the new identity, restart
 /// without provisioning again, factory reset and provision again.
 async fn end_to_end(store: Arc<Store>) {
     let cas = Authorities::new();
-    let (hub_server, hub_addr) = hub(&cas).await;
+    let (hub_server, hub_addr) = hub(&cas, store.clone()).await;
     store
         .create_group(&cas.group(&format!("coaps+tcp://{hub_addr}")))
         .await
@@ -278,27 +320,39 @@ async fn end_to_end(store: Arc<Store>) {
     assert_eq!(flags, expected);
     assert!(reports.all().iter().all(|r| r.failure.is_none()));
 
-    // The hub accepts the device by its new identity.
+    // The hub accepts the device by its new identity, and holds it to its ACLs.
     let identity = state.identity.as_ref().unwrap();
-    let mut pki = PkiSettings::new(
-        Source::Pem(identity.certificate_pem.clone().into_bytes()),
-        Source::Pem(identity.key_pem.as_bytes().to_vec()),
-        Some(Source::Pem(identity.hub_ca_pem.clone().into_bytes())),
-    );
-    pki.sni = Some("localhost".into());
-    let on_hub = Context::builder().pki(pki).build().await.unwrap();
-    let answer = on_hub
-        .get(&format!("{}/whoami", state.hub.as_ref().unwrap().endpoint))
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.code(), Code::CONTENT);
-    assert_eq!(
-        String::from_utf8_lossy(answer.payload()),
-        format!("uuid:{}", state.device_id)
-    );
-    on_hub.shutdown().await;
+    let hub_uri = state.hub.as_ref().unwrap().endpoint.clone();
+    let device_on_hub = on_hub(
+        &identity.certificate_pem,
+        &identity.key_pem,
+        &identity.hub_ca_pem,
+    )
+    .await;
+    let whoami = ask(&device_on_hub, Code::GET, &format!("{hub_uri}/whoami")).await;
+    assert_eq!(whoami, (Code::CONTENT, format!("uuid:{}", state.device_id)));
+    for (method, path, expected) in [
+        (Code::GET, "/light/1", Code::CONTENT),
+        (Code::PUT, "/light/1", Code::CHANGED),
+        (Code::DELETE, "/light/1", Code::FORBIDDEN),
+        (Code::GET, "/secret", Code::FORBIDDEN),
+        (Code::GET, "/.well-known/core", Code::FORBIDDEN),
+    ] {
+        let (code, text) = ask(&device_on_hub, method, &format!("{hub_uri}{path}")).await;
+        assert_eq!(code, expected, "{method} {path}: {text}");
+    }
+
+    // A certificate signed by the service's CA that the service never issued (the TLS
+    // handshake accepts it) is refused by the store's record.
+    let forged_key = generate_key().unwrap();
+    let csr = create_csr(&forged_key, &state.device_id).unwrap();
+    let forged =
+        sign_identity_csr(&csr, &state.device_id, &cas.service_ca, YEAR, now(), None).unwrap();
+    let forger = on_hub(&forged.cert_pem, &forged_key.to_pem(), &identity.hub_ca_pem).await;
+    let (code, text) = ask(&forger, Code::GET, &format!("{hub_uri}/whoami")).await;
+    assert_eq!(code, Code::UNAUTHORIZED);
+    assert!(text.contains("never issued"), "{text}");
+    forger.shutdown().await;
 
     // A restart finds the state and asks the service nothing.
     let audit_before = store.audit(1000).await.unwrap().len();
@@ -322,6 +376,29 @@ async fn end_to_end(store: Arc<Store>) {
         identity.certificate_pem
     );
     assert_eq!(store.certificates(&state.device_id).await.unwrap().len(), 2);
+
+    // Revoked, the device is refused by the hub, with its old certificate and its new one,
+    // though the TLS handshake (which knows nothing of revocation) still passes.
+    let new_identity = reprovisioned.identity.as_ref().unwrap();
+    let reprovisioned_on_hub = on_hub(
+        &new_identity.certificate_pem,
+        &new_identity.key_pem,
+        &new_identity.hub_ca_pem,
+    )
+    .await;
+    let whoami = ask(&reprovisioned_on_hub, Code::GET, &format!("{hub_uri}/whoami")).await;
+    assert_eq!(whoami.0, Code::CONTENT);
+    store
+        .revoke_device(&state.device_id, now().unix_timestamp())
+        .await
+        .unwrap();
+    for client in [&device_on_hub, &reprovisioned_on_hub] {
+        let (code, text) = ask(client, Code::GET, &format!("{hub_uri}/light/1")).await;
+        assert_eq!(code, Code::UNAUTHORIZED, "{text}");
+        assert!(text.contains("revoked"), "{text}");
+    }
+    device_on_hub.shutdown().await;
+    reprovisioned_on_hub.shutdown().await;
 
     service.server.shutdown().await;
     hub_server.shutdown().await;

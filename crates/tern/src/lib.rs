@@ -48,7 +48,9 @@ pub use error::{Error, ErrorResponse};
 pub use message::{PeerIdentity, Request, RequestOptions, Response};
 pub use observe::Observation;
 pub use request::{Progress, RequestBuilder};
-pub use router::{BoxFuture, Handler, Resource, ResourceNotifier, Router};
+pub use router::{
+    AccessControl, AccessFuture, BoxFuture, Handler, Resource, ResourceNotifier, Router,
+};
 pub use session::{
     Session, SessionBuilder, SessionEvent, SessionState, Transport, DEFAULT_MTU, MIN_MTU,
 };

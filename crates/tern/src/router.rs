@@ -29,6 +29,27 @@ use crate::oscore::OscoreServer;
 /// A boxed handler future.
 pub type BoxFuture = Pin<Box<dyn Future<Output = Response> + Send + 'static>>;
 
+/// A boxed access decision: `Ok(())` lets the request through, `Err(response)` answers it.
+pub type AccessFuture = Pin<Box<dyn Future<Output = Result<(), Response>> + Send + 'static>>;
+
+/// Decides, before routing, whether a request may reach its handler (see
+/// [`Router::access_control`]). Implemented for every `Fn(&Request) -> impl Future<Output =
+/// Result<(), Response>>` whose future does not borrow the request.
+pub trait AccessControl: Send + Sync + 'static {
+    /// Lets the request through, or gives the response that refuses it (4.01, 4.03, 5.03…).
+    fn check(&self, request: &Request) -> AccessFuture;
+}
+
+impl<F, Fut> AccessControl for F
+where
+    F: Fn(&Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Response>> + Send + 'static,
+{
+    fn check(&self, request: &Request) -> AccessFuture {
+        Box::pin(self(request))
+    }
+}
+
 /// Something that answers requests. Implemented for every `Fn(Request) -> impl Future<Output =
 /// Response>`.
 pub trait Handler: Send + Sync + 'static {
@@ -251,6 +272,8 @@ pub struct Router {
     limit_amplification: bool,
     /// Where requests meant for a forward proxy go (else they get 5.05).
     forward_proxy: Option<Arc<dyn Handler>>,
+    /// Asked about every request before it is routed, if set.
+    access: Option<Arc<dyn AccessControl>>,
 }
 
 impl Default for Router {
@@ -264,6 +287,7 @@ impl Default for Router {
             echo: Arc::new(EchoVerifier::new()),
             limit_amplification: false,
             forward_proxy: None,
+            access: None,
         }
     }
 }
@@ -341,6 +365,17 @@ impl Router {
     /// [`Resource::require_oscore`]).
     pub fn oscore(mut self, contexts: OscoreServer) -> Self {
         self.oscore = Some(contexts);
+        self
+    }
+
+    /// Asks `access` about every request before routing it: those it refuses get its
+    /// response instead of reaching a handler. It sees each request after OSCORE is removed
+    /// (so [`Request::oscore`] and [`Request::peer_identity`] say who sent it), requests for
+    /// `/.well-known/core` and for the forward proxy included, and each notification to an
+    /// observer again before it is sent, so that a peer whose access ends stops being
+    /// notified (the refusal ends its observation).
+    pub fn access_control(mut self, access: impl AccessControl) -> Self {
+        self.access = Some(Arc::new(access));
         self
     }
 
@@ -480,8 +515,24 @@ impl Router {
 
     /// Routes a request to its handler; 4.04, 4.05 and `/.well-known/core` are answered here.
     /// A request meant for a forward proxy (Proxy-Uri or Proxy-Scheme, RFC 7252 §5.7.2) goes
-    /// to the [`forward_proxy`](Self::forward_proxy) handler, or gets 5.05 without one.
-    pub fn dispatch(&self, mut request: Request) -> BoxFuture {
+    /// to the [`forward_proxy`](Self::forward_proxy) handler, or gets 5.05 without one. With
+    /// [`access_control`](Self::access_control), the request is first let through or refused.
+    pub fn dispatch(&self, request: Request) -> BoxFuture {
+        let Some(access) = &self.access else {
+            return self.route(request);
+        };
+        let decision = access.check(&request);
+        let router = self.clone();
+        Box::pin(async move {
+            match decision.await {
+                Ok(()) => router.route(request).await,
+                Err(refusal) => refusal,
+            }
+        })
+    }
+
+    /// [`dispatch`](Self::dispatch) without the access check.
+    fn route(&self, mut request: Request) -> BoxFuture {
         let options = &request.message.options;
         if options.contains(OptionNumber::PROXY_URI) || options.contains(OptionNumber::PROXY_SCHEME)
         {
@@ -700,5 +751,38 @@ mod tests {
             run(&r, Code::POST, "/.well-known/core").code(),
             Code::METHOD_NOT_ALLOWED
         );
+    }
+
+    #[test]
+    fn access_control_refuses_before_any_handler_runs() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let handled = Arc::new(AtomicUsize::new(0));
+        let counter = handled.clone();
+        let r = router()
+            .put("/count", move |_| {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    Response::new(Code::CHANGED)
+                }
+            })
+            .access_control(|request: &Request| {
+                let allowed = request.path() == "time";
+                async move {
+                    if allowed {
+                        Ok(())
+                    } else {
+                        Err(Response::error(Code::FORBIDDEN, "not for you"))
+                    }
+                }
+            });
+        assert_eq!(run(&r, Code::GET, "/time").code(), Code::CONTENT);
+        let refused = run(&r, Code::PUT, "/count");
+        assert_eq!(refused.code(), Code::FORBIDDEN);
+        assert_eq!(refused.payload(), b"not for you");
+        assert_eq!(handled.load(Ordering::SeqCst), 0);
+        // Even what the router answers itself is refused: nothing is disclosed.
+        assert_eq!(run(&r, Code::GET, "/.well-known/core").code(), Code::FORBIDDEN);
+        assert_eq!(run(&r, Code::GET, "/nowhere").code(), Code::FORBIDDEN);
     }
 }
