@@ -108,6 +108,52 @@ struct ProvisionArgs {
     /// Exit once provisioned instead of waiting for SIGHUP (factory reset) or SIGINT.
     #[arg(long)]
     exit_when_provisioned: bool,
+    /// Also write the identity the device got to this folder, for other programs to reach the
+    /// hub with (`tern get -c DIR/idcrt.pem -j DIR/idkey.pem -C DIR/hubca.pem …`): `idcrt.pem`,
+    /// `idkey.pem` (mode 0600) and `hubca.pem`. A factory reset removes them.
+    #[arg(long, value_name = "DIR")]
+    identity_out: Option<PathBuf>,
+}
+
+/// The files `--identity-out` writes, with their modes.
+const IDENTITY_FILES: [(&str, u32); 3] = [
+    ("idcrt.pem", 0o644),
+    ("idkey.pem", 0o600),
+    ("hubca.pem", 0o644),
+];
+
+/// Writes the identity of a provisioned device to `dir` (see `--identity-out`).
+fn export_identity(
+    dir: &std::path::Path,
+    state: &tern_dps::device::state::ProvisionedState,
+) -> Result<(), String> {
+    let identity = state
+        .identity
+        .as_ref()
+        .ok_or("provisioned without an identity")?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("--identity-out {}: {e}", dir.display()))?;
+    let contents = [
+        identity.certificate_pem.as_bytes(),
+        identity.key_pem.as_bytes(),
+        identity.hub_ca_pem.as_bytes(),
+    ];
+    for ((name, mode), contents) in IDENTITY_FILES.iter().zip(contents) {
+        tern_dps::pki::write_atomically(&dir.join(name), contents, *mode)
+            .map_err(|e| format!("--identity-out: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Removes what [`export_identity`] wrote (a factory reset).
+fn remove_identity(dir: &std::path::Path) -> Result<(), String> {
+    for (name, _) in IDENTITY_FILES {
+        match std::fs::remove_file(dir.join(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("--identity-out {}: {e}", dir.join(name).display())),
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -249,6 +295,9 @@ async fn provision(args: ProvisionArgs) -> Result<ExitCode, String> {
         let reset = tokio::select! {
             result = client.provision(|report| print_status(name, report)) => {
                 let state = result.map_err(|e| e.to_string())?;
+                if let Some(dir) = &args.identity_out {
+                    export_identity(dir, &state)?;
+                }
                 println!(
                     "{name}: provisioned as device {} for hub {} at {}",
                     state.device_id,
@@ -271,6 +320,9 @@ async fn provision(args: ProvisionArgs) -> Result<ExitCode, String> {
         }
         println!("{name}: SIGHUP: factory reset");
         client.factory_reset().map_err(|e| e.to_string())?;
+        if let Some(dir) = &args.identity_out {
+            remove_identity(dir)?;
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! `tern pki`, `tern dps serve`, `tern dps provision` and the admin commands as processes: a
 //! trial PKI made with the CLI, a group created, a device provisioned, SIGHUP resetting and
-//! provisioning it again, a restart that does not provision again, a revoked device refused,
-//! and hostile flags answered with messages that name them.
+//! provisioning it again, a restart that does not provision again, the device's requests to a
+//! hub (`tern serve --hub-store`) with its new identity held to its ACLs, a revoked device
+//! refused by the service and by the hub, and hostile flags answered with messages that name
+//! them.
 
 mod common;
 
@@ -10,7 +12,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{tern, tern_bin, ChildGuard};
+use common::{free_port, tern, tern_bin, ChildGuard};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -103,6 +105,16 @@ fn a_device_provisions_through_the_cli() {
     let mut args = vec!["pki", "server", "--name", "dps", "--dir", p(d)];
     args.extend(dps_ca.iter().map(String::as_str));
     ok(&args);
+    let hub_ca = [
+        "--ca-cert",
+        &format!("{}/hubca.pem", p(d)),
+        "--ca-key",
+        &format!("{}/hubca-key.pem", p(d)),
+    ]
+    .map(String::from);
+    let mut args = vec!["pki", "server", "--name", "hub", "--dir", p(d)];
+    args.extend(hub_ca.iter().map(String::as_str));
+    ok(&args);
     let certs = d.join("pki_certs");
     let dps_ca_file = d.join("dpsca.pem");
     let mut args = vec![
@@ -117,6 +129,32 @@ fn a_device_provisions_through_the_cli() {
     ];
     args.extend(maker.iter().map(String::as_str));
     ok(&args);
+    // The hub: the demo server admitting devices by the store.
+    let hub_port = free_port();
+    let hub_endpoint = format!("coaps+tcp://127.0.0.1:{hub_port}");
+    let mut hub_cmd = Command::new(tern_bin());
+    hub_cmd.args([
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--no-tcp",
+        "--dtls-bind",
+        "127.0.0.1:0",
+    ]);
+    hub_cmd.args(["--tls-bind", &format!("127.0.0.1:{hub_port}")]);
+    hub_cmd.args([
+        "--cert",
+        &format!("{}/hub.pem", p(d)),
+        "--key",
+        &format!("{}/hub-key.pem", p(d)),
+        "--ca",
+        &format!("{}/dpsca.pem", p(d)),
+        "--hub-store",
+        &store,
+        "--hub-refresh",
+        "0.05",
+    ]);
+    let mut hub = ChildGuard::spawn("tern serve --hub-store", hub_cmd);
     ok(&[
         "dps",
         "group",
@@ -130,13 +168,15 @@ fn a_device_provisions_through_the_cli() {
         "--hub-id",
         "hub-1",
         "--hub-endpoint",
-        "coaps+tcp://127.0.0.1:5684",
+        &hub_endpoint,
         "--hub-ca",
         &format!("{}/hubca.pem", p(d)),
         "--authorization-code",
         "claim-me",
         "--acl",
-        "/light/*=rw",
+        "/store/*=rw",
+        "--acl",
+        "/whoami=r",
     ]);
     assert!(ok(&["dps", "group", "list", "--store", &store]).contains("trial\thub hub-1"));
 
@@ -160,6 +200,7 @@ fn a_device_provisions_through_the_cli() {
 
     // Provision, then SIGHUP: factory reset and provisioning again.
     let state = d.join("sensor-1.json");
+    let identity = d.join("identity");
     let mut device_cmd = Command::new(tern_bin());
     device_cmd.args([
         "dps",
@@ -172,6 +213,8 @@ fn a_device_provisions_through_the_cli() {
         p(&state),
         "--retry",
         "0.2",
+        "--identity-out",
+        p(&identity),
     ]);
     let mut device = ChildGuard::spawn("tern dps provision", device_cmd);
     wait_for(&mut device, "provisioned as device", 1);
@@ -188,6 +231,41 @@ fn a_device_provisions_through_the_cli() {
         .and_then(|rest| rest.split(' ').next())
         .unwrap()
         .to_owned();
+    // The hub admits the device by its new identity and holds it to its ACLs.
+    let start = Instant::now();
+    while !hub.stderr.contains("coaps+tcp") {
+        assert!(
+            start.elapsed() < WAIT,
+            "the hub did not start\n{}",
+            hub.output()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let files = ["idcrt.pem", "idkey.pem", "hubca.pem"].map(|name| identity.join(name));
+    let on_hub = |method: &str, path: &str, extra: &[&str]| {
+        let mut args = vec![
+            method,
+            "-c",
+            p(&files[0]),
+            "-j",
+            p(&files[1]),
+            "-C",
+            p(&files[2]),
+        ];
+        args.extend(extra);
+        let uri = format!("coaps+tcp://localhost:{hub_port}{path}");
+        args.push(&uri);
+        tern(&args)
+    };
+    let whoami = on_hub("get", "/whoami", &[]);
+    assert!(whoami.success(), "{}", whoami.describe());
+    assert_eq!(whoami.stdout.trim(), format!("cert:uuid:{device_id}"));
+    let put = on_hub("put", "/store/light", &["-e", "on"]);
+    assert!(put.success(), "{}", put.describe());
+    let refused = on_hub("post", "/echo", &["-e", "x"]);
+    assert!(!refused.success(), "{}", refused.describe());
+    assert!(refused.stderr.contains("4.03"), "{}", refused.describe());
+
     hangup(&device);
     wait_for(&mut device, "factory reset", 1);
     wait_for(&mut device, "provisioned as device", 2);
@@ -240,6 +318,15 @@ fn a_device_provisions_through_the_cli() {
     assert!(revoked.stdout.contains("refused"), "{}", revoked.output());
     assert!(!revoked.stdout.contains("provisioned as"));
     revoked.kill();
+    // And the hub refuses it, though its certificate still passes the TLS handshake.
+    let refused = on_hub("get", "/whoami", &[]);
+    assert!(!refused.success(), "{}", refused.describe());
+    assert!(
+        refused.stderr.contains("4.01") && refused.stderr.contains("revoked"),
+        "{}",
+        refused.describe()
+    );
+    hub.kill();
     service.kill();
 }
 

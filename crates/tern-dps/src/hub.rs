@@ -105,7 +105,10 @@ impl HubAccess {
         tracing::info!(%device_id, %href, method = %request.method(), "ACLs refuse the request");
         Err(Response::error(
             Code::FORBIDDEN,
-            format!("the device's ACLs do not allow {} on {href}", request.method()),
+            format!(
+                "the device's ACLs do not allow {} on {href}",
+                request.method()
+            ),
         ))
     }
 
@@ -288,7 +291,11 @@ mod tests {
     #[test]
     fn entries_add_up_and_patterns_cover() {
         let read = entry(AclSubject::AnyAuthenticated, &["/light/*"], AclEntry::READ);
-        let notify = entry(AclSubject::DeviceId("d1".into()), &["/light/1"], AclEntry::NOTIFY);
+        let notify = entry(
+            AclSubject::DeviceId("d1".into()),
+            &["/light/1"],
+            AclEntry::NOTIFY,
+        );
         let acls = [read, notify];
         let observe = [AclEntry::READ | AclEntry::NOTIFY];
         assert!(permits(&acls, "d1", "/light/1", &observe));
@@ -297,8 +304,17 @@ mod tests {
         assert!(!permits(&acls, "d1", "/lights", &[AclEntry::READ]));
         assert!(!permits(&acls, "d1", "/light/1", &[AclEntry::WRITE]));
         // PUT: creating or writing will do.
-        let create = [entry(AclSubject::Anonymous, &["/store/*"], AclEntry::CREATE)];
-        assert!(permits(&create, "d1", "/store/a", &[AclEntry::CREATE, AclEntry::WRITE]));
+        let create = [entry(
+            AclSubject::Anonymous,
+            &["/store/*"],
+            AclEntry::CREATE,
+        )];
+        assert!(permits(
+            &create,
+            "d1",
+            "/store/a",
+            &[AclEntry::CREATE, AclEntry::WRITE]
+        ));
         // A method no entry can grant.
         assert!(!permits(&create, "d1", "/store/a", &[]));
     }

@@ -386,7 +386,12 @@ async fn end_to_end(store: Arc<Store>) {
         &new_identity.hub_ca_pem,
     )
     .await;
-    let whoami = ask(&reprovisioned_on_hub, Code::GET, &format!("{hub_uri}/whoami")).await;
+    let whoami = ask(
+        &reprovisioned_on_hub,
+        Code::GET,
+        &format!("{hub_uri}/whoami"),
+    )
+    .await;
     assert_eq!(whoami.0, Code::CONTENT);
     store
         .revoke_device(&state.device_id, now().unix_timestamp())

@@ -117,8 +117,26 @@ fn worker_failed(error: tokio::task::JoinError) -> StoreError {
 fn prepare(connection: &Connection) -> Result<()> {
     connection.busy_timeout(BUSY_TIMEOUT)?;
     // WAL: readers do not block the writer. An in-memory database answers "memory", which is
-    // fine.
-    let _mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    // fine. Switching a new file to WAL needs it to itself, and SQLite answers "busy" at once
+    // there, without waiting through the busy timeout, when another process is switching or
+    // migrating the same file at that moment: so wait here, in bounded steps.
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match connection.query_row("PRAGMA journal_mode = WAL", [], |row| {
+            row.get::<_, String>(0)
+        }) {
+            Ok(_mode) => break,
+            Err(rusqlite::Error::SqliteFailure(failure, _))
+                if failure.code == rusqlite::ErrorCode::DatabaseBusy
+                    && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
     connection.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
     Ok(())
 }

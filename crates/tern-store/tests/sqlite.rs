@@ -189,3 +189,23 @@ fn killed_mid_provisioning_leaves_only_whole_steps() {
         .expect("integrity check");
     assert_eq!(integrity, "ok");
 }
+
+/// Several processes (here: connections) opening the same new file at once all get a
+/// migrated store: the first start of a service, its hub and an admin command may race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_opens_of_a_new_file_all_succeed() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("race.db");
+        let opens: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                tokio::spawn(async move { tern_store::SqliteStore::open(&path).await })
+            })
+            .collect();
+        for open in opens {
+            let store = open.await.unwrap();
+            assert!(store.is_ok(), "round {round}: {:?}", store.err());
+        }
+    }
+}

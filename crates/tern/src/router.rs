@@ -782,7 +782,10 @@ mod tests {
         assert_eq!(refused.payload(), b"not for you");
         assert_eq!(handled.load(Ordering::SeqCst), 0);
         // Even what the router answers itself is refused: nothing is disclosed.
-        assert_eq!(run(&r, Code::GET, "/.well-known/core").code(), Code::FORBIDDEN);
+        assert_eq!(
+            run(&r, Code::GET, "/.well-known/core").code(),
+            Code::FORBIDDEN
+        );
         assert_eq!(run(&r, Code::GET, "/nowhere").code(), Code::FORBIDDEN);
     }
 }
