@@ -71,10 +71,15 @@ pub async fn run(args: DpsBenchArgs) -> Result<ExitCode, String> {
             certificate,
             service_ca_pem: Some(dps_ca.clone()),
         };
+        // A folder per device, as each device has its own: thousands of state files (and
+        // their temporary files) in one directory make every create and rename search it.
+        let device_dir = dir.join(n.to_string());
+        std::fs::create_dir_all(&device_dir)
+            .map_err(|e| format!("{}: {e}", device_dir.display()))?;
         let client = DeviceClient::new(
             factory,
             vec![args.endpoint.clone()],
-            StateFile::new(dir.join(format!("{n}.json"))),
+            StateFile::new(device_dir.join("state.json")),
         )
         .map_err(|e| e.to_string())?
         .with_schedule(RetrySchedule::parse("0.1,0.2,0.5").map_err(|e| e.to_string())?);

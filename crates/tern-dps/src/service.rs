@@ -21,10 +21,11 @@
 //! the snapshot also starts a reload in the background (at most one a second), so a device of
 //! a group added meanwhile gets in on its next attempt.
 
+mod admission;
+
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use openssl::x509::X509;
 use tern::tls::{CertificateCheck, PkiSettings, Source, TlsSettings};
 use tern::{Code, ContentFormat, PeerIdentity, Request, Response, Router};
 use tern_store::{
@@ -32,16 +33,23 @@ use tern_store::{
 };
 use time::OffsetDateTime;
 
-use crate::pki::{CertifiedKey, IdentitySigner, PkiError, TrustAnchors};
+use crate::pki::{CertifiedKey, IdentitySigner, PkiError};
 use crate::protocol::{
     self, AclsResponse, CredentialsRequest, CredentialsResponse, HubConfiguration, TimeResponse,
 };
+use admission::{GroupCa, Refusal};
 
 /// The service's clock: Unix seconds.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// How often a handshake that matches no cached CA may start a reload of the groups.
 const MISS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long the steps use the enrollment groups they read from the store before reading them
+/// again: a changed or deleted group takes effect within this time; a certificate that no
+/// group read so far admits has the groups read again at once, so an added group is seen at
+/// once.
+const GROUPS_FRESH: Duration = Duration::from_secs(1);
 
 /// Why the service could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +76,8 @@ pub struct DpsService {
     group_cas: Arc<RwLock<GroupAnchors>>,
     /// When a handshake miss last started a reload.
     last_miss_reload: Arc<Mutex<Option<Instant>>>,
+    /// The enrollment groups as last read, and when.
+    groups: Arc<Mutex<Option<GroupsRead>>>,
 }
 
 impl std::fmt::Debug for DpsService {
@@ -82,8 +92,11 @@ impl std::fmt::Debug for DpsService {
 /// An answer that ends a step early (a refusal or an error response).
 type Step<T> = Result<T, Response>;
 
-/// Each group's manufacturer CA bundle as written in the store, and parsed.
-type GroupAnchors = Vec<(String, Arc<TrustAnchors>)>;
+/// The enrollment groups read from the store, and when.
+type GroupsRead = (Instant, Arc<Vec<EnrollmentGroup>>);
+
+/// Each group's manufacturer CA bundle as written in the store, parsed.
+type GroupAnchors = Vec<Arc<GroupCa>>;
 
 impl DpsService {
     /// A service on `store`, signing identity certificates with `identity_ca`, on the system
@@ -96,6 +109,7 @@ impl DpsService {
             clock: Arc::new(system_now),
             group_cas: Arc::new(RwLock::new(Vec::new())),
             last_miss_reload: Arc::new(Mutex::new(None)),
+            groups: Arc::new(Mutex::new(None)),
         };
         service.reload_groups().await?;
         Ok(service)
@@ -178,14 +192,11 @@ impl DpsService {
         if check.depth > 0 {
             return true;
         }
-        let Ok(leaf) = X509::from_der(&check.der) else {
-            return false;
-        };
         let now = self.now_time().unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let cas = self.anchors();
         if cas
             .iter()
-            .any(|(_, anchors)| anchors.verify(&leaf, &[], now, false).is_ok())
+            .any(|ca| ca.check(&check.der, now, false).is_ok())
         {
             return true;
         }
@@ -384,6 +395,10 @@ impl DpsService {
     }
 
     async fn device_group(&self, group_id: &str) -> Step<EnrollmentGroup> {
+        let (groups, _) = self.groups(false).await?;
+        if let Some(group) = groups.iter().find(|group| group.id == group_id) {
+            return Ok(group.clone());
+        }
         match self.store.group(group_id).await {
             Ok(Some(group)) => Ok(group),
             Ok(None) => {
@@ -408,45 +423,74 @@ impl DpsService {
                 "a client certificate is required",
             ));
         };
-        let leaf = X509::from_der(der).map_err(|_| {
-            Response::error(Code::UNAUTHORIZED, "the client certificate does not parse")
-        })?;
         let now = self.now_time()?;
-        let groups = self
-            .store
-            .list_groups()
-            .await
-            .map_err(store_failure("list_groups"))?;
+        let (mut groups, mut cached) = self.groups(false).await?;
+        loop {
+            match self.admitting_group(&groups, der, now, check_validity) {
+                Ok(group) => {
+                    return Ok(Client {
+                        der: der.clone(),
+                        subject: common_name.clone().unwrap_or_default(),
+                        group: group.clone(),
+                    })
+                }
+                Err(_) if cached => (groups, cached) = self.groups(true).await?,
+                Err(refusal) => return Err(refusal),
+            }
+        }
+    }
+
+    /// The enrollment groups, as read from the store at most [`GROUPS_FRESH`] ago (or now,
+    /// with `afresh`); true when they were not read now.
+    async fn groups(&self, afresh: bool) -> Step<(Arc<Vec<EnrollmentGroup>>, bool)> {
+        let lock = || match self.groups.lock() {
+            Ok(groups) => groups,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if !afresh {
+            if let Some((read, groups)) = lock().as_ref() {
+                if read.elapsed() < GROUPS_FRESH {
+                    return Ok((groups.clone(), true));
+                }
+            }
+        }
+        let read = Instant::now();
+        let groups = Arc::new(
+            self.store
+                .list_groups()
+                .await
+                .map_err(store_failure("list_groups"))?,
+        );
+        *lock() = Some((read, groups.clone()));
+        Ok((groups, false))
+    }
+
+    /// The first of `groups` whose manufacturer CA admits the certificate `der` at `now`, or
+    /// the refusal.
+    fn admitting_group<'g>(
+        &self,
+        groups: &'g [EnrollmentGroup],
+        der: &[u8],
+        now: OffsetDateTime,
+        check_validity: bool,
+    ) -> Step<&'g EnrollmentGroup> {
         let known = self.anchors();
         let mut invalid_now = None;
         for group in groups {
             // The store is the truth; the parsed snapshot only saves parsing again.
-            let anchors = match known
-                .iter()
-                .find(|(pem, _)| *pem == group.manufacturer_ca_pem)
-            {
-                Some((_, anchors)) => anchors.clone(),
-                None => match TrustAnchors::from_pem(&group.manufacturer_ca_pem) {
-                    Ok(anchors) => Arc::new(anchors),
+            let ca = match known.iter().find(|ca| ca.pem == group.manufacturer_ca_pem) {
+                Some(ca) => ca.clone(),
+                None => match GroupCa::from_pem(group.manufacturer_ca_pem.clone()) {
+                    Ok(ca) => Arc::new(ca),
                     Err(_) => continue,
                 },
             };
-            match anchors.verify(&leaf, &[], now, check_validity) {
-                Ok(()) => {
-                    return Ok(Client {
-                        der: der.clone(),
-                        subject: common_name.clone().unwrap_or_default(),
-                        group,
-                    })
+            match ca.check(der, now, check_validity) {
+                Ok(()) => return Ok(group),
+                Err(Refusal::NotValidNow(reason)) => {
+                    invalid_now.get_or_insert(reason);
                 }
-                Err(error)
-                    if check_validity
-                        && invalid_now.is_none()
-                        && anchors.verify(&leaf, &[], now, false).is_ok() =>
-                {
-                    invalid_now = Some(error.to_string());
-                }
-                Err(_) => {}
+                Err(Refusal::DoesNotChain) => {}
             }
         }
         Err(match invalid_now {
@@ -465,10 +509,19 @@ struct Client {
 
 async fn reload(store: &Store, cas: &RwLock<GroupAnchors>) -> Result<(), StoreError> {
     let groups = store.list_groups().await?;
+    let known = match cas.read() {
+        Ok(cas) => cas.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
     let mut fresh = GroupAnchors::with_capacity(groups.len());
     for group in groups {
-        match TrustAnchors::from_pem(&group.manufacturer_ca_pem) {
-            Ok(anchors) => fresh.push((group.manufacturer_ca_pem, Arc::new(anchors))),
+        // An unchanged CA keeps what it remembers.
+        if let Some(ca) = known.iter().find(|ca| ca.pem == group.manufacturer_ca_pem) {
+            fresh.push(ca.clone());
+            continue;
+        }
+        match GroupCa::from_pem(group.manufacturer_ca_pem) {
+            Ok(ca) => fresh.push(Arc::new(ca)),
             Err(error) => {
                 tracing::warn!(group = %group.id, %error, "enrollment group's manufacturer CA is unusable; its devices are refused")
             }

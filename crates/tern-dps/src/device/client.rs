@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tern::proto::endpoint::RequestError;
 use tern::proto::uri::Scheme;
-use tern::tls::{PkiSettings, Source};
+use tern::tls::{PkiSettings, Source, TlsSettings};
 use tern::{ContentFormat, Context, Error};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
@@ -224,8 +224,8 @@ impl DeviceClient {
                     let answer = self.send(&mut connections, &request).await;
                     match machine.handle(answer, Instant::now(), unix_now()) {
                         Outcome::Advanced(step) => {
-                            if let Err(e) = self.state_file.save(machine.state()) {
-                                break Err(e.into());
+                            if let Err(e) = self.save(machine.state()).await {
+                                break Err(e);
                             }
                             tracing::info!(%step, device_id = machine.device_id(), "provisioning step done");
                         }
@@ -242,6 +242,18 @@ impl DeviceClient {
         };
         connections.close().await;
         result
+    }
+
+    /// Saves `state` off the async runtime: writing it durably waits on the disk (fsyncs of
+    /// the file and its directory), which would stall every task on the runtime's thread.
+    async fn save(&self, state: &ProvisionedState) -> Result<(), DeviceError> {
+        let (file, copy) = (self.state_file.clone(), state.clone());
+        match tokio::task::spawn_blocking(move || file.save(&copy)).await {
+            Ok(result) => Ok(result?),
+            // The blocking task did not run (the runtime is shutting down) or panicked:
+            // saving in place still keeps the state.
+            Err(_) => Ok(self.state_file.save(state)?),
+        }
     }
 
     fn pki(&self, skip_validity: bool) -> PkiSettings {
@@ -265,8 +277,13 @@ impl DeviceClient {
             &mut connections.strict
         };
         if slot.is_none() {
+            // TLS settings only: a DTLS context too would double the set-up, which in
+            // OpenSSL 3 (parsing the key and certificates) costs more than the handshake.
             match Context::builder()
-                .pki(self.pki(request.skip_validity))
+                .tls_client(TlsSettings {
+                    pki: Some(self.pki(request.skip_validity)),
+                    ..TlsSettings::default()
+                })
                 .build()
                 .await
             {
