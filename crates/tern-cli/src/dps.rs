@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use tern::proto::uri::Scheme;
 use tern::Context;
 use tern_dps::device::client::{DeviceClient, FactoryCredentials};
-use tern_dps::device::state::StateFile;
+use tern_dps::device::state::{ProvisionedState, StateFile};
 use tern_dps::device::StatusReport;
 use tern_dps::pki::load_certified_key;
 use tern_dps::schedule::RetrySchedule;
@@ -292,30 +292,41 @@ async fn provision(args: ProvisionArgs) -> Result<ExitCode, String> {
         let client = DeviceClient::new(factory, endpoints.clone(), StateFile::new(&state_path))
             .map_err(|e| e.to_string())?
             .with_schedule(schedule.clone());
-        let reset = tokio::select! {
-            result = client.provision(|report| print_status(name, report)) => {
-                let state = result.map_err(|e| e.to_string())?;
-                if let Some(dir) = &args.identity_out {
-                    export_identity(dir, &state)?;
+        let next = loop {
+            let state = tokio::select! {
+                result = client.provision(|report| print_status(name, report)) => {
+                    result.map_err(|e| e.to_string())?
                 }
-                println!(
-                    "{name}: provisioned as device {} for hub {} at {}",
-                    state.device_id,
-                    state.hub.as_ref().map_or("?", |h| h.hub_id.as_str()),
-                    state.hub.as_ref().map_or("?", |h| h.endpoint.as_str()),
-                );
-                if args.exit_when_provisioned {
-                    return Ok(ExitCode::SUCCESS);
-                }
-                tokio::select! {
-                    _ = hangup.recv() => true,
-                    _ = tokio::signal::ctrl_c() => false,
+                _ = hangup.recv() => break Next::FactoryReset,
+                _ = tokio::signal::ctrl_c() => break Next::Quit,
+            };
+            if let Some(dir) = &args.identity_out {
+                export_identity(dir, &state)?;
+            }
+            println!(
+                "{name}: provisioned as device {} for hub {} at {}",
+                state.device_id,
+                state.hub.as_ref().map_or("?", |h| h.hub_id.as_str()),
+                state.hub.as_ref().map_or("?", |h| h.endpoint.as_str()),
+            );
+            if args.exit_when_provisioned {
+                return Ok(ExitCode::SUCCESS);
+            }
+            // Staying up: the identity certificate is renewed when due, by running the steps
+            // again (only the credentials step is due then; before, the run does nothing).
+            let renewal = renewal_wait(&state);
+            tokio::select! {
+                _ = hangup.recv() => break Next::FactoryReset,
+                _ = tokio::signal::ctrl_c() => break Next::Quit,
+                _ = tokio::time::sleep(renewal) => {
+                    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                    if state.renewal_due_at().is_some_and(|due| due <= now) {
+                        println!("{name}: identity certificate due for renewal");
+                    }
                 }
             }
-            _ = hangup.recv() => true,
-            _ = tokio::signal::ctrl_c() => false,
         };
-        if !reset {
+        if next == Next::Quit {
             return Ok(ExitCode::SUCCESS);
         }
         println!("{name}: SIGHUP: factory reset");
@@ -324,6 +335,28 @@ async fn provision(args: ProvisionArgs) -> Result<ExitCode, String> {
             remove_identity(dir)?;
         }
     }
+}
+
+/// What `tern dps provision` does after waiting.
+#[derive(Debug, PartialEq)]
+enum Next {
+    FactoryReset,
+    Quit,
+}
+
+/// How long a provisioned device waits before looking at its identity certificate again:
+/// until [`ProvisionedState::renewal_due_at`], but at least a second (a clock that disagrees
+/// with the certificate must not spin) and at most a day (the wall clock may jump while the
+/// monotonic timer waits).
+fn renewal_wait(state: &ProvisionedState) -> Duration {
+    const AT_LEAST: Duration = Duration::from_secs(1);
+    const AT_MOST: Duration = Duration::from_secs(86_400);
+    let Some(due) = state.renewal_due_at() else {
+        return AT_MOST;
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let seconds = u64::try_from(due.saturating_sub(now)).unwrap_or(0);
+    Duration::from_secs(seconds).clamp(AT_LEAST, AT_MOST)
 }
 
 fn read_pem(path: &PathBuf, what: &str) -> Result<String, String> {
@@ -435,4 +468,52 @@ async fn revoke(args: StoreArg, device_id: &str) -> Result<ExitCode, String> {
         device.state.as_str()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod renewal_tests {
+    use tern_dps::device::state::IdentityCredentials;
+    use tern_dps::pki::{create_ca, create_csr, generate_key, IdentitySigner};
+    use zeroize::Zeroizing;
+
+    use super::*;
+
+    const DEVICE: &str = "3f2b8e4a-1c5d-4a7b-9e0f-6d1c2b3a4f5e";
+
+    /// A state whose identity certificate was issued at `issued` for `validity`.
+    fn state_issued(issued: time::OffsetDateTime, validity: Duration) -> ProvisionedState {
+        let ca = create_ca("Renewal CA", Duration::from_secs(86_400 * 3650), issued).unwrap();
+        let key = generate_key().unwrap();
+        let csr = create_csr(&key, DEVICE).unwrap();
+        let cert = IdentitySigner::new(&ca)
+            .unwrap()
+            .sign_csr(&csr, DEVICE, validity, issued, None)
+            .unwrap();
+        let mut state = ProvisionedState::fresh("ab".repeat(32), DEVICE.into());
+        state.identity = Some(IdentityCredentials {
+            certificate_pem: cert.cert_pem,
+            key_pem: Zeroizing::new(key.to_pem().to_string()),
+            hub_ca_pem: ca.cert_pem,
+            not_after: cert.not_after.unix_timestamp(),
+        });
+        state
+    }
+
+    #[test]
+    fn the_wait_ends_when_renewal_is_due_within_its_bounds() {
+        let now = time::OffsetDateTime::now_utc();
+        let hour = Duration::from_secs(3_600);
+        // Issued now for 3 h: due in about 2 h.
+        let wait = renewal_wait(&state_issued(now, hour * 3));
+        assert!(wait > hour + hour / 2 && wait <= hour * 2, "{wait:?}");
+        // Issued 3 h ago for 3 h: overdue, so at once (but not in a spin).
+        let overdue = renewal_wait(&state_issued(now - hour * 3, hour * 3));
+        assert_eq!(overdue, Duration::from_secs(1));
+        // Years away: looked at again in a day.
+        let far = renewal_wait(&state_issued(now, hour * 24 * 3650));
+        assert_eq!(far, Duration::from_secs(86_400));
+        // Nothing to renew.
+        let fresh = ProvisionedState::fresh("ab".repeat(32), DEVICE.into());
+        assert_eq!(renewal_wait(&fresh), Duration::from_secs(86_400));
+    }
 }

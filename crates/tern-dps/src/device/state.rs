@@ -139,6 +139,20 @@ impl ProvisionedState {
         self.identity.is_some() && self.acls.is_some() && self.hub.is_some()
     }
 
+    /// When the identity certificate falls due for renewal (2/3 of its validity, see
+    /// [`crate::pki::renewal_time`]), in Unix seconds of the device's clock: the service's
+    /// time less the offset the time step measured. `None` without an identity certificate,
+    /// or with one that does not inspect (the next provisioning run replaces it at once).
+    ///
+    /// A device that stays up runs [`crate::device::client::DeviceClient::provision`] again
+    /// then; it renews the certificate by a new CSR and returns.
+    pub fn renewal_due_at(&self) -> Option<i64> {
+        let identity = self.identity.as_ref()?;
+        let info = crate::pki::inspect(&identity.certificate_pem).ok()?;
+        let service_time = crate::pki::renewal_time(&info).unix_timestamp();
+        Some(service_time.saturating_sub(self.service_clock_offset.unwrap_or(0)))
+    }
+
     /// Refuses states no step could have produced: a later step without the earlier ones,
     /// an identity whose key is not its certificate's.
     fn check(&self) -> Result<(), String> {
@@ -255,6 +269,24 @@ mod tests {
     use time::OffsetDateTime;
 
     const DEVICE: &str = "3f2b8e4a-1c5d-4a7b-9e0f-6d1c2b3a4f5e";
+
+    #[test]
+    fn renewal_falls_due_at_two_thirds_on_the_devices_clock() {
+        let mut state = provisioned();
+        let info = crate::pki::inspect(&state.identity.as_ref().unwrap().certificate_pem).unwrap();
+        let service_due = crate::pki::renewal_time(&info).unix_timestamp();
+        let start = info.not_before.unix_timestamp();
+        let end = info.not_after.unix_timestamp();
+        assert!((service_due - (start + (end - start) * 2 / 3)).abs() <= 1);
+        // The service's clock runs 3 s behind the device's (offset -3): due 3 s later here.
+        assert_eq!(state.renewal_due_at(), Some(service_due + 3));
+        state.service_clock_offset = None;
+        assert_eq!(state.renewal_due_at(), Some(service_due));
+        state.identity.as_mut().unwrap().certificate_pem = "garbage".into();
+        assert_eq!(state.renewal_due_at(), None);
+        state.identity = None;
+        assert_eq!(state.renewal_due_at(), None);
+    }
 
     fn provisioned() -> ProvisionedState {
         let now = OffsetDateTime::now_utc();
