@@ -72,6 +72,12 @@ impl Authorities {
         }
     }
 
+    /// The service's TLS certificate, from its CA, for loopback.
+    fn service_certificate(&self) -> CertifiedKey {
+        let now = OffsetDateTime::now_utc();
+        issue_server_certificate(&self.service_ca, &LOCAL_SERVER_NAMES, YEAR, now).unwrap()
+    }
+
     /// A device's certificate folder with a new manufacturer certificate; returns its
     /// device id and manufacturer fingerprint.
     fn factory_folder(&self, dir: &Path) -> (String, String) {
@@ -237,13 +243,7 @@ async fn a_device_killed_at_each_step_resumes_and_the_store_stays_whole() {
     let service = DpsService::new(store.clone(), &cas.service_ca)
         .await
         .unwrap();
-    let server_cert = issue_server_certificate(
-        &cas.service_ca,
-        &LOCAL_SERVER_NAMES,
-        YEAR,
-        OffsetDateTime::now_utc(),
-    )
-    .unwrap();
+    let server_cert = cas.service_certificate();
     let assassin = Arc::new(Assassin::default());
     let server = Context::builder()
         .bind_tls("127.0.0.1:0".parse().unwrap())
@@ -377,13 +377,7 @@ async fn a_service_killed_again_and_again_leaves_the_store_whole() {
     };
     let ca_cert = write("dpsca.pem", &cas.service_ca.cert_pem);
     let ca_key = write("dpsca-key.pem", cas.service_ca.key_pem.as_str());
-    let server_cert = issue_server_certificate(
-        &cas.service_ca,
-        &LOCAL_SERVER_NAMES,
-        YEAR,
-        OffsetDateTime::now_utc(),
-    )
-    .unwrap();
+    let server_cert = cas.service_certificate();
     let cert = write("dps.pem", &server_cert.cert_pem);
     let key = write("dps-key.pem", server_cert.key_pem.as_str());
     let port = free_port();
