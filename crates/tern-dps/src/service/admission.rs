@@ -1,12 +1,14 @@
-//! An enrollment group's manufacturer CA, with the verdicts on the certificates it was asked
-//! about remembered: a device presents the same manufacturer certificate in two handshakes
-//! and four requests, and in OpenSSL 3 parsing and verifying it costs more than the rest of
-//! the service's work on the device together.
+//! An enrollment group's manufacturer CA, with the certificates it admitted remembered: a
+//! device presents the same manufacturer certificate in two handshakes and four requests, and
+//! in OpenSSL 3 parsing and verifying it costs more than the rest of the service's work on the
+//! device together.
 //!
-//! What is remembered does not depend on time: whether the certificate chains to the CA, and
-//! the period in which the certificate and every anchor of the bundle are valid. A check at a
-//! time inside that period is answered from memory; outside it, OpenSSL verifies again (and
-//! names the reason it fails).
+//! What is remembered does not depend on time: that the certificate chains to the CA, and the
+//! period in which the certificate and every anchor of the bundle are valid. A check at a time
+//! inside that period is answered from memory; outside it, OpenSSL verifies again (and names
+//! the reason it fails). Only certificates that chain are remembered: anyone can present any
+//! certificate in a handshake, and each is checked against every group, so remembering
+//! refusals would let strangers fill every group's memory.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,9 +18,9 @@ use time::OffsetDateTime;
 
 use crate::pki::{inspect_der, parse_pem_bundle, PkiError, TrustAnchors};
 
-/// Certificates remembered per CA; the memory is emptied when full (each entry holds a
-/// certificate's DER, under a kilobyte).
-const MAX_VERDICTS: usize = 4096;
+/// Certificates remembered per CA; the memory is emptied when full (each entry holds the DER
+/// of a certificate the CA issued, under a kilobyte for a manufacturer certificate).
+const MAX_REMEMBERED: usize = 4096;
 
 /// Why a certificate is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,18 +31,15 @@ pub(super) enum Refusal {
     NotValidNow(String),
 }
 
+/// A certificate that chains: it and every anchor are valid from `from` to `until` (Unix
+/// seconds, inclusive).
 #[derive(Debug, Clone, Copy)]
-enum Verdict {
-    /// Chains; the certificate and every anchor are valid from `from` to `until` (Unix
-    /// seconds, inclusive).
-    Chains {
-        from: i64,
-        until: i64,
-    },
-    DoesNotChain,
+struct Chains {
+    from: i64,
+    until: i64,
 }
 
-/// A group's manufacturer CA bundle, parsed, and what it said about certificates so far.
+/// A group's manufacturer CA bundle, parsed, and the certificates it admitted so far.
 pub(super) struct GroupCa {
     /// The bundle as the store holds it.
     pub(super) pem: String,
@@ -48,7 +47,7 @@ pub(super) struct GroupCa {
     /// When every anchor of the bundle is valid (Unix seconds, inclusive).
     anchors_from: i64,
     anchors_until: i64,
-    verdicts: Mutex<HashMap<Vec<u8>, Verdict>>,
+    chaining: Mutex<HashMap<Vec<u8>, Chains>>,
 }
 
 impl std::fmt::Debug for GroupCa {
@@ -74,7 +73,7 @@ impl GroupCa {
             anchors,
             anchors_from,
             anchors_until,
-            verdicts: Mutex::new(HashMap::new()),
+            chaining: Mutex::new(HashMap::new()),
         })
     }
 
@@ -87,48 +86,45 @@ impl GroupCa {
         check_validity: bool,
     ) -> Result<(), Refusal> {
         let remembered = self.lock().get(leaf_der).copied();
-        let verdict = match remembered {
-            Some(verdict) => verdict,
+        let chains = match remembered {
+            Some(chains) => chains,
             None => {
-                let verdict = self.verdict(leaf_der, now);
-                let mut verdicts = self.lock();
-                if verdicts.len() >= MAX_VERDICTS {
-                    verdicts.clear();
-                }
-                verdicts.insert(leaf_der.to_vec(), verdict);
-                verdict
+                let chains = self.chains(leaf_der, now).ok_or(Refusal::DoesNotChain)?;
+                self.remember(leaf_der, chains);
+                chains
             }
         };
-        match verdict {
-            Verdict::DoesNotChain => Err(Refusal::DoesNotChain),
-            Verdict::Chains { .. } if !check_validity => Ok(()),
-            Verdict::Chains { from, until } if (from..=until).contains(&now.unix_timestamp()) => {
-                Ok(())
-            }
-            Verdict::Chains { .. } => match self.anchors.verify_der(leaf_der, now, true) {
-                Ok(()) => Ok(()),
-                Err(error) => Err(Refusal::NotValidNow(error.to_string())),
-            },
+        if !check_validity || (chains.from..=chains.until).contains(&now.unix_timestamp()) {
+            return Ok(());
         }
+        self.anchors
+            .verify_der(leaf_der, now, true)
+            .map_err(|error| Refusal::NotValidNow(error.to_string()))
     }
 
-    /// Verifies `leaf_der` with OpenSSL, time not checked, and finds its validity period.
-    fn verdict(&self, leaf_der: &[u8], now: OffsetDateTime) -> Verdict {
-        let (Ok(leaf), Ok(info)) = (X509::from_der(leaf_der), inspect_der(leaf_der)) else {
-            return Verdict::DoesNotChain;
-        };
-        match self.anchors.verify(&leaf, &[], now, false) {
-            Ok(()) => Verdict::Chains {
-                from: self.anchors_from.max(info.not_before.unix_timestamp()),
-                until: self.anchors_until.min(info.not_after.unix_timestamp()),
-            },
-            Err(_) => Verdict::DoesNotChain,
-        }
+    /// Verifies `leaf_der` with OpenSSL, time not checked, and finds its validity period;
+    /// `None` when it does not chain (or does not parse).
+    fn chains(&self, leaf_der: &[u8], now: OffsetDateTime) -> Option<Chains> {
+        let leaf = X509::from_der(leaf_der).ok()?;
+        let info = inspect_der(leaf_der).ok()?;
+        self.anchors.verify(&leaf, &[], now, false).ok()?;
+        Some(Chains {
+            from: self.anchors_from.max(info.not_before.unix_timestamp()),
+            until: self.anchors_until.min(info.not_after.unix_timestamp()),
+        })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Verdict>> {
-        match self.verdicts.lock() {
-            Ok(verdicts) => verdicts,
+    fn remember(&self, leaf_der: &[u8], chains: Chains) {
+        let mut chaining = self.lock();
+        if chaining.len() >= MAX_REMEMBERED {
+            chaining.clear();
+        }
+        chaining.insert(leaf_der.to_vec(), chains);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Chains>> {
+        match self.chaining.lock() {
+            Ok(chaining) => chaining,
             Err(poisoned) => poisoned.into_inner(),
         }
     }
@@ -187,13 +183,33 @@ mod tests {
     }
 
     #[test]
-    fn memory_stays_bounded() {
+    fn refused_certificates_are_not_remembered() {
         let now = OffsetDateTime::now_utc();
         let maker = create_ca("Maker", DAY, now).unwrap();
+        let other = create_ca("Other", DAY, now).unwrap();
         let ca = GroupCa::from_pem(maker.cert_pem.clone()).unwrap();
-        for n in 0..MAX_VERDICTS + 10 {
-            let _ = ca.check(&n.to_be_bytes(), now, false);
+        for n in 0..64u32 {
+            assert_eq!(
+                ca.check(&n.to_be_bytes(), now, false),
+                Err(Refusal::DoesNotChain)
+            );
         }
-        assert!(ca.lock().len() <= MAX_VERDICTS);
+        let stranger = issue_manufacturer_certificate(&other, "dev", None, DAY, now).unwrap();
+        assert!(ca.check(&der(&stranger.cert_pem), now, false).is_err());
+        assert!(ca.lock().is_empty());
+        let own = issue_manufacturer_certificate(&maker, "dev", None, DAY, now).unwrap();
+        ca.check(&der(&own.cert_pem), now, true).unwrap();
+        assert_eq!(ca.lock().len(), 1);
+    }
+
+    #[test]
+    fn memory_stays_bounded() {
+        let now = OffsetDateTime::now_utc();
+        let ca = GroupCa::from_pem(create_ca("Maker", DAY, now).unwrap().cert_pem).unwrap();
+        let chains = Chains { from: 0, until: 1 };
+        for n in 0..MAX_REMEMBERED * 2 + 10 {
+            ca.remember(&n.to_be_bytes(), chains);
+            assert!(ca.lock().len() <= MAX_REMEMBERED);
+        }
     }
 }
