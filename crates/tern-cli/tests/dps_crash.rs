@@ -3,11 +3,14 @@
 //! - the device (`tern dps provision`) killed at each step, once before the service handles
 //!   the step and once after the service committed it but before the device saw the answer;
 //!   the restarted device ends provisioned with what the store holds;
-//! - the service (`tern dps serve` on SQLite) killed again and again while devices
-//!   provision; after every kill the store file holds each device in a state whose records
-//!   are all there, and once the service is back every device ends provisioned.
+//! - the service (`tern dps serve`, on SQLite and on a real PostgreSQL server the test starts)
+//!   killed again and again while devices provision; after every kill the store holds each
+//!   device in a state whose records are all there, and once the service is back every device
+//!   ends provisioned.
 
 mod common;
+#[path = "../../tern-store/tests/common/pg_server.rs"]
+mod pg_server;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -359,13 +362,35 @@ fn start_service(command: &impl Fn() -> Command) -> ChildGuard {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_service_killed_again_and_again_leaves_the_store_whole() {
+async fn a_service_on_sqlite_killed_again_and_again_leaves_the_store_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("dps.db").display());
+    service_killed_again_and_again(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_on_postgresql_killed_again_and_again_leaves_the_store_whole() {
+    let Some(server) = pg_server::PgServer::shared() else {
+        assert!(
+            !pg_server::peers_required(),
+            "TERN_REQUIRE_PEERS=1 but no PostgreSQL server could be started"
+        );
+        eprintln!("skipped: no PostgreSQL server binaries");
+        return;
+    };
+    let url = server.create_database().await;
+    service_killed_again_and_again(&url).await;
+}
+
+/// `tern dps serve` on `store_url`, killed six times while 28 devices provision: after each
+/// kill the store (opened afresh, as a restarted service would) holds every device whole.
+async fn service_killed_again_and_again(store_url: &str) {
     const DEVICES: usize = 28;
     const KILLS: usize = 6;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let cas = Authorities::new();
-    let store_url = format!("sqlite://{}", d.join("dps.db").display());
+    let store_url = store_url.to_owned();
     {
         let store = tern_store::open(&store_url).await.unwrap();
         store.create_group(&cas.group()).await.unwrap();
