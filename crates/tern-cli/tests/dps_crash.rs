@@ -370,12 +370,8 @@ async fn a_service_on_sqlite_killed_again_and_again_leaves_the_store_whole() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_on_postgresql_killed_again_and_again_leaves_the_store_whole() {
+    // `shared` says "skipped" without the binaries, and fails under TERN_REQUIRE_PEERS=1.
     let Some(server) = pg_server::PgServer::shared() else {
-        assert!(
-            !pg_server::peers_required(),
-            "TERN_REQUIRE_PEERS=1 but no PostgreSQL server could be started"
-        );
-        eprintln!("skipped: no PostgreSQL server binaries");
         return;
     };
     let url = server.create_database().await;

@@ -418,12 +418,8 @@ async fn end_to_end_on_sqlite() {
 
 #[tokio::test]
 async fn end_to_end_on_postgresql() {
+    // `shared` says "skipped" without the binaries, and fails under TERN_REQUIRE_PEERS=1.
     let Some(server) = pg_server::PgServer::shared() else {
-        assert!(
-            !pg_server::peers_required(),
-            "TERN_REQUIRE_PEERS=1 but no PostgreSQL server could be started"
-        );
-        eprintln!("skipped: no PostgreSQL server binaries");
         return;
     };
     let url = server.create_database().await;

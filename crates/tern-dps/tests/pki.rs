@@ -741,3 +741,21 @@ fn signing_cost() {
         1.0 / with_signer.as_secs_f64(),
     );
 }
+
+#[test]
+fn trust_anchors_are_valid_where_every_anchor_is() {
+    let early = create_ca("Early CA", DAY * 10, at(NOW)).unwrap();
+    let late = create_ca("Late CA", DAY * 10, at(NOW + 86_400 * 5)).unwrap();
+    let one = TrustAnchors::from_pem(&early.cert_pem).unwrap();
+    let info = inspect(&early.cert_pem).unwrap();
+    assert_eq!(one.validity(), (info.not_before, info.not_after));
+    let both = TrustAnchors::from_pem(&format!("{}{}", early.cert_pem, late.cert_pem)).unwrap();
+    let (from, until) = both.validity();
+    assert_eq!(from, inspect(&late.cert_pem).unwrap().not_before);
+    assert_eq!(until, info.not_after);
+    // Periods that do not overlap leave an empty one.
+    let later = create_ca("Later CA", DAY, at(NOW + 86_400 * 30)).unwrap();
+    let apart = TrustAnchors::from_pem(&format!("{}{}", early.cert_pem, later.cert_pem)).unwrap();
+    let (from, until) = apart.validity();
+    assert!(from > until);
+}

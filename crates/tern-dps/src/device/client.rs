@@ -250,8 +250,9 @@ impl DeviceClient {
         let (file, copy) = (self.state_file.clone(), state.clone());
         match tokio::task::spawn_blocking(move || file.save(&copy)).await {
             Ok(result) => Ok(result?),
-            // The blocking task did not run (the runtime is shutting down) or panicked:
-            // saving in place still keeps the state.
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // The blocking task did not run (the runtime is shutting down): saving in place
+            // still keeps the state.
             Err(_) => Ok(self.state_file.save(state)?),
         }
     }

@@ -54,6 +54,9 @@ pub fn verify_chain(
 #[derive(Clone)]
 pub struct TrustAnchors {
     anchors: Vec<X509>,
+    /// When every anchor is valid: the latest start and the earliest end of their periods.
+    valid_from: OffsetDateTime,
+    valid_until: OffsetDateTime,
 }
 
 impl std::fmt::Debug for TrustAnchors {
@@ -68,6 +71,7 @@ impl TrustAnchors {
     /// Parses `ca_bundle_pem`; every certificate in it must be marked CA.
     pub fn from_pem(ca_bundle_pem: &str) -> Result<Self, PkiError> {
         let mut anchors = Vec::new();
+        let mut period: Option<(OffsetDateTime, OffsetDateTime)> = None;
         for anchor in parse_pem_bundle(ca_bundle_pem)? {
             let info = inspect_der(anchor.as_bytes())?;
             if !info.is_ca {
@@ -75,9 +79,29 @@ impl TrustAnchors {
                     subject: info.subject_cn.unwrap_or_default(),
                 });
             }
+            period = Some(match period {
+                None => (info.not_before, info.not_after),
+                Some((from, until)) => (from.max(info.not_before), until.min(info.not_after)),
+            });
             anchors.push(X509::from_der(anchor.as_bytes())?);
         }
-        Ok(TrustAnchors { anchors })
+        // No anchor: a period nothing falls in (and nothing chains anyway).
+        let (valid_from, valid_until) = period.unwrap_or((
+            OffsetDateTime::UNIX_EPOCH + time::Duration::SECOND,
+            OffsetDateTime::UNIX_EPOCH,
+        ));
+        Ok(TrustAnchors {
+            anchors,
+            valid_from,
+            valid_until,
+        })
+    }
+
+    /// When every anchor of the bundle is valid (both ends inclusive): the latest start and
+    /// the earliest end of their validity periods (empty, `from` after `until`, when the
+    /// periods do not overlap or the bundle is empty).
+    pub fn validity(&self) -> (OffsetDateTime, OffsetDateTime) {
+        (self.valid_from, self.valid_until)
     }
 
     /// Checks that `leaf` (DER) chains to one of the anchors, as [`verify_chain`] does.

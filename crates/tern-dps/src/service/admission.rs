@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use openssl::x509::X509;
 use time::OffsetDateTime;
 
-use crate::pki::{inspect_der, parse_pem_bundle, PkiError, TrustAnchors};
+use crate::pki::{inspect_der, PkiError, TrustAnchors};
 
 /// Certificates remembered per CA; the memory is emptied when full (each entry holds the DER
 /// of a certificate the CA issued, under a kilobyte for a manufacturer certificate).
@@ -62,12 +62,8 @@ impl GroupCa {
     /// Parses `pem`; every certificate in it must be a CA.
     pub(super) fn from_pem(pem: String) -> Result<Self, PkiError> {
         let anchors = TrustAnchors::from_pem(&pem)?;
-        let (mut anchors_from, mut anchors_until) = (i64::MIN, i64::MAX);
-        for anchor in parse_pem_bundle(&pem)? {
-            let info = inspect_der(anchor.as_bytes())?;
-            anchors_from = anchors_from.max(info.not_before.unix_timestamp());
-            anchors_until = anchors_until.min(info.not_after.unix_timestamp());
-        }
+        let (from, until) = anchors.validity();
+        let (anchors_from, anchors_until) = (from.unix_timestamp(), until.unix_timestamp());
         Ok(GroupCa {
             pem,
             anchors,
@@ -135,7 +131,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::pki::{create_ca, issue_manufacturer_certificate};
+    use crate::pki::{create_ca, issue_manufacturer_certificate, parse_pem_bundle};
 
     const DAY: Duration = Duration::from_secs(86_400);
 
